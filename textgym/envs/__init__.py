@@ -1,0 +1,1 @@
+"""Task implementations: one module per task, each a :class:`textgym.core.TextTask` and its env class."""

@@ -1,0 +1,219 @@
+"""Dialogue: write the next reply of a conversation, scored against the corpus reply."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import string
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textgym.core import Message, TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
+from textgym.data import DatasetError, check_split, load_records, require_field, split_of
+
+DEFAULT_SYSTEM_PROMPT = "You are a friendly conversation partner. Reply in one short sentence."
+_EXCHANGES_PER_SESSION = 3
+_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def _words(text: str) -> list[str]:
+    return _PUNCTUATION.sub(" ", text.lower()).split()
+
+
+def unigram_f1(reply: str, reference: str) -> float:
+    """Word-overlap F1 between two texts (lower-cased, punctuation removed).
+
+    >>> unigram_f1("The capital is Paris.", "Paris is the capital of France")
+    0.8
+    >>> unigram_f1("", "hello")
+    0.0
+    """
+    reply_words, reference_words = _words(reply), _words(reference)
+    overlap = sum((Counter(reply_words) & Counter(reference_words)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(reply_words), overlap / len(reference_words)
+    return 2 * precision * recall / (precision + recall)
+
+
+def reply_score(reply: str, references: list[str]) -> float:
+    """The Dialogue reward of one reply: the best :func:`unigram_f1` over the turn's references."""
+    return max(unigram_f1(reply, reference) for reference in references)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One user message and every reply the corpus accepts for it."""
+
+    user: str
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A stable id and its turns."""
+
+    conversation_id: str
+    turns: tuple[Turn, ...]
+
+
+@functools.lru_cache(maxsize=1)
+def chatterbot_conversations() -> tuple[Conversation, ...]:
+    """The English ChatterBot corpus (PyPI ``chatterbot-corpus``) as multi-turn conversations.
+
+    Within each topic file, questions asked with several answers become one turn whose
+    references are all the answers; consecutive single exchanges are grouped into
+    sessions of three turns; the corpus' own longer conversations are kept whole.
+    """
+    import yaml
+
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("the default Dialogue data needs the PyPI package 'chatterbot-corpus'")
+    english = Path(spec.submodule_search_locations[0]) / "data" / "english"
+    conversations: list[Conversation] = []
+    for path in sorted(english.glob("*.yml")):
+        topic = path.stem
+        exchanges: dict[str, list[str]] = {}
+        for index, lines in enumerate(yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]):
+            lines = [str(line).strip() for line in lines]
+            if len(lines) == 2:
+                exchanges.setdefault(lines[0], []).append(lines[1])
+            elif len(lines) > 2:
+                turns = tuple(Turn(lines[i], (lines[i + 1],)) for i in range(0, len(lines) - 1, 2))
+                conversations.append(Conversation(f"{topic}-long{index:03d}", turns))
+        singles = [Turn(question, tuple(answers)) for question, answers in exchanges.items()]
+        for start in range(0, len(singles), _EXCHANGES_PER_SESSION):
+            conversations.append(
+                Conversation(f"{topic}-{start // _EXCHANGES_PER_SESSION:03d}", tuple(singles[start : start + 3]))
+            )
+    return tuple(conversations)
+
+
+def dailydialog_conversations(source: str) -> tuple[Conversation, ...]:
+    """Read conversations in DailyDialog's schema: records with ``dialog``, a list of utterances.
+
+    Even utterances are the user's, odd ones the replies the agent is scored against;
+    a record may carry an ``id`` (else its position is used). ``utterances`` and
+    ``turns`` are accepted as other names of ``dialog``.
+    """
+    conversations = []
+    for index, record in enumerate(load_records(source)):
+        utterances = require_field(record, ("dialog", "utterances", "turns"), source, index)
+        if not isinstance(utterances, list) or len(utterances) < 2:
+            raise DatasetError(f"dataset {source!r} record {index}: 'dialog' must be a list of >= 2 utterances")
+        lines = [
+            validate_text(utterance, f"dataset {source!r} record {index} utterance {i}").strip()
+            for i, utterance in enumerate(utterances)
+        ]
+        turns = tuple(Turn(lines[i], (lines[i + 1],)) for i in range(0, len(lines) - 1, 2))
+        conversations.append(Conversation(str(record.get("id", f"{index:06d}")), turns))
+    return tuple(conversations)
+
+
+class DialogueTask(TextTask):
+    """Text-level Dialogue: see :class:`DialogueEnv`."""
+
+    def __init__(
+        self,
+        split: str = "train",
+        dataset: str | None = None,
+        num_turns: int = 3,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        self.split = check_split(split)
+        if isinstance(num_turns, bool) or not isinstance(num_turns, int) or num_turns < 1:
+            raise ValueError(f"num_turns must be an integer >= 1, got {num_turns!r}")
+        self.num_turns = num_turns
+        self.system_prompt = validate_text(system_prompt, "system_prompt")
+        everything = chatterbot_conversations() if dataset is None else dailydialog_conversations(dataset)
+        self.conversations = [c for c in everything if split_of(c.conversation_id) == split]
+        if not self.conversations:
+            raise DatasetError(f"dataset {dataset or 'chatterbot-corpus'!r} has no conversations in split {split!r}")
+        self._by_id = {c.conversation_id: i for i, c in enumerate(self.conversations)}
+
+    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
+        """Draw a conversation (or take ``options["prompt_id"]``) and return its first user turn."""
+        options = dict(options or {})
+        if "prompt_id" in options:
+            prompt_id = options.pop("prompt_id")
+            if prompt_id not in self._by_id:
+                raise ValueError(f"unknown prompt_id {prompt_id!r} in Dialogue split {self.split!r}")
+            index = self._by_id[prompt_id]
+        else:
+            index = int(rng.integers(len(self.conversations)))
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; Dialogue accepts 'prompt_id'")
+        conversation = self.conversations[index]
+        self._turns = conversation.turns[: self.num_turns]
+        self._turn = 0
+        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": self._turns[0].user}]
+        return TaskPrompt(messages, conversation.conversation_id, {"num_turns": len(self._turns)})
+
+    def step(self, reply: str) -> TurnResult:
+        """Score ``reply`` against this turn's references; the next user turn follows, if any."""
+        score = reply_score(reply, list(self._turns[self._turn].references))
+        self._turn += 1
+        over = self._turn >= len(self._turns)
+        next_messages: list[Message] = [] if over else [{"role": "user", "content": self._turns[self._turn].user}]
+        return TurnResult(score, over, next_messages, {"reward_components": {"unigram_f1": score}})
+
+
+class DialogueEnv(TextEnv):
+    """Dialogue: write the assistant's next reply in an English conversation.
+
+    ## Description
+    Each episode is a conversation of up to ``num_turns`` user messages from the
+    ChatterBot English corpus (PyPI ``chatterbot-corpus``, 21 topics). After a short
+    system prompt, the user speaks; the agent writes a reply; the corpus' next user
+    message follows; and so on. Replies are scored against the corpus' replies. The
+    same task backs three ids, one per action granularity (see :class:`textgym.core.TextEnv`).
+
+    ## Action Space
+    * ``TextGym/Dialogue-v0``: ``Discrete(V)``, the next token of the reply (V = 49,152
+      for the default SmolLM2 tokenizer). An end token ends the reply.
+    * ``TextGym/DialogueCandidate-v0``: ``Discrete(K)``, one of K replies that the env's
+      LM proposes each turn (the LM's greedy reply is candidate 0; ``action_masks()``
+      marks duplicates invalid).
+    * ``TextGym/DialogueUtterance-v0``: ``MultiDiscrete([V] * max_reply_tokens)``, the whole
+      reply as token ids, read up to the first end token.
+
+    ## Observation Space
+    ``Dict(input_ids=Box(int32), attention_mask=Box(int8))`` of length
+    ``max_context_tokens`` holding the chat-template context, left-padded; the candidate
+    level adds ``candidate_ids`` and ``candidate_mask`` (K x ``max_reply_tokens``, flattened).
+
+    ## Rewards
+    At the end of each reply, at every granularity:
+    ``reward = max over references r of F1(reply, r)``, with
+    ``F1 = 2 P R / (P + R)``, ``P = overlap / |reply words|``, ``R = overlap / |r words|``,
+    ``overlap`` the multiset intersection of lower-cased words with punctuation removed.
+    Rewards lie in [0, 1]; every other step gives 0. ``info["reward_components"]`` holds it.
+
+    ## Starting State
+    A conversation drawn uniformly with ``self.np_random`` from the split, or the one named
+    by ``reset(options={"prompt_id": ...})``.
+
+    ## Episode End
+    Terminated after the reply to the last user message. At token level, truncated when a
+    reply reaches ``max_reply_tokens`` without an end token (the reply is still scored).
+
+    ## Arguments
+    ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the conversation
+    id decides), ``dataset`` (``None`` for ChatterBot, or a local JSON/JSONL file or hub id
+    in DailyDialog's schema: records with ``dialog``, a list of utterances), ``num_turns``
+    (default 3), ``system_prompt``, plus the :class:`textgym.core.TextEnv` arguments
+    (``granularity``, ``model``, ``max_context_tokens``, ``max_reply_tokens``,
+    ``num_candidates``, ``proposal_temperature``, ``render_mode``).
+
+    ## Version History
+    * v0: Initial version.
+    """
+
+    task_class = DialogueTask

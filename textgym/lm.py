@@ -1,0 +1,214 @@
+"""The language model an env itself uses, behind one small interface.
+
+An env that needs an LM (the candidate level proposes K replies per turn) talks to a
+:class:`LanguageModel`: messages in, completions out, as text. :class:`LocalLanguageModel`
+runs a Hugging Face causal LM in-process with batched, KV-cached, seeded sampling;
+a served endpoint can implement the same ``propose`` method later.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated reply.
+
+    Attributes:
+        text: The decoded reply, special tokens removed.
+        finished: True if the reply ended with an end-of-sequence token, False if the
+            token budget cut it.
+    """
+
+    text: str
+    finished: bool
+
+
+class LanguageModel(Protocol):
+    """What an env needs from an LM: K seeded replies to a conversation."""
+
+    def propose(
+        self, messages: Sequence[Message], num_candidates: int, max_new_tokens: int, seed: int
+    ) -> list[Completion]:
+        """Return ``num_candidates`` replies; the first is the greedy one, the rest are sampled with ``seed``."""
+        ...
+
+
+@functools.lru_cache(maxsize=16)
+def _cache_keyword(model_class: type) -> str:
+    # transformers 5 renamed `past_key_values` to `cache`; accept either.
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def new_cache(model: Any) -> Any:
+    """An empty KV cache for ``model``."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def forward(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: Any = None,
+    logits_to_keep: int = 0,
+    output_hidden_states: bool = False,
+) -> Any:
+    """One causal-LM forward with an explicit position for every token (left padding safe)."""
+    kwargs: dict[str, Any] = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "use_cache": cache is not None,
+        "output_hidden_states": output_hidden_states,
+    }
+    if cache is not None:
+        kwargs[_cache_keyword(type(model))] = cache
+    if logits_to_keep:
+        kwargs["logits_to_keep"] = logits_to_keep
+    return model(**kwargs)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding: 0 at each row's first real token."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class Sample:
+    """Tokens drawn by :func:`sample`.
+
+    Attributes:
+        tokens: (B, N) sampled ids; positions after a row's end hold ``pad_id``.
+        logprobs: (B, N) log-probabilities of the sampled ids under the sampling
+            distribution's logits (temperature applied), 0 after the end.
+        lengths: (B,) number of tokens generated per row, the end token included.
+        finished: (B,) whether the row emitted an end token within the budget.
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    end_ids: Sequence[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    greedy: torch.Tensor | None = None,
+) -> Sample:
+    """Batched, KV-cached generation from left-padded prompts.
+
+    Args:
+        model: A Hugging Face causal LM.
+        input_ids: (B, T) left-padded prompt ids.
+        attention_mask: (B, T) 1 for real tokens.
+        max_new_tokens: Token budget per row.
+        end_ids: Ids that end a row (kept in the output, counted in ``lengths``).
+        pad_id: Filler after a row's end.
+        generator: Seeded generator for sampling (CPU).
+        temperature: Softmax temperature for sampled rows.
+        greedy: (B,) bool; rows that take the arg-max instead of sampling.
+
+    Returns:
+        A :class:`Sample`.
+    """
+    batch, device = input_ids.shape[0], input_ids.device
+    greedy = torch.zeros(batch, dtype=torch.bool) if greedy is None else greedy.to(torch.bool).cpu()
+    end = torch.tensor(sorted(set(end_ids)), dtype=torch.long, device=device)
+    cache = new_cache(model)
+    mask = attention_mask.long()
+    positions = positions_from_mask(mask)
+    out = forward(model, input_ids, mask, positions, cache=cache, logits_to_keep=1)
+    next_position = positions[:, -1:] + 1
+    tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long)
+    logprobs = torch.zeros(batch, max_new_tokens)
+    done = torch.zeros(batch, dtype=torch.bool)
+    lengths = torch.zeros(batch, dtype=torch.long)
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float().cpu() / max(temperature, 1e-6)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        drawn = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
+        chosen = torch.where(greedy, log_probs.argmax(-1), drawn)
+        chosen = torch.where(done, torch.full_like(chosen, pad_id), chosen)
+        tokens[:, step] = chosen
+        logprobs[:, step] = torch.where(done, 0.0, log_probs.gather(-1, chosen[:, None]).squeeze(-1))
+        lengths += (~done).long()
+        done |= torch.isin(chosen, end.cpu())
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long, device=device)], dim=1)
+        out = forward(model, chosen[:, None].to(device), mask, next_position, cache=cache, logits_to_keep=1)
+        next_position = next_position + 1
+    return Sample(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=done)
+
+
+class LocalLanguageModel:
+    """A Hugging Face causal LM run in this process.
+
+    Args:
+        model: A model name for :func:`textgym.models.resolve_model_path`.
+        temperature: Sampling temperature of the non-greedy candidates.
+    """
+
+    def __init__(self, model: str = "default", temperature: float = 1.0) -> None:
+        from textgym.models import eos_token_ids, load_shared_causal_lm, load_tokenizer, resolve_model_path
+
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.name = model
+        self.temperature = float(temperature)
+        self.tokenizer = load_tokenizer(model)
+        self.model = load_shared_causal_lm(model)
+        self.end_ids = eos_token_ids(self.tokenizer, resolve_model_path(model))
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of ``messages`` under the chat template, ready for the assistant's reply."""
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def propose(
+        self, messages: Sequence[Message], num_candidates: int, max_new_tokens: int, seed: int
+    ) -> list[Completion]:
+        """Return the greedy reply followed by ``num_candidates - 1`` sampled ones, in one batch."""
+        prompt = torch.tensor([self.encode_chat(messages)] * num_candidates, dtype=torch.long)
+        greedy = torch.zeros(num_candidates, dtype=torch.bool)
+        greedy[0] = True
+        generator = torch.Generator().manual_seed(int(seed))
+        drawn = sample(
+            self.model,
+            prompt,
+            torch.ones_like(prompt),
+            max_new_tokens=max_new_tokens,
+            end_ids=self.end_ids,
+            pad_id=int(self.tokenizer.pad_token_id),
+            generator=generator,
+            temperature=self.temperature,
+            greedy=greedy,
+        )
+        return [
+            Completion(
+                text=self.tokenizer.decode(row[:length].tolist(), skip_special_tokens=True).strip(),
+                finished=bool(finished),
+            )
+            for row, length, finished in zip(drawn.tokens, drawn.lengths.tolist(), drawn.finished.tolist(), strict=True)
+        ]
