@@ -16,6 +16,9 @@ ENV_TABLE: tuple[tuple[str, str, dict], ...] = (
     ("TextGym/Dialogue-v0", "textgym.envs.dialogue:DialogueEnv", {"granularity": "token"}),
     ("TextGym/DialogueCandidate-v0", "textgym.envs.dialogue:DialogueEnv", {"granularity": "candidate"}),
     ("TextGym/DialogueUtterance-v0", "textgym.envs.dialogue:DialogueEnv", {"granularity": "utterance"}),
+    # summarization
+    # sparse completion
+    # sentiment
 )
 
 
