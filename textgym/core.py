@@ -215,8 +215,8 @@ class TextEnv(gym.Env[dict, Any]):
 
     Episode End:
         Terminated when the task is over (its last turn answered, or a task-defined end).
-        Truncated, at token level only, when a reply reaches ``max_reply_tokens`` tokens
-        without an end token: the reply is still scored, then the episode stops. At the
+        Truncated instead, at token level only, when a reply reaches ``max_reply_tokens``
+        tokens without an end token: the reply is still scored, then the episode stops. At the
         candidate and utterance levels a reply is one action, so its length never truncates
         the episode. ``info["end_reason"]`` says why an episode ended and
         ``info["reply_finished"]`` whether a reply ended with an end token.
@@ -422,7 +422,10 @@ class TextEnv(gym.Env[dict, Any]):
         for index, completion in enumerate(proposals):
             valid[index] = completion.text not in seen
             seen.add(completion.text)
-            tokens = self.tokenizer(completion.text, add_special_tokens=False)["input_ids"][: self.max_reply_tokens]
+            tokens = completion.token_ids
+            if tokens is None:
+                tokens = self.tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+            tokens = tokens[: self.max_reply_tokens]
             ids[index, : len(tokens)] = tokens
             mask[index, : len(tokens)] = 1
         self._candidates = proposals
@@ -465,14 +468,15 @@ class TextEnv(gym.Env[dict, Any]):
             **_json_value(result.info, "task info"),
         }
         self._messages.append({"role": "assistant", "content": text})
-        terminated = bool(result.terminated)
         # Only at token level is the reply budget a step budget the agent ran into; at the
         # other levels a reply is one action and its length is part of the action space.
-        truncated = self.granularity == "token" and not finished and not terminated
+        truncated = self.granularity == "token" and not finished
+        terminated = bool(result.terminated) and not truncated
         if terminated or truncated:
             self._episode = "over"
             info["end_reason"] = "task_over" if terminated else "reply_token_budget"
             info["episode_reward"] = self._reward_total
+            info["messages"] = [dict(m) for m in self._messages]
             return self._observation(), reward, terminated, truncated, info
         self._messages += validate_messages(result.next_messages, "task next_messages") if result.next_messages else []
         self._turn += 1

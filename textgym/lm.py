@@ -27,10 +27,13 @@ class Completion:
         text: The decoded reply, special tokens removed.
         finished: True if the reply ended with an end-of-sequence token, False if the
             token budget cut it.
+        token_ids: The reply's tokens (end token excluded) when the LM shares the env's
+            tokenizer; None to let the env tokenize ``text``.
     """
 
     text: str
     finished: bool
+    token_ids: tuple[int, ...] | None = None
 
 
 class LanguageModel(Protocol):
@@ -205,10 +208,9 @@ class LocalLanguageModel:
             temperature=self.temperature,
             greedy=greedy,
         )
-        return [
-            Completion(
-                text=self.tokenizer.decode(row[:length].tolist(), skip_special_tokens=True).strip(),
-                finished=bool(finished),
-            )
-            for row, length, finished in zip(drawn.tokens, drawn.lengths.tolist(), drawn.finished.tolist(), strict=True)
-        ]
+        completions = []
+        for row, length, finished in zip(drawn.tokens, drawn.lengths.tolist(), drawn.finished.tolist(), strict=True):
+            ids = row[: length - int(finished)].tolist()
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            completions.append(Completion(text=text, finished=bool(finished), token_ids=tuple(ids)))
+        return completions

@@ -82,7 +82,10 @@ def chatterbot_conversations() -> tuple[Conversation, ...]:
         topic = path.stem
         exchanges: dict[str, list[str]] = {}
         for index, lines in enumerate(yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]):
-            lines = [str(line).strip() for line in lines]
+            # The corpus has a few malformed entries (a bare string, blank lines): skip them.
+            if not isinstance(lines, list) or not all(isinstance(line, str) and line.strip() for line in lines):
+                continue
+            lines = [line.strip() for line in lines]
             if len(lines) == 2:
                 exchanges.setdefault(lines[0], []).append(lines[1])
             elif len(lines) > 2:
