@@ -1,0 +1,1 @@
+"""LM policies for stable-baselines3 and the training / evaluation scripts."""

@@ -1,0 +1,290 @@
+"""An actor-critic policy whose actor is a causal LM, for stock stable-baselines3 PPO.
+
+``PPO(LMActorCriticPolicy, env, policy_kwargs=dict(model="default"))`` trains an LM on a
+TextGym env:
+
+* token level (``Discrete(V)``): the action distribution is the LM's next-token
+  distribution at the last position of the observed context;
+* utterance level (``MultiDiscrete([V] * L)``): the action is a whole reply that the LM
+  generates autoregressively (KV-cached); its log-probability is the sum of the reply's
+  token log-probabilities up to and including the end token.
+
+The critic is a linear value head on the LM's last hidden state. Observations are read as
+integer ids (no one-hot, no float cast), ``ortho_init`` is off (it would overwrite the
+pretrained weights) and dropout is off (it would make sampling and training log-probs
+disagree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from textgym.lm import forward, new_cache, positions_from_mask
+from textgym.models import eos_token_ids, load_causal_lm, load_tokenizer, resolve_model_path
+
+
+@dataclass
+class SegmentBatch:
+    """Transitions grouped into segments for one forward per segment (see ``baselines.ppo``).
+
+    A segment is a run of token-level steps of one env in which each observation is the
+    previous one plus the previous action, with no token dropped from the window.
+
+    Attributes:
+        input_ids: (S, T) the first observation of each segment followed by the segment's
+            actions but the last, right-padded.
+        attention_mask: (S, T) 1 on real tokens.
+        segment_index: (N,) the segment of each transition.
+        position: (N,) the position whose output gives the transition's action distribution.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    segment_index: torch.Tensor
+    position: torch.Tensor
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if hasattr(model.config, name):
+            setattr(model.config, name, 0.0)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+class LMActorCriticPolicy(ActorCriticPolicy):
+    """Actor = a causal LM's next-token head, critic = a value head on its last hidden state.
+
+    Policy kwargs (``policy_kwargs=dict(...)`` in SB3):
+        model: A model name: ``"default"``, ``"tiny"``, a local directory or a hub id. It must
+            share the env's tokenizer (vocabulary size is checked).
+        torch_threads: Threads for torch on CPU (None leaves torch's setting); set it
+            explicitly on shared machines, where oversubscription is very slow.
+        blocked_token_ids: Token ids the actor may never choose (an action mask over the
+            vocabulary), e.g. chat-template markers.
+        lora: A ``peft.LoraConfig`` keyword dict; only the adapters and the value head train.
+        temperature: Softmax temperature of the actor (1.0 is the LM itself).
+
+    Raises:
+        ValueError: The action space is not ``Discrete(V)`` or ``MultiDiscrete([V] * L)``,
+            the observation lacks ``input_ids`` / ``attention_mask``, or V differs from
+            the model's vocabulary.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        lr_schedule: Any,
+        model: str = "default",
+        torch_threads: int | None = None,
+        blocked_token_ids: list[int] | None = None,
+        lora: dict[str, Any] | None = None,
+        temperature: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(observation_space, gym.spaces.Dict) or not {"input_ids", "attention_mask"} <= set(
+            observation_space.spaces
+        ):
+            raise ValueError(
+                f"LMActorCriticPolicy needs a Dict observation with 'input_ids' and 'attention_mask', "
+                f"got {observation_space}"
+            )
+        if "candidate_ids" in observation_space.spaces:
+            raise ValueError(
+                "LMActorCriticPolicy drives token- or utterance-level envs; for candidate-level envs "
+                "use baselines.dqn.LMQPolicy"
+            )
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.granularity, vocab = "token", int(action_space.n)
+        elif isinstance(action_space, gym.spaces.MultiDiscrete) and len(set(action_space.nvec.tolist())) == 1:
+            self.granularity, vocab = "utterance", int(action_space.nvec[0])
+        else:
+            raise ValueError(
+                f"LMActorCriticPolicy drives token-level (Discrete(V)) or utterance-level "
+                f"(MultiDiscrete([V] * L)) envs, got action space {action_space}; for candidate-level "
+                "envs use baselines.dqn.LMQPolicy"
+            )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if torch_threads is not None:
+            torch.set_num_threads(int(torch_threads))
+        self.model_name, self.vocab_size, self.temperature = model, vocab, float(temperature)
+        self.blocked_token_ids = list(blocked_token_ids or [])
+        self.lora = lora
+        kwargs["ortho_init"] = False
+        kwargs.setdefault("net_arch", [])
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    # -- construction -----------------------------------------------------------------
+
+    def _build(self, lr_schedule: Any) -> None:
+        self.lm = load_causal_lm(self.model_name)
+        _disable_dropout(self.lm)
+        lm_vocab = self.lm.get_output_embeddings().weight.shape[0]
+        if lm_vocab < self.vocab_size:
+            raise ValueError(
+                f"model {self.model_name!r} has {lm_vocab} output tokens but the env's action space has "
+                f"{self.vocab_size}; use the env's own model (its tokenizer defines the actions)"
+            )
+        if self.lora:
+            from peft import LoraConfig, get_peft_model
+
+            self.lm = get_peft_model(self.lm, LoraConfig(**self.lora))
+        tokenizer = load_tokenizer(self.model_name)
+        if len(tokenizer) != self.vocab_size:
+            raise ValueError(
+                f"the env's action space has {self.vocab_size} tokens but model {self.model_name!r}'s tokenizer "
+                f"has {len(tokenizer)}; the policy's model must share the env's tokenizer"
+            )
+        self.end_ids = eos_token_ids(tokenizer, resolve_model_path(self.model_name))
+        self.pad_id = int(tokenizer.pad_token_id)
+        hidden = self.lm.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        block = torch.zeros(lm_vocab, dtype=torch.bool)
+        block[self.vocab_size :] = True  # padding rows some models add beyond the tokenizer
+        if self.blocked_token_ids:
+            block[torch.as_tensor(self.blocked_token_ids)] = True
+        self.register_buffer("logit_block", block, persistent=False)
+        self.action_dist = CategoricalDistribution(self.vocab_size)
+        self.optimizer = self.optimizer_class(
+            [p for p in self.parameters() if p.requires_grad], lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            model=self.model_name,
+            blocked_token_ids=self.blocked_token_ids,
+            lora=self.lora,
+            temperature=self.temperature,
+        )
+        return data
+
+    # -- LM passes --------------------------------------------------------------------
+
+    def _trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None, positions=None):
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        positions = positions_from_mask(attention_mask) if positions is None else positions
+        return forward(base.base_model, input_ids, attention_mask, positions, cache=cache).last_hidden_state
+
+    def _heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked, tempered logits (float32) and values for hidden states (..., H)."""
+        logits = self.lm.get_output_embeddings()(hidden).float() / self.temperature
+        logits = logits.masked_fill(self.logit_block, float("-inf"))[..., : self.vocab_size]
+        return logits, self.value_head(hidden).float().squeeze(-1)
+
+    def _observed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return obs["input_ids"].long(), obs["attention_mask"].long()
+
+    def _last_step(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self._observed(obs)
+        hidden = self._trunk(ids, mask)[:, -1]  # left padding: the newest token is last
+        return self._heads(hidden)
+
+    # -- utterance level --------------------------------------------------------------
+
+    def _reply_log_probs(self, obs: dict[str, torch.Tensor], replies: torch.Tensor):
+        """Summed log-prob and entropy of whole replies, one forward over context + reply."""
+        ids, mask = self._observed(obs)
+        replies = replies.long()
+        is_end = torch.isin(replies, torch.as_tensor(self.end_ids, device=replies.device))
+        # A token counts if no end token came before it (the end token itself counts).
+        counted = (torch.cumsum(is_end.long(), dim=1) - is_end.long()) == 0
+        sequence = torch.cat([ids, replies[:, :-1]], dim=1)
+        sequence_mask = torch.cat([mask, counted[:, :-1].long()], dim=1)
+        hidden = self._trunk(sequence, sequence_mask)
+        logits, values = self._heads(hidden[:, ids.shape[1] - 1 :])
+        log_probs = torch.log_softmax(logits, dim=-1)
+        token_log_probs = log_probs.gather(-1, replies[..., None]).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1)
+        return (token_log_probs * counted).sum(1), (entropy * counted).sum(1), values[:, 0]
+
+    @torch.no_grad()
+    def _generate_replies(self, obs: dict[str, torch.Tensor], deterministic: bool):
+        ids, mask = self._observed(obs)
+        length = int(self.action_space.nvec.shape[0])
+        replies = torch.full((ids.shape[0], length), self.pad_id, dtype=torch.long, device=ids.device)
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        cache, positions = new_cache(self.lm), positions_from_mask(mask)
+        hidden = self._trunk(ids, mask, cache=cache, positions=positions)[:, -1]
+        position = positions[:, -1:]
+        end = torch.as_tensor(self.end_ids, device=ids.device)
+        for step in range(length):
+            logits, _ = self._heads(hidden)
+            token = logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+            replies[:, step] = torch.where(done, torch.full_like(token, self.pad_id), token)
+            done |= torch.isin(token, end)
+            if bool(done.all()) or step == length - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position + 1
+            hidden = self._trunk(replies[:, step : step + 1], mask, cache=cache, positions=position)[:, -1]
+        return replies
+
+    # -- SB3 policy API ---------------------------------------------------------------
+
+    def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False):
+        """Sample actions with their values and log-probabilities."""
+        if self.granularity == "utterance":
+            replies = self._generate_replies(obs, deterministic)
+            log_prob, _, values = self._reply_log_probs(obs, replies)
+            return replies, values[:, None], log_prob
+        logits, values = self._last_step(obs)
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values[:, None], distribution.log_prob(actions)
+
+    def evaluate_actions(self, obs: Any, actions: torch.Tensor):
+        """Values, log-probabilities and entropies of ``actions`` (one forward per segment for a SegmentBatch)."""
+        if isinstance(obs, SegmentBatch):
+            hidden = self._trunk(obs.input_ids, obs.attention_mask)[obs.segment_index, obs.position]
+            logits, values = self._heads(hidden)
+        elif self.granularity == "utterance":
+            log_prob, entropy, values = self._reply_log_probs(obs, actions)
+            return values[:, None], log_prob, entropy
+        else:
+            logits, values = self._last_step(obs)
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        actions = actions.long().flatten()
+        return values[:, None], distribution.log_prob(actions), distribution.entropy()
+
+    def get_distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
+        """The next-token distribution (token level only)."""
+        if self.granularity == "utterance":
+            raise NotImplementedError("utterance-level actions are whole replies; use forward() or predict()")
+        logits, _ = self._last_step(obs)
+        return self.action_dist.proba_distribution(action_logits=logits)
+
+    def predict_values(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Values of the observed contexts."""
+        ids, mask = self._observed(obs)
+        hidden = self._trunk(ids, mask)[:, -1]
+        return self.value_head(hidden).float()
+
+    def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
+        if self.granularity == "utterance":
+            return self._generate_replies(observation, deterministic)
+        return self.get_distribution(observation).get_actions(deterministic=deterministic)
+
+    def extract_features(self, obs: Any, features_extractor: Any = None) -> Any:
+        """Not used: the LM reads the integer ids itself (SB3's preprocessing would cast them to float)."""
+        raise NotImplementedError("LMActorCriticPolicy reads observations directly")
+
+    @torch.no_grad()
+    def step_outputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values after feeding ``ids`` at ``positions`` into ``cache`` (fast collector)."""
+        hidden = self._trunk(ids, mask, cache=cache, positions=positions)[:, -1]
+        return self._heads(hidden)

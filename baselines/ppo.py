@@ -1,0 +1,394 @@
+"""A fast PPO for token-level LM envs: KV-cached batched collection, one forward per segment in training.
+
+:class:`FastLMPPO` is stock SB3 ``PPO`` with :class:`~baselines.policies.LMActorCriticPolicy`
+and the same objective (SB3's own ``train`` loop computes every loss), changed in three places:
+
+* **Collection.** Instead of one full forward per env step, the policy samples each env's
+  reply ahead with a KV cache, batched across the envs that need tokens; the env then
+  steps through the queued tokens. Every queued token comes with the log-probability and
+  value that the stock policy would compute from the observation of its step: a token is
+  only queued while the observation window still has room, so the window never slides
+  under a cached continuation.
+* **Training.** Minibatches are whole *segments* (runs of steps in which each observation
+  is the previous one plus the previous action); one forward over a segment's first
+  observation and its actions gives every step's log-probability and value.
+* **KL to a frozen reference.** After each rollout, one reference forward per batch of
+  segments gives ``log p_ref`` of every sampled token; ``reward_t -= beta * (log pi_old -
+  log p_ref)``, with ``beta`` adapted towards a target KL per reply. The reference lives
+  in the algorithm, outside the policy, and is never saved.
+
+It also watches for silent failures (see :class:`TrainingMonitor`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import DictRolloutBuffer
+from stable_baselines3.common.type_aliases import DictRolloutBufferSamples
+from stable_baselines3.common.utils import obs_as_tensor
+
+from baselines.policies import LMActorCriticPolicy, SegmentBatch
+from textgym.lm import new_cache, positions_from_mask
+from textgym.models import load_causal_lm
+
+
+class SegmentRolloutBuffer(DictRolloutBuffer):
+    """A Dict rollout buffer that knows where segments start and yields segment-grouped minibatches."""
+
+    def reset(self) -> None:
+        """Clear the buffer."""
+        super().reset()
+        self.segment_starts = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+
+    def mark_segment_starts(self, starts: np.ndarray) -> None:
+        """Record, for the step about to be added, which envs start a new segment."""
+        self.segment_starts[self.pos] = starts
+
+    def segments(self) -> list[tuple[int, int, int]]:
+        """``(env, first step, length)`` of every segment in the buffer."""
+        found = []
+        for env in range(self.n_envs):
+            starts = np.flatnonzero(self.segment_starts[:, env]).tolist()
+            starts = ([0] if not starts or starts[0] != 0 else []) + starts
+            ends = starts[1:] + [self.buffer_size]
+            found += [(env, start, end - start) for start, end in zip(starts, ends, strict=True)]
+        return found
+
+    def segment_batch(self, segments: list[tuple[int, int, int]]) -> tuple[SegmentBatch, np.ndarray, np.ndarray]:
+        """Build the one-forward input of ``segments``; also return the step and env index of each transition."""
+        ids, masks, rows, cols, segment_index, position = [], [], [], [], [], []
+        for number, (env, start, length) in enumerate(segments):
+            first_ids = self.observations["input_ids"][start, env].astype(np.int64)
+            first_mask = self.observations["attention_mask"][start, env].astype(np.int64)
+            actions = self.actions[start : start + length - 1, env, 0].astype(np.int64)
+            ids.append(np.concatenate([first_ids, actions]))
+            masks.append(np.concatenate([first_mask, np.ones_like(actions)]))
+            rows += range(start, start + length)
+            cols += [env] * length
+            segment_index += [number] * length
+            position += range(len(first_ids) - 1, len(first_ids) - 1 + length)
+        width = max(len(row) for row in ids)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        attention_mask = np.zeros((len(ids), width), dtype=np.int64)
+        for number, (row, mask) in enumerate(zip(ids, masks, strict=True)):
+            input_ids[number, : len(row)] = row
+            attention_mask[number, : len(row)] = mask
+        # Columns that are padding in every row change nothing; drop them.
+        first_real = int(np.argmax(attention_mask.any(axis=0)))
+        position_array = np.asarray(position) - first_real
+        batch = SegmentBatch(
+            input_ids=torch.as_tensor(input_ids[:, first_real:], device=self.device),
+            attention_mask=torch.as_tensor(attention_mask[:, first_real:], device=self.device),
+            segment_index=torch.as_tensor(segment_index, device=self.device),
+            position=torch.as_tensor(position_array, device=self.device),
+        )
+        return batch, np.asarray(rows), np.asarray(cols)
+
+    def get(self, batch_size: int | None = None):  # type: ignore[override]
+        """Yield minibatches of whole segments holding about ``batch_size`` transitions each."""
+        segments = self.segments()
+        order = np.random.permutation(len(segments))
+        batch_size = batch_size or self.buffer_size * self.n_envs
+        group: list[tuple[int, int, int]] = []
+        for index in order:
+            group.append(segments[index])
+            if sum(length for *_, length in group) >= batch_size:
+                yield self._samples(group)
+                group = []
+        if group:
+            yield self._samples(group)
+
+    def _samples(self, segments: list[tuple[int, int, int]]) -> DictRolloutBufferSamples:
+        batch, rows, cols = self.segment_batch(segments)
+
+        def take(array: np.ndarray) -> torch.Tensor:
+            return self.to_torch(array[rows, cols])
+
+        return DictRolloutBufferSamples(
+            observations=batch,  # type: ignore[arg-type]
+            actions=take(self.actions),
+            old_values=take(self.values).flatten(),
+            old_log_prob=take(self.log_probs).flatten(),
+            advantages=take(self.advantages).flatten(),
+            returns=take(self.returns).flatten(),
+        )
+
+
+class KLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019): steer the sampled KL per reply towards a target.
+
+    Args:
+        coef: Initial coefficient ``beta`` (0 disables the penalty).
+        target: Target KL per reply in nats; None keeps ``beta`` fixed.
+        horizon: Env steps over which ``beta`` may change by a factor of about e.
+    """
+
+    def __init__(self, coef: float, target: float | None = None, horizon: int = 10_000) -> None:
+        if not (math.isfinite(coef) and coef >= 0):
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {coef!r}")
+        if target is not None and not (math.isfinite(target) and target > 0):
+            raise ValueError(f"target_kl_per_reply must be > 0, got {target!r}")
+        self.coef, self.target, self.horizon = float(coef), target, horizon
+
+    def update(self, kl_per_reply: float, steps: int) -> None:
+        """Move ``coef`` after a rollout of ``steps`` env steps whose mean KL per reply was ``kl_per_reply``."""
+        if self.target is None or self.coef == 0:
+            return
+        error = float(np.clip(kl_per_reply / self.target - 1.0, -0.2, 0.2))
+        self.coef *= 1.0 + error * steps / self.horizon
+
+
+@dataclass
+class TrainingMonitor:
+    """Silent-failure warnings for LM RL, logged and printed with ``warnings.warn``.
+
+    Flags a rollout whose rewards all tie, a negative KL estimate, PPO ratios away from 1
+    before the first update (sampling and training log-probs disagree), replies collapsing
+    in length or into repetition, and one reward component dominating the reward. Keeps
+    sample generations for periodic dumps.
+    """
+
+    ratio_tolerance: float = 1e-3
+    samples: deque = field(default_factory=lambda: deque(maxlen=8))
+    first_reply_words: float | None = None
+    issued: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record and emit one warning."""
+        self.issued.append(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def check_rollout(self, reply_rewards: list[float], guards: list[dict], components: list[dict]) -> None:
+        """Checks on the replies and episodes a rollout finished."""
+        if len(reply_rewards) >= 2 and float(np.std(reply_rewards)) == 0.0:
+            self.warn(
+                f"all {len(reply_rewards)} reply rewards of this rollout tie at {reply_rewards[0]:.4g}: no signal"
+            )
+        if guards:
+            words = float(np.mean([g["reply_words"] for g in guards]))
+            if self.first_reply_words is None:
+                self.first_reply_words = words
+            elif words < 0.25 * self.first_reply_words:
+                self.warn(f"length collapse: {words:.1f} words per reply, from {self.first_reply_words:.1f}")
+            repetition = float(np.mean([g["repetition_2"] for g in guards]))
+            if repetition > 0.5:
+                self.warn(f"repetition collapse: {repetition:.0%} of reply bigrams repeat")
+        totals: dict[str, float] = {}
+        for reply_components in components:
+            for name, value in reply_components.items():
+                totals[name] = totals.get(name, 0.0) + abs(float(value))
+        grand = sum(totals.values())
+        if len(totals) > 1 and grand > 0:
+            name, value = max(totals.items(), key=lambda item: item[1])
+            if value / grand > 0.95:
+                self.warn(f"reward component {name!r} makes {value / grand:.0%} of the reward")
+
+    def check_kl(self, kl_per_token: float) -> None:
+        """A sampled KL below zero means log-probs are mismatched or too few samples."""
+        if kl_per_token < -1e-3:
+            self.warn(f"negative KL estimate {kl_per_token:.4f} per token: policy and reference log-probs disagree")
+
+    def check_ratios(self, mean_abs_ratio_error: float) -> None:
+        """Before any update the PPO ratio must be 1."""
+        if mean_abs_ratio_error > self.ratio_tolerance:
+            self.warn(
+                f"PPO ratios before the first update are {mean_abs_ratio_error:.2e} away from 1: sampling and "
+                "training log-probs disagree (dropout on? a different dtype or model between the two?)"
+            )
+
+
+class FastLMPPO(PPO):
+    """PPO for token-level TextGym envs with KV-cached collection and segment-grouped training.
+
+    Args:
+        env: A token-level TextGym env or vector env.
+        policy_kwargs: For :class:`~baselines.policies.LMActorCriticPolicy` (``model`` etc.).
+        kl_coef: Initial KL penalty coefficient ``beta`` (0 disables it and the reference).
+        target_kl_per_reply: Target of the adaptive controller, nats per reply (None: fixed).
+        kl_horizon: Horizon of the adaptive controller in env steps.
+        check_ratios: Check that PPO ratios are 1 before each training phase (one extra
+            minibatch forward).
+        **kwargs: Passed to SB3 ``PPO`` (``n_steps``, ``batch_size``, ``learning_rate``, ...).
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        policy_kwargs: dict[str, Any] | None = None,
+        kl_coef: float = 0.05,
+        target_kl_per_reply: float | None = 6.0,
+        kl_horizon: int = 10_000,
+        check_ratios: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("rollout_buffer_class", SegmentRolloutBuffer)
+        self.kl = KLController(kl_coef, target_kl_per_reply, kl_horizon)
+        self.monitor = TrainingMonitor()
+        self.check_ratios = check_ratios
+        self.reference = None
+        super().__init__(LMActorCriticPolicy, env, policy_kwargs=policy_kwargs, **kwargs)
+        if not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(
+                f"FastLMPPO drives token-level envs (Discrete(V) actions), got {self.action_space}; "
+                "use stock PPO with LMActorCriticPolicy for utterance-level envs"
+            )
+        self.max_reply_tokens = int(self.env.get_attr("max_reply_tokens")[0])
+        self._reply_lengths = np.zeros(self.n_envs, dtype=np.int64)
+        self.last_rollout: dict[str, float] = {}
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "reference", "monitor"]
+
+    def _reference_model(self) -> Any:
+        if self.reference is None:
+            self.reference = load_causal_lm(self.policy.model_name, device=self.device).requires_grad_(False)
+        return self.reference
+
+    # -- collection -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _refill(self, queues: list[deque], envs: list[int]) -> None:
+        """Sample ahead for ``envs`` from their current observations (one batched, KV-cached loop)."""
+        policy = self.policy
+        ids = torch.as_tensor(self._last_obs["input_ids"][envs], device=self.device).long()
+        mask = torch.as_tensor(self._last_obs["attention_mask"][envs], device=self.device).long()
+        room = (mask == 0).sum(1).cpu().numpy()
+        # Queue a token only while the window cannot slide under the cached continuation.
+        budget = np.minimum(self.max_reply_tokens - self._reply_lengths[envs], room + 1)
+        cache, positions = new_cache(policy.lm), positions_from_mask(mask)
+        logits, values = policy.step_outputs(ids, mask, cache, positions)
+        position = positions[:, -1:]
+        active = np.ones(len(envs), dtype=bool)
+        end_ids = torch.as_tensor(policy.end_ids, device=self.device)
+        for step in range(int(budget.max())):
+            distribution = torch.distributions.Categorical(logits=logits)
+            tokens = distribution.sample()
+            log_probs = distribution.log_prob(tokens)
+            ended = torch.isin(tokens, end_ids).cpu().numpy()
+            for row, env in enumerate(envs):
+                if active[row]:
+                    queues[env].append((int(tokens[row]), float(values[row]), float(log_probs[row])))
+                    active[row] = not ended[row] and step + 1 < budget[row]
+            if not active.any():
+                return
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position + 1
+            logits, values = policy.step_outputs(tokens[:, None], mask, cache, position)
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:  # noqa: D102
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        queues: list[deque] = [deque() for _ in range(self.n_envs)]
+        segment_starts = np.ones(self.n_envs, dtype=bool)
+        reply_rewards: list[float] = []
+        guards: list[dict] = []
+        components: list[dict] = []
+        replies = 0
+        for _ in range(n_rollout_steps):
+            empty = [i for i in range(self.n_envs) if not queues[i]]
+            if empty:
+                self._refill(queues, empty)
+            actions, values, log_probs = map(np.array, zip(*(q.popleft() for q in queues), strict=True))
+            new_obs, rewards, dones, infos = env.step(actions)
+            self.num_timesteps += self.n_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            window_full = self._last_obs["attention_mask"][:, 0] == 1
+            reply_ended = np.array(["reply" in info for info in infos]) | dones
+            self._reply_lengths = np.where(reply_ended, 0, self._reply_lengths + 1)
+            for index, info in enumerate(infos):
+                if "reply" in info:
+                    replies += 1
+                    reply_rewards.append(float(rewards[index]))
+                    components.append(info.get("reward_components", {}))
+                    self.monitor.samples.append(info["reply"])
+                if "guard" in info:
+                    guards.append(info["guard"])
+                # Bootstrap a truncated episode from its last observation, as SB3 does.
+                if dones[index] and info.get("terminal_observation") is not None and info.get("TimeLimit.truncated"):
+                    terminal = obs_as_tensor({k: v[None] for k, v in info["terminal_observation"].items()}, self.device)
+                    with torch.no_grad():
+                        rewards[index] += self.gamma * float(self.policy.predict_values(terminal)[0, 0])
+            rollout_buffer.mark_segment_starts(segment_starts)
+            rollout_buffer.add(
+                self._last_obs,
+                actions.reshape(-1, 1),
+                rewards,
+                self._last_episode_starts,
+                torch.as_tensor(values, dtype=torch.float32),
+                torch.as_tensor(log_probs, dtype=torch.float32),
+            )
+            for index in np.flatnonzero(reply_ended | window_full):
+                queues[index].clear()
+            segment_starts = reply_ended | window_full
+            self._last_obs, self._last_episode_starts = new_obs, dones
+
+        self._penalise_kl(rollout_buffer, max(replies, 1))
+        self.monitor.check_rollout(reply_rewards, guards, components)
+        self.last_rollout.update(
+            reply_reward_mean=float(np.mean(reply_rewards)) if reply_rewards else float("nan"),
+            replies=replies,
+        )
+        if reply_rewards:
+            self.logger.record("rollout/reply_reward_mean", self.last_rollout["reply_reward_mean"])
+        with torch.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    @torch.no_grad()
+    def _penalise_kl(self, buffer: SegmentRolloutBuffer, replies: int) -> None:
+        """Subtract ``beta * (log pi_old - log p_ref)`` from every step's reward; adapt ``beta``."""
+        if self.kl.coef == 0:
+            return
+        reference = self._reference_model()
+        segments = buffer.segments()
+        kl = np.zeros((buffer.buffer_size, buffer.n_envs), dtype=np.float32)
+        chunk = max(1, self.batch_size // max(1, self.max_reply_tokens))
+        for begin in range(0, len(segments), chunk):
+            batch, rows, cols = buffer.segment_batch(segments[begin : begin + chunk])
+            hidden = reference.base_model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=positions_from_mask(batch.attention_mask),
+            ).last_hidden_state[batch.segment_index, batch.position]
+            log_probs = torch.log_softmax(reference.get_output_embeddings()(hidden).float(), dim=-1)
+            actions = torch.as_tensor(buffer.actions[rows, cols, 0], device=self.device).long()
+            reference_log_probs = log_probs.gather(-1, actions[:, None]).squeeze(-1).cpu().numpy()
+            kl[rows, cols] = buffer.log_probs[rows, cols] - reference_log_probs
+        buffer.rewards -= self.kl.coef * kl
+        kl_per_token, kl_per_reply = float(kl.mean()), float(kl.sum()) / replies
+        self.monitor.check_kl(kl_per_token)
+        self.logger.record("rollout/kl_per_token", kl_per_token)
+        self.logger.record("rollout/kl_per_reply", kl_per_reply)
+        self.logger.record("rollout/kl_coef", self.kl.coef)
+        self.last_rollout.update(kl_per_token=kl_per_token, kl_per_reply=kl_per_reply, kl_coef=self.kl.coef)
+        self.kl.update(kl_per_reply, buffer.buffer_size * buffer.n_envs)
+
+    # -- training ---------------------------------------------------------------------
+
+    def train(self) -> None:
+        """SB3's PPO update over segment-grouped minibatches, after a ratio sanity check."""
+        if self.check_ratios:
+            with torch.no_grad():
+                sample = next(self.rollout_buffer.get(self.batch_size))
+                _, log_prob, _ = self.policy.evaluate_actions(sample.observations, sample.actions)
+                error = float((torch.exp(log_prob - sample.old_log_prob) - 1).abs().mean())
+            self.logger.record("train/initial_ratio_error", error)
+            self.monitor.check_ratios(error)
+        super().train()

@@ -1,0 +1,155 @@
+"""The LM actor-critic policy on stock SB3 PPO, and the fast trainer's equality with it."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import DictRolloutBuffer
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import obs_as_tensor
+
+import textgym  # noqa: F401
+from baselines.policies import LMActorCriticPolicy
+from baselines.ppo import FastLMPPO
+
+
+def token_vec_env(n_envs=2, **kwargs):
+    # SB3's make_vec_env asks for render_mode="rgb_array" unless told otherwise.
+    kwargs = {"model": "tiny", "max_context_tokens": 48, "max_reply_tokens": 6, "render_mode": None, **kwargs}
+    return make_vec_env("TextGym/Dialogue-v0", n_envs=n_envs, seed=0, env_kwargs=kwargs)
+
+
+def collect(model):
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, callback=None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return model.rollout_buffer
+
+
+def stock_outputs(policy, buffer):
+    """Values and log-probs the stock per-step path computes for every stored transition."""
+    values = np.zeros_like(buffer.values)
+    log_probs = np.zeros_like(buffer.log_probs)
+    with torch.no_grad():
+        for step in range(buffer.buffer_size):
+            obs = obs_as_tensor({k: v[step] for k, v in buffer.observations.items()}, "cpu")
+            actions = torch.as_tensor(buffer.actions[step, :, 0])
+            value, log_prob, _ = policy.evaluate_actions(obs, actions)
+            values[step], log_probs[step] = value.flatten().numpy(), log_prob.numpy()
+    return values, log_probs
+
+
+def test_fast_path_equals_stock_path(tiny_model):
+    torch.manual_seed(0)
+    model = FastLMPPO(
+        token_vec_env(), policy_kwargs={"model": "tiny"}, n_steps=40, batch_size=16, kl_coef=0.0, seed=0, device="cpu"
+    )
+    # Give the value head non-zero weights so that values are tested too.
+    torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
+    buffer = collect(model)
+    segments = buffer.segments()
+    assert len(segments) > model.n_envs and any(length > 1 for *_, length in segments)
+    assert buffer.segment_starts.sum() >= 2  # the 48-token window fills and replies end
+
+    # 1. Collection: sampled log-probs and values equal the stock per-step forward.
+    values, log_probs = stock_outputs(model.policy, buffer)
+    np.testing.assert_allclose(buffer.log_probs, log_probs, atol=1e-5)
+    np.testing.assert_allclose(buffer.values, values, atol=1e-5)
+
+    # 2. Advantages: a stock buffer filled with the stock outputs gives the same advantages.
+    stock = DictRolloutBuffer(
+        model.n_steps,
+        model.observation_space,
+        model.action_space,
+        "cpu",
+        gamma=model.gamma,
+        gae_lambda=model.gae_lambda,
+        n_envs=model.n_envs,
+    )
+    for step in range(buffer.buffer_size):
+        stock.add(
+            {k: v[step] for k, v in buffer.observations.items()},
+            buffer.actions[step],
+            buffer.rewards[step],
+            buffer.episode_starts[step],
+            torch.as_tensor(values[step]),
+            torch.as_tensor(log_probs[step]),
+        )
+    with torch.no_grad():
+        last_values = model.policy.predict_values(obs_as_tensor(model._last_obs, "cpu"))
+    stock.compute_returns_and_advantage(last_values, model._last_episode_starts)
+    np.testing.assert_allclose(buffer.advantages, stock.advantages, atol=1e-5)
+    np.testing.assert_allclose(buffer.returns, stock.returns, atol=1e-5)
+
+    # 3. Training: one forward per segment gives the stock log-probs and values of every transition.
+    seen = 0
+    for sample in buffer.get(16):
+        with torch.no_grad():
+            fast_values, fast_log_probs, fast_entropy = model.policy.evaluate_actions(
+                sample.observations, sample.actions
+            )
+        np.testing.assert_allclose(fast_log_probs.numpy(), sample.old_log_prob.numpy(), atol=1e-5)
+        np.testing.assert_allclose(fast_values.flatten().numpy(), sample.old_values.numpy(), atol=1e-5)
+        assert torch.all(fast_entropy > 0)
+        seen += len(sample.actions)
+    assert seen == model.n_steps * model.n_envs
+
+
+def test_policy_runs_on_stock_sb3_ppo_and_round_trips(tmp_path, tiny_model):
+    env = gym.make("TextGym/Dialogue-v0", model="tiny", max_context_tokens=32, max_reply_tokens=4)
+    model = PPO(
+        LMActorCriticPolicy,
+        env,
+        policy_kwargs={"model": "tiny"},
+        n_steps=16,
+        batch_size=8,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+    )
+    model.learn(16)
+    lm_params = dict(model.policy.lm.named_parameters())
+    # ortho_init is off: the tied embedding / output layer still holds the pretrained weights.
+    fresh = dict(
+        LMActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model="tiny").lm.named_parameters()
+    )
+    name = "model.embed_tokens.weight"
+    assert torch.allclose(lm_params[name], fresh[name], atol=1e-2)
+    assert not model.policy.ortho_init
+    observation, _ = env.reset(seed=0)
+    action, _ = model.predict(observation, deterministic=True)
+    model.save(tmp_path / "ppo")
+    loaded = PPO.load(tmp_path / "ppo", env=env, device="cpu")
+    assert loaded.predict(observation, deterministic=True)[0] == action
+
+
+def test_utterance_level_log_prob_is_the_sum_over_the_reply(tiny_model):
+    env = gym.make("TextGym/DialogueUtterance-v0", model="tiny", max_context_tokens=32, max_reply_tokens=5)
+    policy = LMActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model="tiny")
+    observation, _ = env.reset(seed=0)
+    obs = obs_as_tensor({k: v[None] for k, v in observation.items()}, "cpu")
+    end = policy.end_ids[0]
+    reply = torch.tensor([[17, 23, end, 99, 99]])
+    _, log_prob, _ = policy.evaluate_actions(obs, reply)
+    # Hand-rolled: three token steps (17, 23, end) via the token-level head, the rest ignored.
+    ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()
+    expected = 0.0
+    for token in (17, 23, end):
+        logits, _ = policy._heads(policy._trunk(ids, mask)[:, -1])
+        expected += torch.log_softmax(logits, -1)[0, token].item()
+        ids = torch.cat([ids, torch.tensor([[token]])], 1)
+        mask = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], 1)
+    assert log_prob.item() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("env_id", ["TextGym/DialogueCandidate-v0"])
+def test_policy_rejects_spaces_it_cannot_drive(env_id, tiny_model):
+    env = gym.make(env_id, model="tiny", max_reply_tokens=4)
+    with pytest.raises(ValueError, match="for candidate-level envs use baselines.dqn.LMQPolicy"):
+        PPO(LMActorCriticPolicy, env, policy_kwargs={"model": "tiny"}, device="cpu")
+
+
+def test_fast_trainer_rejects_utterance_envs(tiny_model):
+    env = gym.make("TextGym/DialogueUtterance-v0", model="tiny", max_reply_tokens=4)
+    with pytest.raises(ValueError, match="FastLMPPO drives token-level envs"):
+        FastLMPPO(env, policy_kwargs={"model": "tiny"}, device="cpu")
