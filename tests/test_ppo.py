@@ -12,6 +12,8 @@ from stable_baselines3.common.utils import obs_as_tensor
 import textgym  # noqa: F401
 from baselines.policies import LMActorCriticPolicy
 from baselines.ppo import FastLMPPO
+from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult
+from textgym.models import load_tokenizer
 
 
 def token_vec_env(n_envs=2, **kwargs):
@@ -153,3 +155,58 @@ def test_fast_trainer_rejects_utterance_envs(tiny_model):
     env = gym.make("TextGym/DialogueUtterance-v0", model="tiny", max_reply_tokens=4)
     with pytest.raises(ValueError, match="FastLMPPO drives token-level envs"):
         FastLMPPO(env, policy_kwargs={"model": "tiny"}, device="cpu")
+
+
+class SayYesTask(TextTask):
+    """Reward 1 when the reply starts with "yes"."""
+
+    def __init__(self, yes_token: str = "yes"):
+        self.yes_token = yes_token
+
+    def reset(self, rng, options=None):
+        return TaskPrompt([{"role": "user", "content": "Do you agree?"}], "agree")
+
+    def step(self, reply):
+        return TurnResult(float(reply.strip().startswith(self.yes_token)), True)
+
+
+class SayYesEnv(TextEnv):
+    """A one-turn task for learning tests."""
+
+    task_class = SayYesTask
+
+
+def yes_probability(model, env):
+    observation, _ = env.reset(seed=0)
+    obs = obs_as_tensor({k: v[None] for k, v in observation.items()}, "cpu")
+    with torch.no_grad():
+        return model.policy.get_distribution(obs).distribution.probs[0, env.yes_id].item()
+
+
+def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_model):
+    tokenizer = load_tokenizer("tiny")
+    yes_id, no_id = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no"))
+    allowed = {yes_id, no_id, 2}
+    blocked = [i for i in range(len(tokenizer)) if i not in allowed]
+    env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
+    env = make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
+    probe = SayYesEnv(**env_kwargs)
+    probe.yes_id = yes_id
+    model = FastLMPPO(
+        env,
+        policy_kwargs={"model": "tiny", "blocked_token_ids": blocked},
+        n_steps=32,
+        batch_size=32,
+        n_epochs=4,
+        learning_rate=1e-3,
+        kl_coef=0.0,
+        seed=0,
+        device="cpu",
+    )
+    before = yes_probability(model, probe)
+    model.learn(4 * 64)
+    after = yes_probability(model, probe)
+    print(f"P(yes) before {before:.3f} after {after:.3f}")
+    assert 0.2 < before < 0.5  # about 1/3 among three allowed tokens
+    assert after > before + 0.3, (before, after)
+    assert model.last_rollout["reply_reward_mean"] > 0.5
