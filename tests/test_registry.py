@@ -79,9 +79,11 @@ def assert_same(a, b):
 
 @pytest.mark.parametrize("env_id", ALL_IDS)
 def test_same_seed_same_episode_across_instances(env_id, tiny_model):
-    first, second = rollout(make(env_id), seed=3), rollout(make(env_id), seed=3)
+    # Candidate-level steps run the env's LM; fewer of them still cover several episodes.
+    steps = 12 if gym.spec(env_id).kwargs["granularity"] == "candidate" else 40
+    first, second = rollout(make(env_id), seed=3, steps=steps), rollout(make(env_id), seed=3, steps=steps)
     assert_same(first, second)
-    other = rollout(make(env_id), seed=4)
+    other = rollout(make(env_id), seed=4, steps=steps)
     with pytest.raises(AssertionError):
         assert_same(first, other)
 
@@ -93,7 +95,8 @@ def test_clone_round_trip_continues_identically(env_id, clone, tiny_model):
     env.reset(seed=5)
     env.action_space.seed(5)
     actions = [env.action_space.sample() for _ in range(6)]
-    env.step(actions[0])
+    if env.step(actions[0])[2:4] != (False, False):
+        env.reset()  # a single-turn task ends on its first reply: clone a running episode
     twin = pickle.loads(clone(env)) if clone is pickle.dumps else clone(env)
     for action in actions[1:]:
         a, b = env.step(action), twin.step(action)

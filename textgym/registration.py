@@ -17,8 +17,41 @@ ENV_TABLE: tuple[tuple[str, str, dict], ...] = (
     ("TextGym/DialogueCandidate-v0", "textgym.envs.dialogue:DialogueEnv", {"granularity": "candidate"}),
     ("TextGym/DialogueUtterance-v0", "textgym.envs.dialogue:DialogueEnv", {"granularity": "utterance"}),
     # summarization
+    (
+        "TextGym/Summarization-v0",
+        "textgym.envs.summarization:SummarizationEnv",
+        {"granularity": "token", "max_context_tokens": 512, "max_reply_tokens": 48},
+    ),
+    (
+        "TextGym/SummarizationCandidate-v0",
+        "textgym.envs.summarization:SummarizationEnv",
+        {"granularity": "candidate", "max_context_tokens": 512, "max_reply_tokens": 48},
+    ),
+    (
+        "TextGym/SummarizationUtterance-v0",
+        "textgym.envs.summarization:SummarizationEnv",
+        {"granularity": "utterance", "max_context_tokens": 512, "max_reply_tokens": 48},
+    ),
     # sparse completion
+    (
+        "TextGym/SparseCompletion-v0",
+        "textgym.envs.sparse_completion:SparseCompletionEnv",
+        {"granularity": "token", "max_reply_tokens": 16},
+    ),
+    (
+        "TextGym/SparseCompletionCandidate-v0",
+        "textgym.envs.sparse_completion:SparseCompletionEnv",
+        {"granularity": "candidate"},
+    ),
+    (
+        "TextGym/SparseCompletionUtterance-v0",
+        "textgym.envs.sparse_completion:SparseCompletionEnv",
+        {"granularity": "utterance"},
+    ),
     # sentiment
+    ("TextGym/Sentiment-v0", "textgym.envs.sentiment:SentimentEnv", {"granularity": "token"}),
+    ("TextGym/SentimentCandidate-v0", "textgym.envs.sentiment:SentimentEnv", {"granularity": "candidate"}),
+    ("TextGym/SentimentUtterance-v0", "textgym.envs.sentiment:SentimentEnv", {"granularity": "utterance"}),
 )
 
 
