@@ -26,7 +26,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution, Dist
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from textgym.lm import forward, new_cache, positions_from_mask
+from textgym.lm import forward, new_cache, positions_from_mask, sample_from_logits
 from textgym.models import eos_token_ids, load_causal_lm, load_tokenizer, resolve_model_path
 
 
@@ -211,9 +211,10 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         return (token_log_probs * counted).sum(1), (entropy * counted).sum(1), values[:, 0]
 
     @torch.no_grad()
-    def _generate_replies(self, obs: dict[str, torch.Tensor], deterministic: bool):
+    def generate(self, obs: dict[str, torch.Tensor], max_new_tokens: int, deterministic: bool) -> torch.Tensor:
+        """Replies to observed contexts, KV-cached: (B, max_new_tokens) ids, ``pad_id`` after each end token."""
         ids, mask = self._observed(obs)
-        length = int(self.action_space.nvec.shape[0])
+        length = int(max_new_tokens)
         replies = torch.full((ids.shape[0], length), self.pad_id, dtype=torch.long, device=ids.device)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         cache, positions = new_cache(self.lm), positions_from_mask(mask)
@@ -222,7 +223,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         end = torch.as_tensor(self.end_ids, device=ids.device)
         for step in range(length):
             logits, _ = self._heads(hidden)
-            token = logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+            token = logits.argmax(-1) if deterministic else sample_from_logits(logits)
             replies[:, step] = torch.where(done, torch.full_like(token, self.pad_id), token)
             done |= torch.isin(token, end)
             if bool(done.all()) or step == length - 1:
@@ -237,7 +238,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
     def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False):
         """Sample actions with their values and log-probabilities."""
         if self.granularity == "utterance":
-            replies = self._generate_replies(obs, deterministic)
+            replies = self.generate(obs, self.action_space.nvec.shape[0], deterministic)
             log_prob, _, values = self._reply_log_probs(obs, replies)
             return replies, values[:, None], log_prob
         logits, values = self._last_step(obs)
@@ -274,7 +275,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
         if self.granularity == "utterance":
-            return self._generate_replies(observation, deterministic)
+            return self.generate(observation, self.action_space.nvec.shape[0], deterministic)
         return self.get_distribution(observation).get_actions(deterministic=deterministic)
 
     def extract_features(self, obs: Any, features_extractor: Any = None) -> Any:

@@ -37,7 +37,7 @@ from stable_baselines3.common.type_aliases import DictRolloutBufferSamples
 from stable_baselines3.common.utils import obs_as_tensor
 
 from baselines.policies import LMActorCriticPolicy, SegmentBatch
-from textgym.lm import new_cache, positions_from_mask
+from textgym.lm import new_cache, positions_from_mask, sample_from_logits
 from textgym.models import load_causal_lm
 
 
@@ -217,6 +217,9 @@ class FastLMPPO(PPO):
         kl_horizon: Horizon of the adaptive controller in env steps.
         check_ratios: Check that PPO ratios are 1 before each training phase (one extra
             minibatch forward).
+        bf16: bfloat16 autocast for collection and training (CUDA only).
+        nan_guard: Keep an in-memory copy of the weights before each update; if the loss or a
+            weight turns non-finite, restore it and raise ``FloatingPointError``.
         **kwargs: Passed to SB3 ``PPO`` (``n_steps``, ``batch_size``, ``learning_rate``, ...).
     """
 
@@ -228,14 +231,18 @@ class FastLMPPO(PPO):
         target_kl_per_reply: float | None = 6.0,
         kl_horizon: int = 10_000,
         check_ratios: bool = True,
+        bf16: bool = False,
+        nan_guard: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("rollout_buffer_class", SegmentRolloutBuffer)
         self.kl = KLController(kl_coef, target_kl_per_reply, kl_horizon)
         self.monitor = TrainingMonitor()
-        self.check_ratios = check_ratios
+        self.check_ratios, self.bf16, self.nan_guard = check_ratios, bf16, nan_guard
         self.reference = None
         super().__init__(LMActorCriticPolicy, env, policy_kwargs=policy_kwargs, **kwargs)
+        if bf16 and self.device.type != "cuda":
+            raise ValueError(f"bf16 autocast needs a CUDA device, got {self.device}")
         if not isinstance(self.action_space, spaces.Discrete):
             raise ValueError(
                 f"FastLMPPO drives token-level envs (Discrete(V) actions), got {self.action_space}; "
@@ -270,9 +277,8 @@ class FastLMPPO(PPO):
         active = np.ones(len(envs), dtype=bool)
         end_ids = torch.as_tensor(policy.end_ids, device=self.device)
         for step in range(int(budget.max())):
-            distribution = torch.distributions.Categorical(logits=logits)
-            tokens = distribution.sample()
-            log_probs = distribution.log_prob(tokens)
+            tokens = sample_from_logits(logits)
+            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
             ended = torch.isin(tokens, end_ids).cpu().numpy()
             for row, env in enumerate(envs):
                 if active[row]:
@@ -284,7 +290,15 @@ class FastLMPPO(PPO):
             position = position + 1
             logits, values = policy.step_outputs(tokens[:, None], mask, cache, position)
 
-    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:  # noqa: D102
+    def _autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        """Fill the buffer with KV-cached, batched sampling (see the module docstring)."""
+        with self._autocast():
+            return self._collect(env, callback, rollout_buffer, n_rollout_steps)
+
+    def _collect(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
@@ -317,11 +331,15 @@ class FastLMPPO(PPO):
                     self.monitor.samples.append(info["reply"])
                 if "guard" in info:
                     guards.append(info["guard"])
-                # Bootstrap a truncated episode from its last observation, as SB3 does.
-                if dones[index] and info.get("terminal_observation") is not None and info.get("TimeLimit.truncated"):
-                    terminal = obs_as_tensor({k: v[None] for k, v in info["terminal_observation"].items()}, self.device)
-                    with torch.no_grad():
-                        rewards[index] += self.gamma * float(self.policy.predict_values(terminal)[0, 0])
+            # Bootstrap truncated (not terminated) episodes from their last observation, as SB3 does.
+            cut = [i for i, info in enumerate(infos) if dones[i] and info.get("TimeLimit.truncated")]
+            if cut:
+                terminal = {
+                    key: np.stack([infos[i]["terminal_observation"][key] for i in cut]) for key in new_obs.keys()
+                }
+                with torch.no_grad():
+                    values_cut = self.policy.predict_values(obs_as_tensor(terminal, self.device)).flatten()
+                rewards[cut] += self.gamma * values_cut.float().cpu().numpy()
             rollout_buffer.mark_segment_starts(segment_starts)
             rollout_buffer.add(
                 self._last_obs,
@@ -384,11 +402,23 @@ class FastLMPPO(PPO):
 
     def train(self) -> None:
         """SB3's PPO update over segment-grouped minibatches, after a ratio sanity check."""
-        if self.check_ratios:
-            with torch.no_grad():
-                sample = next(self.rollout_buffer.get(self.batch_size))
-                _, log_prob, _ = self.policy.evaluate_actions(sample.observations, sample.actions)
-                error = float((torch.exp(log_prob - sample.old_log_prob) - 1).abs().mean())
-            self.logger.record("train/initial_ratio_error", error)
-            self.monitor.check_ratios(error)
-        super().train()
+        with self._autocast():
+            if self.check_ratios:
+                with torch.no_grad():
+                    sample = next(self.rollout_buffer.get(self.batch_size))
+                    _, log_prob, _ = self.policy.evaluate_actions(sample.observations, sample.actions)
+                    error = float((torch.exp(log_prob - sample.old_log_prob) - 1).abs().mean())
+                self.logger.record("train/initial_ratio_error", error)
+                self.monitor.check_ratios(error)
+            backup = {k: v.detach().clone() for k, v in self.policy.state_dict().items()} if self.nan_guard else None
+            super().train()
+        if backup is not None:
+            loss = self.logger.name_to_value.get("train/loss", 0.0)
+            bad = [name for name, value in self.policy.state_dict().items() if not torch.isfinite(value).all()]
+            if bad or not math.isfinite(loss):
+                self.policy.load_state_dict(backup)
+                raise FloatingPointError(
+                    f"PPO update {self._n_updates} produced loss {loss!r} and non-finite weights in {bad[:3]}; "
+                    "the weights from before this update were restored (save a checkpoint now); lower the "
+                    "learning rate or check the rewards for NaN"
+                )

@@ -75,8 +75,24 @@ def test_token_level_reward_only_at_reply_end_and_budget_truncates(tiny_model):
     for _ in range(5):
         _, reward, terminated, truncated, info = env.step(42)
         rewards.append(reward)
-    assert rewards[:4] == [0.0] * 4 and truncated and not terminated
+    # The one reply was cut: the task is over (terminated) and the budget cut it (truncated).
+    assert rewards[:4] == [0.0] * 4 and truncated and terminated
     assert info["end_reason"] == "reply_token_budget" and info["reply_finished"] is False
+
+
+def test_cut_reply_mid_conversation_truncates_at_the_next_turns_context(tiny_model):
+    env = gym.make("TextGym/Dialogue-v0", model=tiny_model, max_reply_tokens=3, num_turns=3, split="validation")
+    task = env.unwrapped.task
+    _, info = env.reset(seed=0)
+    while len(task.conversations[task._by_id[info["prompt_id"]]].turns) < 2:
+        _, info = env.reset()
+    for _ in range(3):
+        observation, reward, terminated, truncated, info = env.step(42)
+    assert truncated and not terminated and info["end_reason"] == "reply_token_budget"
+    # The observation is the next user turn's context, the state to bootstrap from.
+    assert info["messages"][-1]["role"] == "user" and info["turn"] == 1
+    text = env.unwrapped.tokenizer.decode(observation["input_ids"][observation["attention_mask"] == 1])
+    assert info["messages"][-1]["content"] in text
 
 
 def test_token_level_observation_appends_each_token(tiny_model):

@@ -248,8 +248,11 @@ class TextEnv(gym.Env[dict, Any]):
 
     Episode End:
         Terminated when the task is over (its last turn answered, or a task-defined end).
-        Truncated instead, at token level only, when a reply reaches ``max_reply_tokens``
-        tokens without an end token: the reply is still scored, then the episode stops. At the
+        Truncated, at token level only, when a reply reaches ``max_reply_tokens`` tokens
+        without an end token: the reply is still scored, then the episode stops. If that
+        was the last reply, the task is over too and the step is both terminated and
+        truncated (nothing is left to bootstrap); otherwise the returned observation is the
+        next turn's context, the state a value function should bootstrap from. At the
         candidate and utterance levels a reply is one action, so its length never truncates
         the episode. ``info["end_reason"]`` says why an episode ended and
         ``info["reply_finished"]`` whether a reply ended with an end token.
@@ -502,20 +505,25 @@ class TextEnv(gym.Env[dict, Any]):
             **_json_value(result.info, "task info"),
         }
         self._messages.append({"role": "assistant", "content": text})
+        self._replies.append((text, finished, info.get("reward_components", {})))
         # Only at token level is the reply budget a step budget the agent ran into; at the
         # other levels a reply is one action and its length is part of the action space.
         truncated = self.granularity == "token" and not finished
-        terminated = bool(result.terminated) and not truncated
+        terminated = bool(result.terminated)
+        if terminated:
+            observation = self._observation()
+        else:
+            # The next turn's context: where a truncated conversation would have gone on, so
+            # that value bootstrapping from it counts only the turns that were cut off.
+            self._messages += (
+                validate_messages(result.next_messages, "task next_messages") if result.next_messages else []
+            )
+            self._turn += 1
+            observation, info = self._start_turn(info)
         if terminated or truncated:
             self._episode = "over"
-            info["end_reason"] = "task_over" if terminated else "reply_token_budget"
+            info["end_reason"] = "reply_token_budget" if truncated else "task_over"
             info["episode_reward"] = self._reward_total
             info["messages"] = [dict(m) for m in self._messages]
-            self._replies.append((text, finished, info.get("reward_components", {})))
             info["guard"] = guard_metrics(self._replies)
-            return self._observation(), reward, terminated, truncated, info
-        self._replies.append((text, finished, info.get("reward_components", {})))
-        self._messages += validate_messages(result.next_messages, "task next_messages") if result.next_messages else []
-        self._turn += 1
-        observation, info = self._start_turn(info)
-        return observation, reward, False, False, info
+        return observation, reward, terminated, truncated, info

@@ -205,7 +205,8 @@ class DialogueEnv(TextEnv):
 
     ## Episode End
     Terminated after the reply to the last user message. At token level, truncated when a
-    reply reaches ``max_reply_tokens`` without an end token (the reply is still scored).
+    reply reaches ``max_reply_tokens`` without an end token (the reply is still scored; a
+    cut last reply is both terminated and truncated, see :class:`textgym.core.TextEnv`).
 
     ## Arguments
     ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the conversation

@@ -192,8 +192,8 @@ class SentimentEnv(TextEnv):
     ``reset(options={"prompt_id": ...})``, an id like ``"honestly.film-was"``.
 
     ## Episode End
-    Terminated after the continuation (a single turn). At token level, truncated when it
-    reaches ``max_reply_tokens`` without an end token (it is still scored).
+    Terminated after the continuation (a single turn). At token level, also truncated
+    when it reaches ``max_reply_tokens`` without an end token (it is still scored).
 
     ## Arguments
     ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the prompt id

@@ -794,7 +794,7 @@ class SparseCompletionEnv(TextEnv):
     ``reset(options={"prompt_id": ...})``, of any family and difficulty but of this split.
 
     ## Episode End
-    Terminated after the one reply. At token level, truncated instead when the reply
+    Terminated after the one reply. At token level, also truncated when the reply
     reaches ``max_reply_tokens`` without an end token (the reply is still scored).
 
     ## Arguments

@@ -489,8 +489,8 @@ class SummarizationEnv(TextEnv):
     summary never appears in messages or info.
 
     ## Episode End
-    Terminated after the summary (a single turn). At token level, truncated when the
-    summary reaches ``max_reply_tokens`` without an end token (it is still scored).
+    Terminated after the summary (a single turn). At token level, also truncated when
+    the summary reaches ``max_reply_tokens`` without an end token (it is still scored).
 
     ## Arguments
     ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the example id
