@@ -3,12 +3,12 @@
 :class:`FastLMPPO` is stock SB3 ``PPO`` with :class:`~baselines.policies.LMActorCriticPolicy`
 and the same objective (SB3's own ``train`` loop computes every loss), changed in three places:
 
-* **Collection.** Instead of one full forward per env step, the policy samples each env's
-  reply ahead with a KV cache, batched across the envs that need tokens; the env then
-  steps through the queued tokens. Every queued token comes with the log-probability and
-  value that the stock policy would compute from the observation of its step: a token is
-  only queued while the observation window still has room, so the window never slides
-  under a cached continuation.
+* **Collection.** Instead of one full forward over every env's whole context per step,
+  a :class:`ContinuousDecoder` keeps one KV cache for all envs and feeds each step's
+  tokens in one batched forward; an env that starts a new reply (or whose observation
+  window slides) is re-encoded from its new observation and spliced into the cache.
+  Every sampled token comes with exactly the log-probability and value that the stock
+  policy computes from that step's observation.
 * **Training.** Minibatches are whole *segments* (runs of steps in which each observation
   is the previous one plus the previous action); one forward over a segment's first
   observation and its actions gives every step's log-probability and value.
@@ -39,6 +39,107 @@ from stable_baselines3.common.utils import obs_as_tensor
 from baselines.policies import LMActorCriticPolicy, SegmentBatch
 from textgym.lm import new_cache, positions_from_mask, sample_from_logits
 from textgym.models import load_causal_lm
+
+
+def _cache_tensors(cache: Any) -> list[tuple[Any, str, str]]:
+    """(holder, key attribute, value attribute) for every layer of a transformers KV cache."""
+    if hasattr(cache, "layers"):
+        return [(layer, "keys", "values") for layer in cache.layers]
+    return [(cache, f"key_cache.{i}", f"value_cache.{i}") for i in range(len(cache.key_cache))]  # transformers 4
+
+
+def _get(holder: Any, name: str) -> torch.Tensor:
+    if "." in name:
+        attribute, index = name.split(".")
+        return getattr(holder, attribute)[int(index)]
+    return getattr(holder, name)
+
+
+def _set(holder: Any, name: str, value: torch.Tensor) -> None:
+    if "." in name:
+        attribute, index = name.split(".")
+        getattr(holder, attribute)[int(index)] = value
+    else:
+        setattr(holder, name, value)
+
+
+class ContinuousDecoder:
+    """Batched KV-cached decoding across envs, where any row can restart from a new observation.
+
+    Every env step feeds all rows one token (one forward); rows whose env started a new
+    reply (or whose observation window slid) are re-encoded from their new observation
+    and spliced into the shared cache, right-aligned with zero keys masked out on the
+    left. So the number of forwards per rollout is about the number of steps, not the
+    number of steps times envs, and each row's outputs are exactly the policy's outputs
+    for that env's current observation.
+
+    Attributes:
+        logits: (n_rows, V) next-token logits for each row's current observation.
+        values: (n_rows,) values of the same observations.
+    """
+
+    def __init__(self, policy: LMActorCriticPolicy, n_rows: int) -> None:
+        self.policy, self.n_rows = policy, n_rows
+        self.cache = new_cache(policy.lm)
+        self.mask: torch.Tensor | None = None
+        self.next_position = torch.zeros(n_rows, 1, dtype=torch.long, device=policy.device)
+        self.logits = torch.zeros(n_rows, policy.vocab_size, device=policy.device)
+        self.values = torch.zeros(n_rows, device=policy.device)
+
+    @torch.no_grad()
+    def restart(self, rows: np.ndarray, observations: dict[str, np.ndarray]) -> None:
+        """Encode the observations of ``rows`` afresh and splice them into the shared cache."""
+        device = self.policy.device
+        ids = torch.as_tensor(observations["input_ids"][rows], device=device).long()
+        mask = torch.as_tensor(observations["attention_mask"][rows], device=device).long()
+        first = int(torch.argmax(mask.any(dim=0).long()))  # columns that are padding in every row
+        ids, mask = ids[:, first:], mask[:, first:]
+        positions = positions_from_mask(mask)
+        fresh = new_cache(self.policy.lm)
+        logits, values = self.policy.step_outputs(ids, mask, fresh, positions)
+        rows_t = torch.as_tensor(rows, device=device)
+        self.logits[rows_t], self.values[rows_t] = logits, values
+        self.next_position[rows_t] = positions[:, -1:] + 1
+        if self.mask is None:  # first restart of all rows: the fresh cache is the cache
+            self.cache, self.mask = fresh, mask
+            return
+        width, new_width = self.mask.shape[1], mask.shape[1]
+        if new_width > width:  # make room on the left for a longer prompt
+            grow = new_width - width
+            for holder, key, value in _cache_tensors(self.cache):
+                for name in (key, value):
+                    tensor = _get(holder, name)
+                    pad = tensor.new_zeros(*tensor.shape[:2], grow, tensor.shape[3])
+                    _set(holder, name, torch.cat([pad, tensor], dim=2))
+            self.mask = torch.cat([self.mask.new_zeros(self.n_rows, grow), self.mask], dim=1)
+            width = new_width
+        for (holder, key, value), (fresh_holder, fresh_key, fresh_value) in zip(
+            _cache_tensors(self.cache), _cache_tensors(fresh), strict=True
+        ):
+            for name, fresh_name in ((key, fresh_key), (value, fresh_value)):
+                tensor = _get(holder, name)
+                tensor[rows_t] = 0
+                tensor[rows_t, :, width - new_width :] = _get(fresh_holder, fresh_name).to(tensor.dtype)
+        self.mask[rows_t] = 0
+        self.mask[rows_t, width - new_width :] = mask
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop leading columns that are masked out in every row."""
+        first = int(torch.argmax(self.mask.any(dim=0).long()))
+        if first == 0:
+            return
+        for holder, key, value in _cache_tensors(self.cache):
+            for name in (key, value):
+                _set(holder, name, _get(holder, name)[:, :, first:].contiguous())
+        self.mask = self.mask[:, first:]
+
+    @torch.no_grad()
+    def feed(self, tokens: torch.Tensor) -> None:
+        """Append one token to every row and compute the next logits and values."""
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.logits, self.values = self.policy.step_outputs(tokens[:, None], self.mask, self.cache, self.next_position)
+        self.next_position = self.next_position + 1
 
 
 class SegmentRolloutBuffer(DictRolloutBuffer):
@@ -249,7 +350,6 @@ class FastLMPPO(PPO):
                 "use stock PPO with LMActorCriticPolicy for utterance-level envs"
             )
         self.max_reply_tokens = int(self.env.get_attr("max_reply_tokens")[0])
-        self._reply_lengths = np.zeros(self.n_envs, dtype=np.int64)
         self.last_rollout: dict[str, float] = {}
 
     def _excluded_save_params(self) -> list[str]:
@@ -261,34 +361,6 @@ class FastLMPPO(PPO):
         return self.reference
 
     # -- collection -------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _refill(self, queues: list[deque], envs: list[int]) -> None:
-        """Sample ahead for ``envs`` from their current observations (one batched, KV-cached loop)."""
-        policy = self.policy
-        ids = torch.as_tensor(self._last_obs["input_ids"][envs], device=self.device).long()
-        mask = torch.as_tensor(self._last_obs["attention_mask"][envs], device=self.device).long()
-        room = (mask == 0).sum(1).cpu().numpy()
-        # Queue a token only while the window cannot slide under the cached continuation.
-        budget = np.minimum(self.max_reply_tokens - self._reply_lengths[envs], room + 1)
-        cache, positions = new_cache(policy.lm), positions_from_mask(mask)
-        logits, values = policy.step_outputs(ids, mask, cache, positions)
-        position = positions[:, -1:]
-        active = np.ones(len(envs), dtype=bool)
-        end_ids = torch.as_tensor(policy.end_ids, device=self.device)
-        for step in range(int(budget.max())):
-            tokens = sample_from_logits(logits)
-            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-            ended = torch.isin(tokens, end_ids).cpu().numpy()
-            for row, env in enumerate(envs):
-                if active[row]:
-                    queues[env].append((int(tokens[row]), float(values[row]), float(log_probs[row])))
-                    active[row] = not ended[row] and step + 1 < budget[row]
-            if not active.any():
-                return
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            position = position + 1
-            logits, values = policy.step_outputs(tokens[:, None], mask, cache, position)
 
     def _autocast(self) -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16)
@@ -303,17 +375,17 @@ class FastLMPPO(PPO):
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
-        queues: list[deque] = [deque() for _ in range(self.n_envs)]
+        decoder = ContinuousDecoder(self.policy, self.n_envs)
+        decoder.restart(np.arange(self.n_envs), self._last_obs)
         segment_starts = np.ones(self.n_envs, dtype=bool)
         reply_rewards: list[float] = []
         guards: list[dict] = []
         components: list[dict] = []
         replies = 0
         for _ in range(n_rollout_steps):
-            empty = [i for i in range(self.n_envs) if not queues[i]]
-            if empty:
-                self._refill(queues, empty)
-            actions, values, log_probs = map(np.array, zip(*(q.popleft() for q in queues), strict=True))
+            tokens = sample_from_logits(decoder.logits)
+            log_probs = torch.log_softmax(decoder.logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1).cpu()
+            values, actions = decoder.values.cpu(), tokens.cpu().numpy()
             new_obs, rewards, dones, infos = env.step(actions)
             self.num_timesteps += self.n_envs
             callback.update_locals(locals())
@@ -322,7 +394,6 @@ class FastLMPPO(PPO):
             self._update_info_buffer(infos, dones)
             window_full = self._last_obs["attention_mask"][:, 0] == 1
             reply_ended = np.array(["reply" in info for info in infos]) | dones
-            self._reply_lengths = np.where(reply_ended, 0, self._reply_lengths + 1)
             for index, info in enumerate(infos):
                 if "reply" in info:
                     replies += 1
@@ -346,12 +417,16 @@ class FastLMPPO(PPO):
                 actions.reshape(-1, 1),
                 rewards,
                 self._last_episode_starts,
-                torch.as_tensor(values, dtype=torch.float32),
-                torch.as_tensor(log_probs, dtype=torch.float32),
+                values,
+                log_probs,
             )
-            for index in np.flatnonzero(reply_ended | window_full):
-                queues[index].clear()
+            # Rows whose next observation is not "this one plus the token" start over from it.
             segment_starts = reply_ended | window_full
+            restart = np.flatnonzero(segment_starts)
+            if len(restart) < self.n_envs:
+                decoder.feed(tokens)
+            if len(restart):
+                decoder.restart(restart, new_obs)
             self._last_obs, self._last_episode_starts = new_obs, dones
 
         self._penalise_kl(rollout_buffer, max(replies, 1))
