@@ -1,0 +1,363 @@
+r"""Train an LM policy on a TextGym env with PPO, CleanRL style: read it top to bottom.
+
+    python -m baselines.train --algo ppo --env TextGym/Sentiment-v0 --model default --seed 0 \\
+        --total-timesteps 4096 --out runs/sentiment_ppo_s0
+
+Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/``, ``checkpoint/``
+(safetensors + JSON, see :mod:`baselines.checkpoint`), ``eval_generations.jsonl`` and
+``summary.json`` (initial and final validation reward on fixed prompts, KL, perplexity,
+wall time, env steps/s, warnings, the learning curve and the full config). ``--resume``
+continues a run from its checkpoint; Ctrl-C saves a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.utils import set_random_seed  # noqa: E402
+
+import textgym  # noqa: E402
+from baselines.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
+from baselines.evaluate import evaluate_policy  # noqa: E402
+from baselines.ppo import FastLMPPO  # noqa: E402
+
+ALGOS = ("ppo", "dqn")
+#: Defaults that differ for --algo dqn (a small head on frozen LM features, not LM fine-tuning);
+#: flags given on the command line override them.
+DQN_DEFAULTS: dict[str, Any] = {"n_envs": 1, "batch_size": 64, "learning_rate": 1e-3, "gamma": 0.5}
+
+
+@dataclass
+class Args:
+    """Command-line arguments; each field's comment is its ``--help``."""
+
+    algo: str = "ppo"  # ppo (FastLMPPO, token level) or dqn (candidate level)
+    env: str = "TextGym/Sentiment-v0"  # a TextGym env id
+    model: str = "default"  # 'default', 'tiny', a local model directory or a hub id
+    seed: int = 0  # seeds torch, numpy, the envs and the evaluation prompts
+    total_timesteps: int = 4096  # env steps (tokens at token level)
+    out: str = ""  # run directory (default runs/<env>__<algo>__s<seed>__<time>)
+    n_envs: int = 8  # envs collected in one batch (dqn: 1)
+    n_steps: int = 32  # steps per env per rollout
+    batch_size: int = 128  # transitions per minibatch (whole segments; dqn: 64)
+    n_epochs: int = 2  # PPO epochs per rollout
+    learning_rate: float = 2e-5  # Adam learning rate (dqn: 1e-3)
+    lr_schedule: str = "constant"  # constant or linear (decays to 0)
+    gamma: float = 1.0  # discount (dqn: 0.5)
+    gae_lambda: float = 0.95  # GAE lambda
+    clip_range: float = 0.2  # PPO clip range
+    ent_coef: float = 0.0  # entropy bonus
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 1.0  # gradient clipping
+    kl_coef: float = 0.05  # initial KL-to-reference coefficient (0: no KL, no reference model)
+    target_kl_per_reply: float = 6.0  # adaptive KL target in nats per reply (<= 0: fixed coefficient)
+    whiten_rewards: bool = False  # scale rewards by a running std of returns (SB3 VecNormalize)
+    max_context_tokens: int = 0  # env observation length (0: the id's default)
+    max_reply_tokens: int = 0  # env reply budget (0: the id's default)
+    eval_episodes: int = 32  # fixed validation prompts for the initial / final / periodic evaluation
+    eval_every: int = 0  # evaluate (and checkpoint) every N env steps (0: only at start and end)
+    max_train_seconds: float = 0.0  # stop training after this many seconds, at the next step (0: no limit)
+    initial_eval: bool = True  # evaluate before training (an untrained DQN head picks candidate 0, the LM's own)
+    sample_every: int = 8  # print sample generations every N rollouts (0: never)
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda
+    bf16: bool = False  # bfloat16 autocast (CUDA only)
+    lora_r: int = 0  # LoRA rank through peft (0: full fine-tuning)
+    torch_threads: int = 2  # torch CPU threads
+    progress_bar: bool = True  # show a progress bar
+    resume: bool = False  # continue the run in --out from its checkpoint
+    num_candidates: int = 0  # candidate-level K, replies proposed per turn (0: the id's default)
+    buffer_size: int = 10_000  # dqn: replay buffer capacity in transitions
+    learning_starts: int = 32  # dqn: random-candidate steps before the first update
+    train_freq: int = 1  # dqn: env steps (per env) between updates
+    gradient_steps: int = 8  # dqn: gradient steps per update (cheap: the LM features are cached)
+    target_update_interval: int = 64  # dqn: env steps between copies of the Q head into the target network
+    exploration_fraction: float = 0.5  # dqn: fraction of training over which epsilon decays from 1
+    exploration_final_eps: float = 0.05  # dqn: final epsilon of epsilon-greedy exploration
+    q_hidden: int = 64  # dqn: hidden width of the Q head's MLP (0: a linear head)
+    feature_layer: int = -1  # dqn: LM hidden layer of the Q features (0: embeddings; -1: the middle layer)
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Build an argparse parser from :class:`Args` and parse ``argv``."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for field in dataclasses.fields(Args):
+        comment = next(
+            (
+                line.split("#", 1)[1].strip()
+                for line in source.splitlines()
+                if line.strip().startswith(f"{field.name}:") and "#" in line
+            ),
+            "",
+        )
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=comment)
+        else:
+            kind = {"int": int, "float": float, "str": str}[field.type]
+            parser.add_argument(flag, type=kind, default=field.default, help=comment)
+    chosen = argparse.ArgumentParser(add_help=False)
+    chosen.add_argument("--algo", default=Args.algo)
+    if chosen.parse_known_args(argv)[0].algo == "dqn":
+        parser.set_defaults(**DQN_DEFAULTS)
+    args = Args(**vars(parser.parse_args(argv)))
+    if args.algo not in ALGOS:
+        parser.error(f"unknown --algo {args.algo!r}; choose one of {ALGOS}")
+    if args.env not in gym.registry or not args.env.startswith("TextGym/"):
+        parser.error(f"unknown --env {args.env!r}; TextGym ids: {', '.join(textgym.env_ids())}")
+    if args.lr_schedule not in ("constant", "linear"):
+        parser.error(f"unknown --lr-schedule {args.lr_schedule!r}; choose constant or linear")
+    return args
+
+
+def env_kwargs_of(args: Args) -> dict[str, Any]:
+    """``gym.make`` keyword arguments for the training envs."""
+    kwargs: dict[str, Any] = {"model": args.model, "render_mode": None}
+    if args.max_context_tokens:
+        kwargs["max_context_tokens"] = args.max_context_tokens
+    if args.max_reply_tokens:
+        kwargs["max_reply_tokens"] = args.max_reply_tokens
+    if args.num_candidates:
+        kwargs["num_candidates"] = args.num_candidates
+    return kwargs
+
+
+def build(args: Args, env: Any) -> Any:
+    """The algorithm object for ``args`` on vector env ``env``."""
+    learning_rate: Any = args.learning_rate
+    if args.lr_schedule == "linear":
+        learning_rate = lambda progress: args.learning_rate * progress  # noqa: E731
+    policy_kwargs: dict[str, Any] = {"model": args.model, "torch_threads": args.torch_threads}
+    if args.lora_r:
+        policy_kwargs["lora"] = {"r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear"}
+    if args.algo == "dqn":
+        from baselines.dqn import build_dqn
+
+        return build_dqn(args, env)
+    return FastLMPPO(
+        env,
+        policy_kwargs=policy_kwargs,
+        kl_coef=args.kl_coef,
+        target_kl_per_reply=args.target_kl_per_reply if args.target_kl_per_reply > 0 else None,
+        bf16=args.bf16,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        learning_rate=learning_rate,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_range,
+        ent_coef=args.ent_coef,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        device=args.device,
+        tensorboard_log=None,
+        verbose=0,
+    )
+
+
+def checkpoint_metadata(args: Args, model: Any) -> dict[str, Any]:
+    """What a checkpoint needs to be rebuilt and checked: never the reference model."""
+    return {
+        "algo": args.algo,
+        "env": args.env,
+        "env_kwargs": env_kwargs_of(args),
+        "model": args.model,
+        "num_timesteps": int(model.num_timesteps),
+        "kl_coef": float(getattr(getattr(model, "kl", None), "coef", 0.0)),
+        "textgym_version": textgym.__version__,
+        "config": dataclasses.asdict(args),
+    }
+
+
+def load_trained(checkpoint: str, device: str = "auto") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the algorithm of a checkpoint directory and load its weights (no pickle)."""
+    meta = read_metadata(checkpoint)
+    args = Args(**{**meta["config"], "device": device})
+    env = make_vec_env(args.env, n_envs=1, seed=args.seed, env_kwargs=meta["env_kwargs"])
+    model = build(args, env)
+    load_checkpoint(checkpoint, model.policy, load_optimizer=False)
+    return model, meta
+
+
+class PeriodicEvaluation(BaseCallback):
+    """Evaluate on fixed validation prompts, checkpoint, and dump sample generations, as configured."""
+
+    def __init__(self, args: Args, out: Path, curve: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.args, self.out, self.curve = args, out, curve
+        self.next_eval = args.eval_every or math.inf
+        self.rollouts = 0
+        self.deadline = time.perf_counter() + args.max_train_seconds if args.max_train_seconds else math.inf
+        self.stopped_by_deadline = False
+
+    def _on_step(self) -> bool:
+        if time.perf_counter() > self.deadline:
+            self.stopped_by_deadline = True
+            return False
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.rollouts += 1
+        monitor = getattr(self.model, "monitor", None)
+        if self.args.sample_every and monitor and self.rollouts % self.args.sample_every == 0:
+            print(f"\n[samples at step {self.num_timesteps}]")
+            for text in list(monitor.samples)[-3:]:
+                print(f"  > {text[:160]!r}")
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_eval:
+            self.next_eval += self.args.eval_every
+            point = run_evaluation(self.model, self.args, self.out, tag=f"step{self.num_timesteps}")
+            self.curve.append(point)
+            self.logger.record("eval/reward_mean", point["reward_mean"])
+            save_checkpoint(self.out / "checkpoint", self.model.policy, checkpoint_metadata(self.args, self.model))
+
+
+def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any]:
+    """Sampled evaluation on the fixed validation prompts; generations appended to eval_generations.jsonl."""
+    kwargs = {**env_kwargs_of(args), "split": "validation"}
+    if args.algo == "dqn":
+        from baselines.dqn import evaluate_q_policy
+
+        result = evaluate_q_policy(
+            model, args.env, kwargs, args.eval_episodes, 10_000, str(out / "eval_generations.jsonl")
+        )
+    else:
+        result = evaluate_policy(
+            model.policy,
+            args.env,
+            kwargs,
+            episodes=args.eval_episodes,
+            seed=10_000,
+            record_path=str(out / "eval_generations.jsonl"),
+            reference_model=args.model,
+        )
+    result.update(tag=tag, step=int(model.num_timesteps))
+    low, high = result["reward_ci95"]
+    perplexity = f", perplexity {result['perplexity_mean']:.1f}" if result.get("perplexity_mean") else ""
+    print(f"[eval {tag}] reward {result['reward_mean']:.3f} (95% CI {low:.3f}..{high:.3f}){perplexity}")
+    return result
+
+
+def dqn_run_stats(model: Any) -> dict[str, Any]:
+    """Replay-buffer and feature-cache bookkeeping of a DQN run."""
+    from baselines.dqn import run_stats
+
+    return run_stats(model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate and save; see the module docstring."""
+    args = parse_args(argv)
+    out = Path(args.out or f"runs/{args.env.split('/')[-1]}__{args.algo}__s{args.seed}__{int(time.time())}")
+    if args.resume:
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        args = Args(**{**saved, "total_timesteps": args.total_timesteps, "resume": True})
+    elif (out / "checkpoint").exists():
+        print(f"error: {out} already holds a run; pass --resume to continue it or choose another --out")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+
+    # Seeding: one block, everything derived from --seed.
+    set_random_seed(args.seed)
+    torch.set_num_threads(args.torch_threads)
+
+    env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs_of(args))
+    if args.whiten_rewards:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=args.gamma)
+    model = build(args, env)
+    curve: list[dict[str, Any]] = []
+    summary_path = out / "summary.json"
+    if args.resume:
+        try:
+            meta = load_checkpoint(out / "checkpoint", model.policy)
+        except CheckpointError as error:
+            print(f"error: cannot resume: {error}")
+            return 2
+        model.num_timesteps = meta["num_timesteps"]
+        if hasattr(model, "kl"):
+            model.kl.coef = meta["kl_coef"]
+        if args.algo == "dqn":  # the replay buffer is not checkpointed: refill it before updating again
+            model.learning_starts = model.num_timesteps + args.learning_starts
+        previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        curve = previous.get("curve", [])
+        initial = previous.get("initial")
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(str(out / "tb"), ["tensorboard", "csv"]))
+
+    start = time.perf_counter()
+    if not args.resume:
+        initial = run_evaluation(model, args, out, tag="initial") if args.initial_eval else None
+        curve += [initial] if initial else []
+    callback = PeriodicEvaluation(args, out, curve)
+    remaining = max(0, args.total_timesteps - model.num_timesteps)
+    interrupted = False
+    train_start = time.perf_counter()
+    steps_before = model.num_timesteps
+    try:
+        model.learn(remaining, callback=callback, reset_num_timesteps=False, progress_bar=args.progress_bar)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: saving a checkpoint")
+    train_time = time.perf_counter() - train_start
+    save_checkpoint(out / "checkpoint", model.policy, checkpoint_metadata(args, model))
+    final = run_evaluation(model, args, out, tag="final")
+    curve.append(final)
+    steps = model.num_timesteps - steps_before
+    summary = {
+        "env": args.env,
+        "algo": args.algo,
+        "model": args.model,
+        "seed": args.seed,
+        "interrupted": interrupted,
+        "stopped_by_time_limit": callback.stopped_by_deadline,
+        "initial": {k: v for k, v in (initial or {}).items() if k != "rewards"},
+        "final": {k: v for k, v in final.items() if k != "rewards"},
+        "reward_gain": final["reward_mean"] - (initial or {}).get("reward_mean", float("nan")),
+        "kl": {k: v for k, v in getattr(model, "last_rollout", {}).items() if k.startswith("kl")},
+        "wall_time_s": time.perf_counter() - start,
+        "train_time_s": train_time,
+        "env_steps": int(model.num_timesteps),
+        "env_steps_per_s": steps / train_time if train_time > 0 else None,
+        "warnings": list(getattr(getattr(model, "monitor", None), "issued", [])),
+        **({"dqn": dqn_run_stats(model)} if args.algo == "dqn" else {}),
+        "curve": [{k: v for k, v in point.items() if k != "rewards"} for point in curve],
+        "config": dataclasses.asdict(args),
+        "textgym_version": textgym.__version__,
+        "torch_version": torch.__version__,
+        "device": str(model.device),
+    }
+    summary_path.write_text(json.dumps(summary, indent=2, default=float))
+    print(
+        f"wrote {summary_path}: reward {summary['initial'].get('reward_mean', float('nan')):.3f} -> "
+        f"{final['reward_mean']:.3f} in {summary['wall_time_s']:.0f} s"
+    )
+    env.close()
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Aggregate baselines.train run directories: per-seed table, mean gain with a bootstrap CI, learning-curve PNG.
+
+    python benchmarks/summarize_runs.py runs/ppo_sentiment_s* --title "PPO on Sentiment" \
+        --png benchmarks/results/ppo_sentiment.png --markdown benchmarks/results/ppo_sentiment.md
+
+Reads each run's summary.json (never re-trains). The PNG shows every seed's validation
+reward against env steps and the across-seed mean with a band from its bootstrap CI.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from baselines.evaluate import bootstrap_ci
+
+
+def load(run: Path) -> dict:
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary["run"] = str(run)
+    return summary
+
+
+def table(summaries: list[dict]) -> str:
+    lines = [
+        "| run | seed | initial reward | final reward | gain | KL/reply | perplexity (init -> final) | train s | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        initial, final = s["initial"], s["final"]
+        ppl = f"{initial.get('perplexity_mean') or float('nan'):.1f} -> {final.get('perplexity_mean') or float('nan'):.1f}"
+        lines.append(
+            f"| {Path(s['run']).name} | {s['seed']} | {initial['reward_mean']:.3f} | {final['reward_mean']:.3f} | "
+            f"{s['reward_gain']:+.3f} | {s['kl'].get('kl_per_reply', float('nan')):.2f} | {ppl} | "
+            f"{s['train_time_s']:.0f} | {s['env_steps_per_s'] or float('nan'):.1f} |"
+        )
+    gains = [s["reward_gain"] for s in summaries]
+    low, high = bootstrap_ci(gains)
+    lines.append("")
+    lines.append(
+        f"Mean gain {np.mean(gains):+.3f} (95% bootstrap CI {low:+.3f} .. {high:+.3f}) over {len(gains)} seeds."
+    )
+    return "\n".join(lines)
+
+
+def plot(summaries: list[dict], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    curves = []
+    for s in summaries:
+        steps = [point["step"] for point in s["curve"]]
+        rewards = [point["reward_mean"] for point in s["curve"]]
+        axis.plot(steps, rewards, alpha=0.35, marker="o", label=f"seed {s['seed']}")
+        curves.append((steps, rewards))
+    grid = sorted({step for steps, _ in curves for step in steps})
+    table_ = np.array([np.interp(grid, steps, rewards) for steps, rewards in curves])
+    bands = np.array([bootstrap_ci(list(column)) for column in table_.T])
+    axis.plot(grid, table_.mean(axis=0), color="black", linewidth=2, label="mean")
+    axis.fill_between(grid, bands[:, 0], bands[:, 1], color="black", alpha=0.15, label="95% CI of mean")
+    axis.set_xlabel("env steps (tokens)")
+    axis.set_ylabel("validation reward (sampled)")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--title", default="")
+    parser.add_argument("--png", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args()
+    summaries = [load(run) for run in args.runs]
+    text = table(summaries)
+    print(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(f"# {args.title}\n\n{text}\n", encoding="utf-8")
+    if args.png:
+        plot(summaries, args.title, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

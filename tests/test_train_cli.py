@@ -1,0 +1,131 @@
+"""The training and evaluation CLIs, in subprocesses with tiny budgets (CleanRL style)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from baselines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from baselines.policies import LMActorCriticPolicy
+
+TINY_RUN = [
+    "--env",
+    "TextGym/Sentiment-v0",
+    "--model",
+    "tiny",
+    "--n-envs",
+    "2",
+    "--n-steps",
+    "8",
+    "--batch-size",
+    "16",
+    "--n-epochs",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--max-reply-tokens",
+    "6",
+    "--torch-threads",
+    "1",
+    "--no-progress-bar",
+]
+
+
+def run(module, *args, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def test_train_writes_summary_checkpoint_and_resumes(tmp_path, tiny_model):
+    out = tmp_path / "run"
+    run("baselines.train", *TINY_RUN, "--total-timesteps", "16", "--seed", "3", "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 16 and summary["seed"] == 3 and summary["config"]["model"] == "tiny"
+    for key in ("reward_mean", "reward_ci95", "perplexity_mean"):
+        assert key in summary["initial"] and key in summary["final"]
+    assert summary["env_steps_per_s"] > 0 and summary["wall_time_s"] > 0
+    assert {"kl_per_token", "kl_per_reply", "kl_coef"} <= set(summary["kl"])
+    checkpoint = out / "checkpoint"
+    assert (checkpoint / "policy.safetensors").is_file() and (checkpoint / "checkpoint.json").is_file()
+    assert not list(checkpoint.glob("*.pt")) and not list(checkpoint.glob("*.pkl")) and not list(out.glob("*.zip"))
+    meta = json.loads((checkpoint / "checkpoint.json").read_text())
+    assert meta["num_timesteps"] == 16 and "reference" not in json.dumps(meta)
+    records = [json.loads(line) for line in (out / "eval_generations.jsonl").read_text().splitlines()]
+    assert len(records) == 4  # initial and final evaluation, two episodes each
+
+    # A second run into the same directory refuses to overwrite it.
+    again = run("baselines.train", *TINY_RUN, "--total-timesteps", "16", "--out", str(out), check=False)
+    assert again.returncode == 2 and "--resume" in again.stdout
+
+    run("baselines.train", "--resume", "--total-timesteps", "32", "--out", str(out))
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["env_steps"] == 32 and resumed["initial"] == summary["initial"]
+
+    evaluated = run(
+        "baselines.evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--episodes",
+        "2",
+        "--greedy",
+        "--out",
+        str(tmp_path / "gens.jsonl"),
+    )
+    result = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+    assert result["episodes"] == 2 and result["split"] == "validation"
+    assert len((tmp_path / "gens.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--algo", "a2c"], "unknown --algo 'a2c'"),
+        (["--env", "TextGym/Nope-v0"], "unknown --env 'TextGym/Nope-v0'"),
+        (["--lr-schedule", "cosine"], "unknown --lr-schedule 'cosine'"),
+    ],
+)
+def test_train_rejects_bad_arguments(args, message):
+    result = run("baselines.train", *args, check=False)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_train_rejects_a_missing_model(tmp_path):
+    result = run(
+        "baselines.train",
+        *TINY_RUN[:2],
+        "--model",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "r"),
+        check=False,
+    )
+    assert result.returncode != 0 and "nowhere" in result.stderr
+
+
+def test_checkpoint_rejects_corruption_and_other_models(tmp_path, tiny_model):
+    import gymnasium as gym
+
+    env = gym.make("TextGym/Sentiment-v0", model="tiny")
+    policy = LMActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model="tiny")
+    path = save_checkpoint(tmp_path / "ckpt", policy, {"model": "tiny"})
+    with torch.no_grad():
+        policy.value_head.bias.fill_(3.0)
+    load_checkpoint(path, policy)
+    assert policy.value_head.bias.item() == 0.0  # restored from the file
+
+    (path / "policy.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        load_checkpoint(path, policy)
+    (path / "checkpoint.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path, policy)
+
+    other = save_checkpoint(tmp_path / "other", torch.nn.Linear(2, 2), {"model": "something-else"})
+    with pytest.raises(CheckpointError, match="does not fit this policy"):
+        load_checkpoint(other, policy)
