@@ -25,12 +25,14 @@ def load(run: Path) -> dict:
 
 def table(summaries: list[dict]) -> str:
     lines = [
-        "| run | seed | initial reward | final reward | gain | KL/reply | perplexity (init -> final) | train s | steps/s |",
+        "| run | seed | initial reward | final reward | gain | KL/reply | perplexity (init -> final) "
+        "| train s | steps/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for s in summaries:
         initial, final = s["initial"], s["final"]
-        ppl = f"{initial.get('perplexity_mean') or float('nan'):.1f} -> {final.get('perplexity_mean') or float('nan'):.1f}"
+        ppl = f"{initial.get('perplexity_mean') or nan:.1f} -> {final.get('perplexity_mean') or nan:.1f}"
         lines.append(
             f"| {Path(s['run']).name} | {s['seed']} | {initial['reward_mean']:.3f} | {final['reward_mean']:.3f} | "
             f"{s['reward_gain']:+.3f} | {s['kl'].get('kl_per_reply', float('nan')):.2f} | {ppl} | "
