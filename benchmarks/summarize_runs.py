@@ -23,6 +23,15 @@ def load(run: Path) -> dict:
     return summary
 
 
+def rollout_curve(run: Path) -> tuple[list[int], list[float]]:
+    """Mean reward of the replies of each training rollout, from the run's progress.csv."""
+    import csv
+
+    with (run / "tb" / "progress.csv").open(encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("rollout/reply_reward_mean")]
+    return [int(row["time/total_timesteps"]) for row in rows], [float(row["rollout/reply_reward_mean"]) for row in rows]
+
+
 def table(summaries: list[dict]) -> str:
     lines = [
         "| run | seed | initial reward | final reward | gain | KL/reply | perplexity (init -> final) "
@@ -56,9 +65,10 @@ def plot(summaries: list[dict], title: str, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     curves = []
     for s in summaries:
-        steps = [point["step"] for point in s["curve"]]
-        rewards = [point["reward_mean"] for point in s["curve"]]
-        axis.plot(steps, rewards, alpha=0.35, marker="o", label=f"seed {s['seed']}")
+        steps, rewards = rollout_curve(Path(s["run"]))
+        line = axis.plot(steps, rewards, alpha=0.4, label=f"seed {s['seed']} (training replies)")[0]
+        evals = [(point["step"], point["reward_mean"]) for point in s["curve"]]
+        axis.plot(*zip(*evals, strict=True), "o", color=line.get_color(), markersize=7)
         curves.append((steps, rewards))
     grid = sorted({step for steps, _ in curves for step in steps})
     table_ = np.array([np.interp(grid, steps, rewards) for steps, rewards in curves])
@@ -66,7 +76,7 @@ def plot(summaries: list[dict], title: str, path: Path) -> None:
     axis.plot(grid, table_.mean(axis=0), color="black", linewidth=2, label="mean")
     axis.fill_between(grid, bands[:, 0], bands[:, 1], color="black", alpha=0.15, label="95% CI of mean")
     axis.set_xlabel("env steps (tokens)")
-    axis.set_ylabel("validation reward (sampled)")
+    axis.set_ylabel("reward (lines: training rollouts; dots: validation)")
     axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
