@@ -72,6 +72,12 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             vocabulary), e.g. chat-template markers.
         lora: A ``peft.LoraConfig`` keyword dict; only the adapters and the value head train.
         temperature: Softmax temperature of the actor (1.0 is the LM itself).
+        trainable_layers: Train only the top N transformer layers, the final norm and the
+            value head (None trains everything). Frozen layers need no backward pass and no
+            optimizer state: a cheaper update on small hardware.
+        value_scale: The value is ``value_scale * head(hidden)``; with Adam this multiplies the
+            value head's effective learning rate, which starts from zero and must fit returns
+            much faster than the LM should move.
 
     Raises:
         ValueError: The action space is not ``Discrete(V)`` or ``MultiDiscrete([V] * L)``,
@@ -89,6 +95,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         blocked_token_ids: list[int] | None = None,
         lora: dict[str, Any] | None = None,
         temperature: float = 1.0,
+        trainable_layers: int | None = None,
+        value_scale: float = 1.0,
         **kwargs: Any,
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Dict) or not {"input_ids", "attention_mask"} <= set(
@@ -120,6 +128,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         self.model_name, self.vocab_size, self.temperature = model, vocab, float(temperature)
         self.blocked_token_ids = list(blocked_token_ids or [])
         self.lora = lora
+        self.trainable_layers, self.value_scale = trainable_layers, float(value_scale)
         kwargs["ortho_init"] = False
         kwargs.setdefault("net_arch", [])
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -139,6 +148,14 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             from peft import LoraConfig, get_peft_model
 
             self.lm = get_peft_model(self.lm, LoraConfig(**self.lora))
+        if self.trainable_layers is not None:
+            layers = self.lm.base_model.layers
+            if not 0 <= self.trainable_layers <= len(layers):
+                raise ValueError(f"trainable_layers must be in [0, {len(layers)}], got {self.trainable_layers!r}")
+            self.lm.requires_grad_(False)
+            for layer in layers[len(layers) - self.trainable_layers :]:
+                layer.requires_grad_(True)
+            self.lm.base_model.norm.requires_grad_(True)
         tokenizer = load_tokenizer(self.model_name)
         if len(tokenizer) != self.vocab_size:
             raise ValueError(
@@ -168,6 +185,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             blocked_token_ids=self.blocked_token_ids,
             lora=self.lora,
             temperature=self.temperature,
+            trainable_layers=self.trainable_layers,
+            value_scale=self.value_scale,
         )
         return data
 
@@ -182,10 +201,13 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         """Masked, tempered logits (float32) and values for hidden states (..., H)."""
         logits = self.lm.get_output_embeddings()(hidden).float() / self.temperature
         logits = logits.masked_fill(self.logit_block, float("-inf"))[..., : self.vocab_size]
-        return logits, self.value_head(hidden).float().squeeze(-1)
+        return logits, self.value_scale * self.value_head(hidden).float().squeeze(-1)
 
     def _observed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return obs["input_ids"].long(), obs["attention_mask"].long()
+        """Ids and mask, without the leading columns that are padding in every row (exact for left padding)."""
+        ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()
+        first = int(torch.argmax(mask.any(dim=0).long()))
+        return ids[:, first:], mask[:, first:]
 
     def _last_step(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self._observed(obs)
@@ -271,7 +293,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         """Values of the observed contexts."""
         ids, mask = self._observed(obs)
         hidden = self._trunk(ids, mask)[:, -1]
-        return self.value_head(hidden).float()
+        return self.value_scale * self.value_head(hidden).float()
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
         if self.granularity == "utterance":

@@ -78,6 +78,8 @@ class Args:
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     bf16: bool = False  # bfloat16 autocast (CUDA only)
     lora_r: int = 0  # LoRA rank through peft (0: full fine-tuning)
+    trainable_layers: int = -1  # train only the top N transformer layers (-1: all)
+    value_scale: float = 1.0  # value = value_scale * head(hidden): a faster-learning value head
     torch_threads: int = 2  # torch CPU threads
     progress_bar: bool = True  # show a progress bar
     resume: bool = False  # continue the run in --out from its checkpoint
@@ -143,7 +145,12 @@ def build(args: Args, env: Any) -> Any:
     learning_rate: Any = args.learning_rate
     if args.lr_schedule == "linear":
         learning_rate = lambda progress: args.learning_rate * progress  # noqa: E731
-    policy_kwargs: dict[str, Any] = {"model": args.model, "torch_threads": args.torch_threads}
+    policy_kwargs: dict[str, Any] = {
+        "model": args.model,
+        "torch_threads": args.torch_threads,
+        "trainable_layers": None if args.trainable_layers < 0 else args.trainable_layers,
+        "value_scale": args.value_scale,
+    }
     if args.lora_r:
         policy_kwargs["lora"] = {"r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear"}
     if args.algo == "dqn":

@@ -1,0 +1,304 @@
+"""End-to-end generated tokens per second on Sentiment: TRL's GRPOTrainer vs FastLMPPO, same wall-clock budget.
+
+Both arms train the same model on the Sentiment task's training prompts (system prompt +
+review opening, under the model's chat template) with the VADER reward
+(:func:`textgym.envs.sentiment.sentiment_reward`), 32 new tokens per completion,
+learning rate 1e-5 (constant), float32, ``--threads`` torch threads, for ``--seconds``
+each, one after the other, each in a fresh subprocess:
+
+* **TRL** ``GRPOTrainer``: 8 completions per optimizer step in groups of 4 (2 prompts x 4),
+  one gradient step per generation batch (``num_iterations=1``), ``beta = --kl-coef``,
+  no gradient checkpointing, sampling at temperature 1 with no top-k / top-p.
+* **FastLMPPO** as ``python -m baselines.train --env TextGym/Sentiment-v0`` builds it
+  (its defaults: 8 envs, n_steps 32, batch_size 128, 2 epochs), with
+  ``--max-reply-tokens 32``, ``--learning-rate 1e-5`` and ``--kl-coef`` (fixed).
+
+Generated tokens are the tokens each arm sampled, end token included (TRL: the
+``completion_ids`` its reward function receives; FastLMPPO: env steps). Model loading is
+not timed; the clock runs from the start of training until it stops, so the figure
+includes generation, rewards and updates. A budget ends at the first optimizer step
+(TRL) or env step (FastLMPPO) after it runs out. Reward "before" and "after" are the
+mean rewards of the first and last ``--reward-window`` completions sampled in training.
+
+TRL is a benchmark-only extra (``pip install trl``), not a textgym dependency.
+
+    python benchmarks/trl_throughput.py --seconds 600                    # real run
+    python benchmarks/trl_throughput.py --model tiny --seconds 20        # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from textgym.envs.sentiment import SentimentTask, sentiment_reward  # noqa: E402
+from textgym.models import resolve_model_path  # noqa: E402
+
+ENV_ID = "TextGym/Sentiment-v0"
+ARMS = ("trl", "ppo")
+RESULT_TAG = "RESULT "
+COMPLETIONS_PER_STEP = 8
+GROUP_SIZE = 4
+
+
+def reward_change(rewards: list[float], window: int) -> dict[str, Any]:
+    """Mean reward of the first and last ``window`` completions (halves when there are fewer than 2 windows)."""
+    window = min(window, len(rewards) // 2)
+    if window == 0:
+        return {"reward_before": math.nan, "reward_after": math.nan, "reward_window": 0}
+    return {
+        "reward_before": float(np.mean(rewards[:window])),
+        "reward_after": float(np.mean(rewards[-window:])),
+        "reward_window": window,
+    }
+
+
+def run_trl(args: argparse.Namespace) -> dict[str, Any]:
+    """GRPO for ``args.seconds``; return tokens, seconds and rewards."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    task = SentimentTask(split="train")
+    rows = [
+        {"prompt": [{"role": "system", "content": task.system_prompt}, {"role": "user", "content": text}]}
+        for _, text in task.prompts
+    ]
+    tokens: list[int] = []
+    rewards: list[float] = []
+
+    def vader(completions: list[Any], completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
+        scores = sentiment_reward(completions)
+        tokens.extend(len(ids) for ids in completion_ids)
+        rewards.extend(scores)
+        return scores
+
+    class Budget(TrainerCallback):
+        start = 0.0
+
+        def on_train_begin(self, *_: Any, **__: Any) -> None:
+            Budget.start = time.perf_counter()
+
+        def on_step_end(self, _args: Any, _state: Any, control: Any, **__: Any) -> None:
+            if time.perf_counter() - Budget.start >= args.seconds:
+                control.should_training_stop = True
+
+    with tempfile.TemporaryDirectory(prefix="trl_throughput_") as output_dir:
+        config = GRPOConfig(
+            output_dir=output_dir,
+            per_device_train_batch_size=COMPLETIONS_PER_STEP,
+            gradient_accumulation_steps=1,
+            num_generations=GROUP_SIZE,
+            max_completion_length=args.max_new_tokens,
+            learning_rate=args.learning_rate,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            beta=args.kl_coef,
+            temperature=1.0,
+            max_steps=10**7,  # the wall-clock budget stops training
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            use_cpu=args.device == "cpu",
+            model_init_kwargs={"dtype": torch.float32},
+            seed=args.seed,
+            logging_steps=10**7,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = GRPOTrainer(
+            model=resolve_model_path(args.model),
+            reward_funcs=vader,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            callbacks=[Budget()],
+        )
+        trainer.train()
+        seconds = time.perf_counter() - Budget.start
+        steps = int(trainer.state.global_step)
+    return {
+        "generated_tokens": int(sum(tokens)),
+        "completions": len(tokens),
+        "updates": steps,
+        "seconds": seconds,
+        **reward_change(rewards, args.reward_window),
+        "hyperparameters": (
+            f"{COMPLETIONS_PER_STEP} completions/step in groups of {GROUP_SIZE}, 1 gradient step per batch, "
+            f"beta {args.kl_coef:g}"
+        ),
+    }
+
+
+def run_ppo(args: argparse.Namespace) -> dict[str, Any]:
+    """FastLMPPO, built as ``baselines.train`` builds it, for ``args.seconds``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.utils import set_random_seed
+
+    from baselines import train
+
+    train_args = train.parse_args(
+        [
+            f"--env={ENV_ID}",
+            f"--model={args.model}",
+            f"--seed={args.seed}",
+            f"--max-reply-tokens={args.max_new_tokens}",
+            f"--learning-rate={args.learning_rate}",
+            f"--kl-coef={args.kl_coef}",
+            "--target-kl-per-reply=0",
+            f"--torch-threads={torch.get_num_threads()}",
+            f"--device={args.device}",
+        ]
+    )
+    set_random_seed(train_args.seed)
+    env_kwargs = train.env_kwargs_of(train_args)
+    env = make_vec_env(ENV_ID, n_envs=train_args.n_envs, seed=train_args.seed, env_kwargs=env_kwargs)
+    model = train.build(train_args, env)
+    rewards: list[float] = []
+
+    class Budget(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.start = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            for index, info in enumerate(self.locals["infos"]):
+                if "reply" in info:
+                    rewards.append(float(self.locals["rewards"][index]))
+            return time.perf_counter() - self.start < args.seconds
+
+    budget = Budget()
+    start = time.perf_counter()
+    model.learn(10**12, callback=budget)
+    seconds = time.perf_counter() - start
+    return {
+        "generated_tokens": int(model.num_timesteps),
+        "completions": len(rewards),
+        "updates": int(model._n_updates),
+        "seconds": seconds,
+        **reward_change(rewards, args.reward_window),
+        "hyperparameters": (
+            f"n_envs {train_args.n_envs}, n_steps {train_args.n_steps}, batch_size {train_args.batch_size}, "
+            f"n_epochs {train_args.n_epochs}, kl_coef {train_args.kl_coef:g} (fixed)"
+        ),
+    }
+
+
+def run_arm(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    result = run_trl(args) if args.arm == "trl" else run_ppo(args)
+    result.update(
+        arm=args.arm,
+        tokens_per_s=result["generated_tokens"] / result["seconds"],
+        torch_threads=torch.get_num_threads(),
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+    )
+    if args.device.startswith("cuda"):
+        result["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def spawn(arm: str, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--arm", arm]
+    for name, value in vars(args).items():
+        if name != "arm":
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    process = subprocess.run(argv, capture_output=True, text=True)
+    lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    if process.returncode != 0 or not lines:
+        sys.stderr.write(process.stdout + process.stderr)
+        raise SystemExit(f"arm {arm} failed (exit {process.returncode})")
+    return json.loads(lines[-1][len(RESULT_TAG) :])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default', 'tiny', a local model directory or a hub id")
+    parser.add_argument("--seconds", type=float, default=300.0, help="wall-clock training budget of each arm")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--kl-coef", type=float, default=0.0, help="TRL's beta and FastLMPPO's fixed kl_coef")
+    parser.add_argument("--reward-window", type=int, default=32, help="completions averaged for reward before/after")
+    parser.add_argument("--arms", default="trl,ppo", help="comma-separated, run in this order: trl, ppo")
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    unknown = set(args.arms.split(",")) - set(ARMS)
+    if unknown:
+        parser.error(f"unknown --arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.arm:
+        print(RESULT_TAG + json.dumps(run_arm(args)), flush=True)
+        return
+    try:
+        import trl
+    except ImportError:
+        raise SystemExit("this benchmark needs TRL: pip install trl (or pip install -e '.[bench]')") from None
+
+    print(f"command: {shlex.join(['python', *sys.argv])}")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, torch threads {args.threads}, "
+        f"device {args.device}, trl {trl.__version__}"
+    )
+    print(f"model: {args.model} ({resolve_model_path(args.model)}), float32")
+    print(
+        f"task: {ENV_ID} training prompts, VADER reward, {args.max_new_tokens} new tokens, "
+        f"lr {args.learning_rate:g} constant, {args.seconds:g} s per arm"
+    )
+    results = {arm: spawn(arm, args) for arm in args.arms.split(",")}
+    labels = {"trl": "TRL GRPOTrainer", "ppo": "FastLMPPO (baselines.train)"}
+    print(
+        f"\n{'arm':28} {'tokens':>8} {'replies':>8} {'updates':>8} {'seconds':>8} {'tokens/s':>9} "
+        f"{'reward before':>14} {'reward after':>13} {'peak RSS MiB':>13}"
+    )
+    for arm, row in results.items():
+        print(
+            f"{labels[arm]:28} {row['generated_tokens']:8d} {row['completions']:8d} {row['updates']:8d} "
+            f"{row['seconds']:8.1f} {row['tokens_per_s']:9.2f} {row['reward_before']:14.3f} "
+            f"{row['reward_after']:13.3f} {row['peak_rss_mib']:13.0f}"
+        )
+    for arm, row in results.items():
+        print(f"  {labels[arm]}: {row['hyperparameters']}; reward window {row['reward_window']} completions")
+    if set(results) == set(ARMS):
+        ratio = results["ppo"]["tokens_per_s"] / results["trl"]["tokens_per_s"]
+        print(f"tokens/s ratio FastLMPPO/TRL: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""``textgym-leaderboard``: bundle, verify, submit and render leaderboard entries.
+
+    textgym-leaderboard bundle RUN_DIR [RUN_DIR ...] --out BUNDLE   # baselines.train runs -> a bundle
+    textgym-leaderboard verify BUNDLE                              # re-score; exit 0 only if all holds
+    textgym-leaderboard verify BUNDLE --rerun --secret-seed N       # also re-run the checkpoints
+    textgym-leaderboard submit BUNDLE [--rerun --secret-seed N]     # verify, append the entry, re-render
+    textgym-leaderboard render                                     # entries.json -> site/index.html + LEADERBOARD.md
+
+Exit codes: 0 success, 1 the bundle (or the request) was rejected, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from leaderboard.verify import Report
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SECRET_SEED_ENV = "TEXTGYM_LEADERBOARD_SECRET_SEED"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from leaderboard.entries import ENTRIES_PATH
+    from leaderboard.render import SITE_DIR
+
+    parser = argparse.ArgumentParser(
+        prog="textgym-leaderboard", description="The TextGym leaderboard: verify result bundles and render the page."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_verify_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("bundle", help="the bundle directory (bundle.json, generations.jsonl, checkpoint/)")
+        command.add_argument(
+            "--rerun", action="store_true", help="also re-run the bundle's checkpoints on held-out prompts"
+        )
+        command.add_argument(
+            "--secret-seed",
+            type=int,
+            default=None,
+            help=f"first prompt seed of the held-out set (or set ${SECRET_SEED_ENV}); keep it out of the repository",
+        )
+        command.add_argument("--rerun-episodes", type=int, default=None, help="episodes per run (default: the track's)")
+        command.add_argument("--device", default="auto", help="device of the re-run: auto, cpu or cuda")
+
+    verify = commands.add_parser("verify", help="verify a bundle; exit code 0 only if everything holds")
+    add_verify_options(verify)
+
+    submit = commands.add_parser("submit", help="verify a bundle, add its entry and re-render the site")
+    add_verify_options(submit)
+    submit.add_argument("--entries", default=str(ENTRIES_PATH), help="the entries file (default: %(default)s)")
+    submit.add_argument("--site", default=str(SITE_DIR), help="where to render (default: %(default)s)")
+    submit.add_argument("--date", default=None, help="submission date YYYY-MM-DD (default: today, UTC)")
+
+    render = commands.add_parser("render", help="render the entries to HTML and Markdown")
+    render.add_argument("--entries", default=str(ENTRIES_PATH), help="the entries file (default: %(default)s)")
+    render.add_argument("--site", default=str(SITE_DIR), help="output directory (default: %(default)s)")
+
+    bundle = commands.add_parser("bundle", help="turn baselines.train run directories into a bundle")
+    bundle.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one baselines.train run per training seed")
+    bundle.add_argument("--out", required=True, help="the bundle directory to create")
+    bundle.add_argument("--track", default="quick", help="the track claimed (default: %(default)s)")
+    bundle.add_argument("--name", default=None, help="display name of the entry")
+    bundle.add_argument("--submitter", default="textgym baselines", help="who submits it (default: %(default)s)")
+    bundle.add_argument("--model-revision", default=None, help="weights revision (default: from the model name)")
+    bundle.add_argument("--hardware", default=None, help="hardware used, e.g. '1x H100' (default: the runs' device)")
+    bundle.add_argument("--notes", default=None, help="free-text notes")
+    bundle.add_argument("--no-checkpoint", action="store_true", help="leave the checkpoints out (no re-run possible)")
+    return parser
+
+
+def _secret_seed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int | None:
+    if not args.rerun:
+        if args.secret_seed is not None:
+            parser.error("--secret-seed is only used with --rerun")
+        return None
+    seed = args.secret_seed
+    if seed is None and os.environ.get(SECRET_SEED_ENV, "").strip():
+        try:
+            seed = int(os.environ[SECRET_SEED_ENV])
+        except ValueError:
+            parser.error(f"${SECRET_SEED_ENV} must be an integer")
+    if seed is None:
+        parser.error(f"--rerun needs --secret-seed N (or ${SECRET_SEED_ENV}), a seed kept out of the repository")
+    return seed
+
+
+def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Report:
+    from leaderboard.verify import verify_bundle
+
+    secret_seed = _secret_seed(args, parser)
+    report = verify_bundle(args.bundle)
+    if report.ok and secret_seed is not None and report.bundle is not None:
+        from leaderboard.rerun import rerun_bundle
+
+        rerun_bundle(report.bundle, report, secret_seed, episodes=args.rerun_episodes, device=args.device)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        report = _verify(args, parser)
+        print(f"verify {args.bundle}: {report.summary()}")
+        return 0 if report.ok else 1
+    if args.command == "submit":
+        from leaderboard.entries import EntriesError, append_entry, make_entry
+        from leaderboard.render import write_site
+
+        try:
+            date = dt.date.fromisoformat(args.date) if args.date else None
+        except ValueError:
+            parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
+        report = _verify(args, parser)
+        print(f"verify {args.bundle}: {report.summary()}")
+        if not report.ok:
+            print("submit: not added to the leaderboard")
+            return 1
+        try:
+            entries = append_entry(make_entry(report, date), args.entries)
+        except EntriesError as error:
+            print(f"submit: not added: {error}")
+            return 1
+        page, table = write_site(entries, args.site)
+        level = "re-run" if report.rerun else "re-scored"
+        print(
+            f"submit: added entry {report.bundle.digest[:16]} ({level}) to {args.entries}; rendered {page} and {table}"
+        )
+        return 0
+    if args.command == "render":
+        from leaderboard.entries import EntriesError, load_entries
+        from leaderboard.render import write_site
+
+        try:
+            entries = load_entries(args.entries)
+        except EntriesError as error:
+            print(f"render: {error}")
+            return 1
+        page, table = write_site(entries, args.site)
+        print(f"render: {len(entries)} entries -> {page}, {table}")
+        return 0
+    from leaderboard.bundle import BundleError, bundle_from_run_dirs
+    from leaderboard.safejson import UnsafeInputError
+    from leaderboard.verify import verify_bundle
+
+    try:
+        out = bundle_from_run_dirs(
+            args.run_dirs,
+            args.out,
+            track=args.track,
+            name=args.name,
+            submitter=args.submitter,
+            model_revision_text=args.model_revision,
+            hardware=args.hardware,
+            include_checkpoints=not args.no_checkpoint,
+            notes=args.notes,
+        )
+    except (BundleError, UnsafeInputError, KeyError, TypeError) as error:
+        print(f"bundle: {error}")
+        return 1
+    report = verify_bundle(out)
+    print(f"bundle: wrote {out}\nverify {out}: {report.summary()}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
