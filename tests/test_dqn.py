@@ -1,0 +1,213 @@
+"""The DQN baseline: a Q head over frozen-LM candidate features, on stock SB3 DQN."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import DQN
+from stable_baselines3.common.env_util import make_vec_env
+
+import textgym  # noqa: F401
+from baselines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from baselines.dqn import (
+    LMQPolicy,
+    build_dqn,
+    candidate_references,
+    evaluate_q_policy,
+    replay_bytes_per_transition,
+)
+from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult
+from textgym.lm import Completion
+
+#: The value of each reply; the env proposes 4 of these words in a seeded random order.
+WORD_VALUES = {"yes": 1.0, "sure": 0.7, "maybe": 0.4, "no": 0.0, "never": 0.0, "later": 0.2}
+PICK_WORD_ID = "TestPickWord-v0"
+
+
+class PickWordTask(TextTask):
+    """Reward a reply by which word it is: the candidate's slot carries no information."""
+
+    def reset(self, rng, options=None):
+        return TaskPrompt([{"role": "user", "content": "Pick a word."}], "pick")
+
+    def step(self, reply):
+        return TurnResult(WORD_VALUES.get(reply, 0.0), True)
+
+
+class ShuffledWords:
+    """A stand-in proposer: K distinct words in a seeded random order (fast and index-independent)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def propose(self, messages, num_candidates, max_new_tokens, seed):
+        words = np.random.default_rng(seed).choice(list(WORD_VALUES), size=num_candidates, replace=False)
+        return [
+            Completion(str(w), True, tuple(self.tokenizer(str(w), add_special_tokens=False)["input_ids"]))
+            for w in words
+        ]
+
+
+class PickWordEnv(TextEnv):
+    """A one-turn candidate-level env whose best candidate sits in a random slot."""
+
+    task_class = PickWordTask
+
+    def __init__(self, **kwargs):
+        super().__init__(**{"granularity": "candidate", "model": "tiny", "max_context_tokens": 24, **kwargs})
+
+    def _load_lm(self):
+        super()._load_lm()
+        self.proposer = ShuffledWords(self.tokenizer)
+
+
+if PICK_WORD_ID not in gym.registry:
+    gym.register(PICK_WORD_ID, entry_point=PickWordEnv)
+
+ENV_KWARGS = {"num_candidates": 4, "max_reply_tokens": 4}
+
+
+def make_dqn(env, **kwargs):
+    settings = dict(
+        policy_kwargs={"model": "tiny", "net_arch": [32]},
+        learning_rate=3e-3,
+        learning_starts=24,
+        batch_size=32,
+        buffer_size=1000,
+        train_freq=1,
+        gradient_steps=4,
+        target_update_interval=16,
+        exploration_fraction=0.5,
+        gamma=0.5,
+        seed=0,
+        device="cpu",
+    )
+    settings.update(kwargs)
+    return DQN(LMQPolicy, env, **settings)
+
+
+def test_dqn_learns_to_pick_the_rewarded_candidate(tiny_model):
+    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
+    model = make_dqn(env)
+    before = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)
+    model.learn(160)
+    after = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)
+    references = candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)
+    random, top, best = (references[name]["reward_mean"] for name in ("random", "top", "best_of_k"))
+    print(f"greedy {before['reward_mean']:.3f} -> {after['reward_mean']:.3f}; random {random:.3f} best {best:.3f}")
+    # The untrained head ties every candidate: greedy is candidate 0, the "LM's top" reference.
+    assert before["reward_mean"] == pytest.approx(top)
+    assert before["top_candidate_rate"] == 1.0
+    assert after["reward_mean"] > random + 0.25
+    assert after["reward_mean"] > best - 0.1
+    assert len(after["rewards"]) == 40 and after["reward_ci95"][0] <= after["reward_mean"] <= after["reward_ci95"][1]
+
+
+def test_target_network_shares_the_frozen_trunk(tiny_model):
+    model = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS))
+    policy = model.policy
+    online, target = policy.q_net, policy.q_net_target
+    assert online.encoder is target.encoder is policy.encoder
+    trunk = list(policy.encoder.lm.parameters())
+    assert not any(p.requires_grad for p in trunk)
+    head = sum(p.numel() for p in online.parameters())
+    # Each network holds only its head; the trunk is in neither, nor in the policy's state or optimizer.
+    assert sum(p.numel() for p in target.parameters()) == head
+    assert sum(p.numel() for p in policy.parameters()) == 2 * head
+    assert head < sum(p.numel() for p in trunk) / 100
+    trunk_ids = {id(p) for p in trunk}
+    assert not trunk_ids & {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
+    assert not any(name.startswith(("lm.", "encoder.")) for name in policy.state_dict())
+    # The target head is a copy, not an alias, of the online head.
+    for a, b in zip(online.parameters(), target.parameters(), strict=True):
+        assert a.data_ptr() != b.data_ptr() and torch.equal(a, b)
+
+
+def test_replay_buffer_keeps_integer_ids_and_features_are_cached(tiny_model):
+    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
+    model = make_dqn(env, learning_starts=4)
+    model.learn(12)
+    observations = model.replay_buffer.observations
+    assert observations["input_ids"].dtype == np.int32 and observations["candidate_mask"].dtype == np.int8
+    context, candidates = 24, 4 * 4
+    expected = 2 * (context * (4 + 1) + candidates * (4 + 1)) + 8 + 3 * 4
+    assert replay_bytes_per_transition(model) == expected
+    encoder = model.policy.encoder
+    assert encoder.hits > encoder.misses > 0  # each distinct observation went through the LM once
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path, tiny_model):
+    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
+    model = make_dqn(env, learning_starts=4)
+    model.learn(16)
+    observation, _ = env.reset(seed=3)
+    batch = {k: torch.as_tensor(v[None]) for k, v in observation.items()}
+    model.policy.set_training_mode(False)
+    with torch.no_grad():
+        expected = model.policy.q_net(batch)
+    assert expected.abs().sum() > 0
+    save_checkpoint(tmp_path / "ckpt", model.policy, {"algo": "dqn", "model": "tiny"})
+    fresh = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS), seed=1)
+    load_checkpoint(tmp_path / "ckpt", fresh.policy)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.policy.q_net(batch), expected)
+        torch.testing.assert_close(fresh.policy.q_net_target(batch), model.policy.q_net_target(batch))
+    assert fresh.policy.encoder.statistics.count == model.policy.encoder.statistics.count
+    # A Q head for another K does not fit.
+    other = make_dqn(gym.make(PICK_WORD_ID, num_candidates=3, max_reply_tokens=4), seed=1)
+    load_checkpoint(tmp_path / "ckpt", other.policy)  # the head is K-independent: it fits ...
+    with pytest.raises(ValueError, match="built for K=3 candidates"):
+        other.policy.q_net(batch)  # ... but observations of another K are refused
+    (tmp_path / "ckpt" / "policy.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        load_checkpoint(tmp_path / "ckpt", fresh.policy)
+
+
+@pytest.mark.parametrize("env_id", ["TextGym/Dialogue-v0", "TextGym/DialogueUtterance-v0"])
+def test_token_and_utterance_envs_are_refused(env_id, tiny_model):
+    env = gym.make(env_id, model="tiny", max_context_tokens=32, max_reply_tokens=4)
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        with pytest.raises(ValueError, match="needs a candidate-level env"):
+            DQN(LMQPolicy, env, policy_kwargs={"model": "tiny"}, device="cpu")
+    with pytest.raises(ValueError, match="needs a candidate-level env.*Token- and utterance-level envs"):
+        build_dqn(_cli_args(env_id), make_vec_env(lambda: env))
+    with pytest.raises(ValueError, match="level env: it proposes no candidates"):
+        candidate_references(env_id, {"model": "tiny"}, episodes=1, seed=0)
+
+
+def test_changed_k_or_reply_budget_is_refused(tiny_model):
+    model = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS))
+    with pytest.raises(ValueError, match="trained with K=4 candidates of 4 tokens .* gives K=3 of 4"):
+        evaluate_q_policy(model, PICK_WORD_ID, {"num_candidates": 3, "max_reply_tokens": 4}, episodes=1)
+    with pytest.raises(ValueError, match="gives K=4 of 6"):
+        evaluate_q_policy(model, PICK_WORD_ID, {"num_candidates": 4, "max_reply_tokens": 6}, episodes=1)
+
+
+def _cli_args(env_id, **overrides):
+    from baselines.train import parse_args
+
+    return parse_args(["--algo", "dqn", "--env", env_id, "--model", "tiny", *overrides.get("extra", [])])
+
+
+def test_cli_trains_resumes_and_evaluates_a_dqn_checkpoint(tmp_path, tiny_model, capsys):
+    from baselines import evaluate, train
+
+    out = tmp_path / "run"
+    common = ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--model", "tiny", "--out", str(out)]
+    budget = ["--max-context-tokens", "48", "--max-reply-tokens", "2", "--num-candidates", "3", "--eval-episodes", "2"]
+    flags = [*common, *budget, "--learning-starts", "3", "--no-progress-bar", "--torch-threads", "1"]
+    assert train.main([*flags, "--total-timesteps", "6"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == "dqn" and summary["env_steps"] == 6
+    assert summary["config"]["learning_rate"] == 1e-3 and summary["config"]["n_envs"] == 1  # dqn defaults
+    assert summary["dqn"]["replay_bytes_per_transition"] > 0
+    assert (out / "checkpoint" / "policy.safetensors").is_file() and list((out / "tb").iterdir())
+    assert train.main([*flags, "--total-timesteps", "8", "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["env_steps"] == 8
+    capsys.readouterr()
+    assert evaluate.main(["--checkpoint", str(out / "checkpoint"), "--episodes", "2"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(printed[printed.index("{") :])
+    assert result["episodes"] == 2 and result["deterministic"] and "top_candidate_rate" in result
