@@ -211,3 +211,6 @@ def test_cli_trains_resumes_and_evaluates_a_dqn_checkpoint(tmp_path, tiny_model,
     printed = capsys.readouterr().out
     result = json.loads(printed[printed.index("{") :])
     assert result["episodes"] == 2 and result["deterministic"] and "top_candidate_rate" in result
+    (out / "checkpoint" / "policy.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        train.load_trained(str(out / "checkpoint"))
