@@ -38,8 +38,8 @@ never calls SB3's preprocessing (which would cast them to float). For bookkeepin
 Reference scores for the same fixed prompts (random valid candidate, the LM's top
 candidate, best-of-K oracle) come from :func:`candidate_references`::
 
-    python -m baselines.dqn --env TextGym/SentimentCandidate-v0 --model default \
-        --num-candidates 4 --max-reply-tokens 16 --episodes 32 --out runs/sentiment_refs.json
+    python -m baselines.dqn --env TextGym/SentimentCandidate-v0 --model default --episodes 32 \
+        --out runs/sentiment_refs.json
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ import copy
 import hashlib
 import json
 import sys
+import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -570,6 +572,53 @@ def _summary(rewards: list[float]) -> dict[str, Any]:
     return {"reward_mean": float(np.mean(rewards)), "reward_ci95": bootstrap_ci(rewards), "rewards": rewards}
 
 
+def run_candidate_episodes(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    episodes: int,
+    play: Any,
+    parallel: int,
+    record_path: str | None = None,
+) -> list[Any]:
+    """``play(env, index, batcher)`` for every episode index, ``parallel`` episodes at a time.
+
+    Each episode gets its own env; their proposals go through one
+    :class:`textgym.lm.ProposalBatcher`, so the LM proposes for all running episodes in one
+    batch. Generations (if ``record_path``) are appended in episode order.
+    """
+    from textgym.lm import ProposalBatcher
+    from textgym.wrappers import RecordGenerations
+    from textgym.wrappers.recorder import read_records
+
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel!r}")
+    probe = _candidate_env(env_id, env_kwargs)
+    batcher = ProposalBatcher(probe.unwrapped.proposer)
+    probe.close()
+    with tempfile.TemporaryDirectory(prefix="textgym-episodes-") as scratch:
+
+        def episode(index: int) -> Any:
+            env = _candidate_env(env_id, env_kwargs)
+            env.unwrapped.proposer = batcher
+            if record_path:
+                env = RecordGenerations(env, Path(scratch) / f"{index:06d}.jsonl")
+            try:
+                return play(env, index, batcher)
+            finally:
+                env.close()
+
+        results = []
+        for first in range(0, episodes, parallel):
+            results += batcher.map(episode, range(first, min(first + parallel, episodes)))
+        if record_path:
+            Path(record_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(record_path, "a", encoding="utf-8") as out:
+                for index in range(episodes):
+                    for record in read_records(Path(scratch) / f"{index:06d}.jsonl"):
+                        out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+    return results
+
+
 @torch.no_grad()
 def evaluate_q_policy(
     model: Any,
@@ -578,6 +627,7 @@ def evaluate_q_policy(
     episodes: int = 32,
     seed: int = 10_000,
     record_path: str | None = None,
+    parallel: int = 8,
 ) -> dict[str, Any]:
     """Play ``episodes`` fixed-prompt episodes with the greedy Q policy (arg-max over valid candidates).
 
@@ -587,8 +637,9 @@ def evaluate_q_policy(
         env_kwargs: ``gym.make`` arguments (e.g. ``model``, ``split``, ``num_candidates``).
         episodes: Number of episodes; episode ``i`` resets with ``seed + i``.
         seed: Base seed of the prompts (and of the env's candidate sampling).
-        record_path: JSONL file the generations are appended to, through
+        record_path: JSONL file the generations are appended to (in episode order), through
             :class:`textgym.wrappers.RecordGenerations`.
+        parallel: Episodes played at once, their proposals batched.
 
     Returns:
         ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``episodes``,
@@ -599,39 +650,37 @@ def evaluate_q_policy(
         ValueError: The env is not candidate level, or its K or reply budget differs
             from the policy's.
     """
-    from textgym.wrappers import RecordGenerations
-
     policy = getattr(model, "policy", model)
     env = _candidate_env(env_id, env_kwargs)
     k, length = candidate_shape(policy.observation_space, policy.action_space)
     base = env.unwrapped
-    if (base.num_candidates, base.max_reply_tokens) != (k, length):
-        env.close()
+    shape = (base.num_candidates, base.max_reply_tokens)
+    env.close()
+    if shape != (k, length):
         raise ValueError(
             f"the policy was trained with K={k} candidates of {length} tokens but {env_id} with {env_kwargs} gives "
-            f"K={base.num_candidates} of {base.max_reply_tokens}; pass the training num_candidates and "
-            "max_reply_tokens"
+            f"K={shape[0]} of {shape[1]}; pass the training num_candidates and max_reply_tokens"
         )
-    if record_path:
-        env = RecordGenerations(env, record_path)
     policy.set_training_mode(False)  # acting never changes the feature statistics
-    rewards, guards, picks = [], [], []
-    try:
-        for index in range(episodes):
-            observation, _ = env.reset(seed=seed + index)
-            total = 0.0
-            while True:
-                batch = {key: torch.as_tensor(observation[key][None]) for key in CANDIDATE_KEYS}
+    acting = threading.Lock()  # the feature cache is not thread-safe
+
+    def play(env: gym.Env, index: int, batcher: Any) -> tuple[float, dict, list[int]]:
+        observation, _ = env.reset(seed=seed + index)
+        total, picks = 0.0, []
+        while True:
+            batch = {key: torch.as_tensor(observation[key][None]) for key in CANDIDATE_KEYS}
+            with acting, torch.no_grad():
                 action = int(policy.q_net._predict(batch)[0])
-                picks.append(action)
-                observation, reward, terminated, truncated, info = env.step(action)
-                total += float(reward)
-                if terminated or truncated:
-                    guards.append(info.get("guard", {}))
-                    break
-            rewards.append(total)
-    finally:
-        env.close()
+            picks.append(action)
+            observation, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                return total, info.get("guard", {}), picks
+
+    played = run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel, record_path)
+    rewards = [total for total, _, _ in played]
+    guards = [guard for _, guard, _ in played]
+    picks = [pick for _, _, episode_picks in played for pick in episode_picks]
     return {
         "episodes": episodes,
         "deterministic": True,
@@ -642,17 +691,20 @@ def evaluate_q_policy(
     }
 
 
-def candidate_references(env_id: str, env_kwargs: dict[str, Any], episodes: int = 32, seed: int = 10_000) -> dict:
+def candidate_references(
+    env_id: str, env_kwargs: dict[str, Any], episodes: int = 32, seed: int = 10_000, parallel: int = 8
+) -> dict:
     """Reference rewards of three candidate pickers on the same fixed prompts (episode ``i`` resets with ``seed + i``).
 
     * ``random``: a uniformly random valid candidate (``action_masks()``) each turn, drawn
-      with ``numpy.random.default_rng(seed)``;
+      with ``numpy.random.default_rng([seed, i])`` in episode ``i``;
     * ``top``: candidate 0, the LM's own greedy reply;
     * ``best_of_k``: an oracle that tries every valid candidate on a deep copy of the env
       and keeps the one with the highest immediate reward (ties: the lowest index),
       continuing from that copy (myopic across the turns of a multi-turn episode).
 
     All three start from the same reset, so the first turn's candidates are identical.
+    ``parallel`` episodes run at once with their proposals batched.
 
     Returns:
         ``{"random": ..., "top": ..., "best_of_k": ...}``, each with ``reward_mean``,
@@ -662,14 +714,18 @@ def candidate_references(env_id: str, env_kwargs: dict[str, Any], episodes: int 
     Raises:
         ValueError: The env is not candidate level.
     """
-    env = _candidate_env(env_id, env_kwargs)
-    rng = np.random.default_rng(seed)
-    totals: dict[str, list[float]] = {"random": [], "top": [], "best_of_k": []}
-    for index in range(episodes):
+
+    def twin(game: Any, batcher: Any) -> Any:
+        copied = copy.deepcopy(game)  # the copy reloads its LM by name: route it through the batcher again
+        copied.proposer = batcher
+        return copied
+
+    def play(env: gym.Env, index: int, batcher: Any) -> dict[str, float]:
         env.reset(seed=seed + index)
-        root = env.unwrapped
-        for name in totals:
-            game = copy.deepcopy(root)
+        rng = np.random.default_rng([seed, index])
+        totals = {}
+        for name in ("random", "top", "best_of_k"):
+            game = twin(env.unwrapped, batcher)
             total, done = 0.0, False
             while not done:
                 valid = np.flatnonzero(game.action_masks())
@@ -680,20 +736,22 @@ def candidate_references(env_id: str, env_kwargs: dict[str, Any], episodes: int 
                 else:
                     trials = []
                     for action in valid:
-                        twin = copy.deepcopy(game)
-                        trials.append((twin.step(int(action)), twin))
+                        branch = twin(game, batcher)
+                        trials.append((branch.step(int(action)), branch))
                     best = max(range(len(trials)), key=lambda i: (trials[i][0][1], -i))
                     result, game = trials[best]
                 total += float(result[1])
                 done = bool(result[2] or result[3])
-            totals[name].append(total)
-    env.close()
+            totals[name] = total
+        return totals
+
+    played = run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel)
     return {
         "env": env_id,
         "env_kwargs": env_kwargs,
         "episodes": episodes,
         "seed": seed,
-        **{name: _summary(rewards) for name, rewards in totals.items()},
+        **{name: _summary([totals[name] for totals in played]) for name in ("random", "top", "best_of_k")},
     }
 
 
@@ -705,22 +763,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", required=True, help="a candidate-level TextGym id")
     parser.add_argument("--model", default="default", help="the env's LM")
     parser.add_argument("--split", default="validation", choices=["train", "validation", "test"])
-    parser.add_argument("--num-candidates", type=int, default=4)
-    parser.add_argument("--max-reply-tokens", type=int, default=16)
+    parser.add_argument("--num-candidates", type=int, default=0, help="K (0: the id's registered value)")
+    parser.add_argument("--max-reply-tokens", type=int, default=0, help="reply budget (0: the id's registered value)")
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--seed", type=int, default=10_000, help="episode i resets with seed + i")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=8, help="episodes played at once, proposals batched")
     parser.add_argument("--out", default=None, help="JSON file for the result")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
-    kwargs = {
-        "model": args.model,
-        "split": args.split,
-        "num_candidates": args.num_candidates,
-        "max_reply_tokens": args.max_reply_tokens,
-    }
+    kwargs: dict[str, Any] = {"model": args.model, "split": args.split}
+    if args.num_candidates:
+        kwargs["num_candidates"] = args.num_candidates
+    if args.max_reply_tokens:
+        kwargs["max_reply_tokens"] = args.max_reply_tokens
     try:
-        result = candidate_references(args.env, kwargs, args.episodes, args.seed)
+        result = candidate_references(args.env, kwargs, args.episodes, args.seed, args.parallel)
     except ValueError as error:
         print(f"error: {error}")
         return 2

@@ -36,11 +36,12 @@ import textgym  # noqa: E402
 from baselines.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
 from baselines.evaluate import evaluate_policy  # noqa: E402
 from baselines.ppo import FastLMPPO  # noqa: E402
+from baselines.vec_env import BatchedProposalVecEnv  # noqa: E402
 
 ALGOS = ("ppo", "dqn")
 #: Defaults that differ for --algo dqn (a small head on frozen LM features, not LM fine-tuning);
 #: flags given on the command line override them.
-DQN_DEFAULTS: dict[str, Any] = {"n_envs": 1, "batch_size": 64, "learning_rate": 1e-3, "gamma": 0.5}
+DQN_DEFAULTS: dict[str, Any] = {"n_envs": 8, "batch_size": 64, "learning_rate": 1e-3, "gamma": 0.5}
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Args:
     seed: int = 0  # seeds torch, numpy, the envs and the evaluation prompts
     total_timesteps: int = 4096  # env steps (tokens at token level)
     out: str = ""  # run directory (default runs/<env>__<algo>__s<seed>__<time>)
-    n_envs: int = 8  # envs collected in one batch (dqn: 1)
+    n_envs: int = 8  # envs collected in one batch (dqn: their proposals batched)
     n_steps: int = 32  # steps per env per rollout
     batch_size: int = 128  # transitions per minibatch (whole segments; dqn: 64)
     n_epochs: int = 2  # PPO epochs per rollout
@@ -288,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     set_random_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
 
-    env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs_of(args))
+    env = make_vec_env(
+        args.env,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        env_kwargs=env_kwargs_of(args),
+        vec_env_cls=BatchedProposalVecEnv if args.algo == "dqn" else None,
+    )
     if args.whiten_rewards:
         from stable_baselines3.common.vec_env import VecNormalize
 

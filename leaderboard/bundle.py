@@ -47,6 +47,10 @@ RECORD_KEYS = (
 )
 
 
+#: The untrained starting policy of each baseline: ``algo`` and display name of an initial-evaluation bundle.
+STARTING_POLICY = {"ppo": ("zero-shot", "Zero-shot LM, sampled"), "dqn": ("lm-top", "LM top candidate")}
+
+
 class BundleError(ValueError):
     """Run directories that cannot make a bundle."""
 
@@ -68,20 +72,29 @@ class RunData:
     checkpoint: Path | None = None
 
 
-def select_track_episodes(records: Sequence[dict[str, Any]], track: Track) -> list[dict[str, Any]]:
-    """The track's episodes from a run's recorded evaluations: for each prompt seed, its last record.
+EVALUATIONS = ("final", "initial")
+
+
+def select_track_episodes(
+    records: Sequence[dict[str, Any]], track: Track, evaluation: str = "final"
+) -> list[dict[str, Any]]:
+    """The track's episodes from a run's recorded evaluations: for each prompt seed, its last (or first) record.
 
     ``baselines.train`` appends every evaluation (initial, periodic, final) to one file, each
     with episode ``i`` reset with seed ``10000 + i``; the last record of a seed is the final
-    evaluation's.
+    evaluation's, the first the initial one's (the untrained starting policy, when the run
+    evaluated it).
 
     Raises:
         BundleError: A prompt seed of the track has no record.
     """
+    if evaluation not in EVALUATIONS:
+        raise BundleError(f"unknown evaluation {evaluation!r}; choose one of {EVALUATIONS}")
     latest: dict[int, dict[str, Any]] = {}
     for record in records:
         if record.get("episode_index") == 0 and record.get("seed") in track.prompt_seeds:
-            latest[record["seed"]] = record
+            if evaluation == "final" or record["seed"] not in latest:
+                latest[record["seed"]] = record
     missing = [seed for seed in track.prompt_seeds if seed not in latest]
     if missing:
         raise BundleError(f"no episode for prompt seeds {missing[:8]} of track {track.name!r}")
@@ -195,8 +208,12 @@ def bundle_from_run_dirs(
     hardware: str | None = None,
     include_checkpoints: bool = True,
     notes: str | None = None,
+    evaluation: str = "final",
 ) -> Path:
     """Turn ``baselines.train`` run directories (one per training seed) into a bundle.
+
+    ``evaluation="initial"`` bundles the runs' initial evaluations instead: the untrained
+    starting policy (the LM itself), without checkpoints, named as such.
 
     Raises:
         BundleError: A run directory lacks a file, the runs are of different envs, models or
@@ -212,8 +229,10 @@ def bundle_from_run_dirs(
         config, summary = _read_json(run_dir / "config.json"), _read_json(run_dir / "summary.json")
         text = safejson.read_limited(run_dir / "eval_generations.jsonl", MAX_RUN_FILE_BYTES, "eval_generations.jsonl")
         records = [record for _, record in safejson.iter_jsonl(text, 1 << 20, 1_000_000, str(run_dir))]
-        episodes = select_track_episodes(records, TRACKS[track])
-        final = summary.get("final", {})
+        episodes = select_track_episodes(records, TRACKS[track], evaluation)
+        if evaluation == "initial" and not summary.get("initial"):
+            raise BundleError(f"{run_dir} has no initial evaluation (it ran with --no-initial-eval)")
+        final = summary.get(evaluation, {})
         claimed = metrics([record["reward"] for record in episodes])
         if final.get("episodes") == len(episodes) and final.get("reward_mean") is not None:
             if abs(final["reward_mean"] - claimed["mean_reward"]) > 1e-9:
@@ -222,7 +241,7 @@ def bundle_from_run_dirs(
                     f"evaluation's episodes ({claimed['mean_reward']})"
                 )
             claimed = {"mean_reward": final["reward_mean"], "ci95": final["reward_ci95"], "episodes": len(episodes)}
-        checkpoint = run_dir / "checkpoint" if include_checkpoints else None
+        checkpoint = run_dir / "checkpoint" if include_checkpoints and evaluation == "final" else None
         if checkpoint is not None and not (checkpoint / "policy.safetensors").is_file():
             raise BundleError(f"{run_dir} has no checkpoint/policy.safetensors (pass --no-checkpoint to leave it out)")
         runs.append(RunData(int(config["seed"]), episodes, claimed, checkpoint))
@@ -244,10 +263,13 @@ def bundle_from_run_dirs(
         "wall_time_s": float(sum(summary.get("wall_time_s", 0.0) for summary in summaries)),
         "env_steps": int(sum(summary.get("env_steps", 0) for summary in summaries)),
     }
+    algo, title = (config["algo"], f"{config['algo'].upper()} baseline")
+    if evaluation == "initial":
+        algo, title = STARTING_POLICY[config["algo"]]
     model = {
         "id": config["model"],
         "revision": model_revision_text or model_revision(config["model"]),
-        "algo": config["algo"],
+        "algo": algo,
         # baselines.train evaluates PPO with sampled replies, DQN with its greedy (arg-max Q) choice.
         "decoding": "greedy" if config["algo"] == "dqn" else "sample",
     }
@@ -256,7 +278,7 @@ def bundle_from_run_dirs(
         out,
         runs,
         track=track,
-        name=name or f"{config['algo'].upper()} baseline ({env_name}, {config['model']})",
+        name=name or f"{title} ({env_name}, {config['model']})",
         submitter=submitter,
         model=model,
         compute=compute,

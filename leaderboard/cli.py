@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     bundle.add_argument("--hardware", default=None, help="hardware used, e.g. '1x H100' (default: the runs' device)")
     bundle.add_argument("--notes", default=None, help="free-text notes")
     bundle.add_argument("--no-checkpoint", action="store_true", help="leave the checkpoints out (no re-run possible)")
+    bundle.add_argument(
+        "--evaluation",
+        default="final",
+        choices=["final", "initial"],
+        help="bundle the runs' final evaluation, or their initial one (the untrained starting policy)",
+    )
     return parser
 
 
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             model_revision_text=args.model_revision,
             hardware=args.hardware,
             include_checkpoints=not args.no_checkpoint,
+            evaluation=args.evaluation,
             notes=args.notes,
         )
     except (BundleError, UnsafeInputError, KeyError, TypeError) as error:

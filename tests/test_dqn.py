@@ -197,11 +197,12 @@ def test_cli_trains_resumes_and_evaluates_a_dqn_checkpoint(tmp_path, tiny_model,
     out = tmp_path / "run"
     common = ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--model", "tiny", "--out", str(out)]
     budget = ["--max-context-tokens", "48", "--max-reply-tokens", "2", "--num-candidates", "3", "--eval-episodes", "2"]
-    flags = [*common, *budget, "--learning-starts", "3", "--no-progress-bar", "--torch-threads", "1"]
+    flags = [*common, *budget, "--learning-starts", "3", "--no-progress-bar", "--torch-threads", "1", "--n-envs", "2"]
     assert train.main([*flags, "--total-timesteps", "6"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "dqn" and summary["env_steps"] == 6
-    assert summary["config"]["learning_rate"] == 1e-3 and summary["config"]["n_envs"] == 1  # dqn defaults
+    assert summary["config"]["learning_rate"] == 1e-3 and summary["config"]["gamma"] == 0.5  # dqn defaults
+    assert _cli_args("TextGym/SentimentCandidate-v0").n_envs == 8
     assert summary["dqn"]["replay_bytes_per_transition"] > 0
     assert (out / "checkpoint" / "policy.safetensors").is_file() and list((out / "tb").iterdir())
     assert train.main([*flags, "--total-timesteps", "8", "--resume"]) == 0

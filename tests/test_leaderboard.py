@@ -743,3 +743,21 @@ def test_rerun_refuses_a_checkpoint_of_another_model(run_bundle, capsys, tmp_pat
     assert code == 1
     assert "checkpoint of training seed 1 is of model '../../somewhere/else', the bundle names 'tiny'" in out
     assert "names a local model path" in out
+
+
+def test_bundle_of_initial_evaluations_is_the_starting_policy(run_bundle, tmp_path, capsys):
+    runs = []
+    for seed in range(3):
+        run = Path(shutil.copytree(run_bundle.parent / f"run-s{seed}", tmp_path / f"run-s{seed}"))
+        runs.append(run)
+    code = main(["bundle", *map(str, runs), "--out", str(tmp_path / "none"), "--evaluation", "initial"])
+    assert code == 1 and "has no initial evaluation" in capsys.readouterr().out
+    for run in runs:  # one evaluation recorded: it is both the initial and the final one
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "initial": summary["final"]}))
+    code = main(["bundle", *map(str, runs), "--out", str(tmp_path / "zero"), "--evaluation", "initial"])
+    assert code == 0, capsys.readouterr().out
+    manifest = json.loads((tmp_path / "zero" / "bundle.json").read_text())
+    assert manifest["model"]["algo"] == "zero-shot" and manifest["name"].startswith("Zero-shot LM, sampled")
+    assert [run["checkpoint"] for run in manifest["runs"]] == [None, None, None]  # the untrained LM: no checkpoint
+    assert not (tmp_path / "zero" / "checkpoint").exists()

@@ -1,0 +1,387 @@
+r"""The quick CPU benchmark track: every baseline and reference on every task, 3 seeds, fixed budgets, one command.
+
+    python benchmarks/quick_track.py --out runs/quick --results benchmarks/results/quick_track
+
+Arms, for each task (Dialogue, Summarization, SparseCompletion, Sentiment), on the track's
+registered env arguments (``leaderboard.tracks``: validation split, 32 episodes with prompt
+seeds 10000..10031, 3 training seeds):
+
+=========  ==================  ==============================================================
+arm        id                  what
+=========  ==================  ==============================================================
+ppo        ``<Task>-v0``       ``FastLMPPO`` (``baselines.train --algo ppo``), ``--ppo-seconds``
+zero-shot  ``<Task>-v0``       the untrained PPO policy, i.e. the LM sampling (the PPO runs'
+                               initial evaluation)
+dqn        ``<Task>Candidate``  ``LMQPolicy`` on stock DQN, ``--dqn-seconds``
+lm-top     ``<Task>Candidate``  the LM's own top candidate (the DQN runs' initial evaluation)
+random     both ids            uniformly random tokens / a random valid candidate
+=========  ==================  ==============================================================
+
+The PPO baseline trains at token level (utterance-level ids give the same rewards for the
+same replies), so utterance ids are not a separate arm. Budgets are fixed in seconds of
+training per run (plus the evaluations), so the whole track fits in about an hour on the
+2-core reference machine; learning at these budgets is small, and the longer learning
+benchmarks (``ppo_learning.sh``, ``dqn_learning.sh``) are where learning is measured.
+
+Each arm x id becomes one leaderboard bundle (3 training seeds, generations recorded by
+:class:`textgym.wrappers.RecordGenerations`, DQN checkpoints included; PPO checkpoints are
+full LMs and stay in the run directories), verified by re-scoring. ``--out`` receives the
+run directories, ``bundles/``, ``table.md``, ``curves.png`` and ``track.json`` (wall times,
+command); ``--results`` copies the table, PNG, JSON and bundles to a directory to check in,
+and ``--submit`` adds every verified bundle to the leaderboard and re-renders it.
+
+The GPU track runs the same arms with the training budgets of the learning benchmarks::
+
+    python benchmarks/quick_track.py --out runs/gpu --device cuda --ppo-seconds 660 --dqn-seconds 600 --jobs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TASKS = ("Sentiment", "SparseCompletion", "Summarization", "Dialogue")
+ARMS = ("ppo", "zero-shot", "dqn", "lm-top", "random")
+PPO_FLAGS = (
+    "--n-envs 16 --n-steps 32 --batch-size 128 --n-epochs 1 --learning-rate 3e-4 "
+    "--value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 --total-timesteps 100000"
+)
+DQN_FLAGS = "--total-timesteps 96 --learning-starts 32"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def token_id(task: str) -> str:
+    """The task's token-level id."""
+    return f"TextGym/{task}-v0"
+
+
+def candidate_id(task: str) -> str:
+    """The task's candidate-level id."""
+    return f"TextGym/{task}Candidate-v0"
+
+
+def slug(env_id: str) -> str:
+    """A directory name for an env id."""
+    return env_id.removeprefix("TextGym/").replace("-", "_").lower()
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def train_command(args: argparse.Namespace, algo: str, env_id: str, seed: int, out: Path) -> list[str]:
+    """The ``baselines.train`` command of one run (its initial evaluation is the arm's starting policy)."""
+    seconds = args.ppo_seconds if algo == "ppo" else args.dqn_seconds
+    flags = PPO_FLAGS if algo == "ppo" else DQN_FLAGS
+    return [
+        sys.executable,
+        "-m",
+        "baselines.train",
+        "--algo",
+        algo,
+        "--env",
+        env_id,
+        "--model",
+        args.model,
+        "--seed",
+        str(seed),
+        *flags.split(),
+        *(["--trainable-layers", str(args.trainable_layers)] if algo == "ppo" else []),
+        "--max-train-seconds",
+        str(seconds),
+        "--eval-episodes",
+        "32",
+        "--initial-eval",
+        "--torch-threads",
+        "1",
+        "--device",
+        args.device,
+        "--no-progress-bar",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+    ]
+
+
+def random_command(args: argparse.Namespace, env_id: str, out: Path) -> list[str]:
+    """This script, run as a random-agent job for ``env_id`` (all training seeds)."""
+    seeds = [str(seed) for seed in args.seeds]
+    return [sys.executable, __file__, "random-arm", env_id, str(out), "--model", args.model, "--seeds", *seeds]
+
+
+def run_job(name: str, command: list[str], log: Path) -> dict[str, Any]:
+    """Run one job with its output in ``log``; return its name, exit code and wall time."""
+    start = time.perf_counter()
+    with log.open("w", encoding="utf-8") as handle:
+        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+    seconds = time.perf_counter() - start
+    print(f"[{dt.datetime.now():%H:%M:%S}] {name}: exit {code} in {seconds:.0f} s", flush=True)
+    return {"job": name, "exit_code": code, "wall_time_s": seconds, "command": shlex.join(command)}
+
+
+def random_arm(env_id: str, out: Path, model: str, seeds: list[int]) -> None:
+    """Record the random agent on the track's episodes of ``env_id``, one JSONL per training seed."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    import textgym  # noqa: F401
+    from leaderboard.tracks import TRACKS
+    from textgym.agents import RandomAgent, play_episode
+    from textgym.wrappers import RecordGenerations
+
+    torch.set_num_threads(1)
+    track = TRACKS["quick"]
+    kwargs = {"model": model, "split": track.split, "render_mode": None}
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        path = out / f"seed{seed}.jsonl"
+        path.unlink(missing_ok=True)
+        if gym.spec(env_id).kwargs.get("granularity") == "candidate":
+            from baselines.dqn import run_candidate_episodes
+
+            def play(env: gym.Env, index: int, batcher: Any, seed: int = seed) -> float:
+                rng = np.random.default_rng([seed, index])
+                env.reset(seed=track.prompt_seed_base + index)
+                total, done = 0.0, False
+                while not done:
+                    action = int(rng.choice(np.flatnonzero(env.unwrapped.action_masks())))
+                    _, reward, terminated, truncated, _ = env.step(action)
+                    total, done = total + float(reward), terminated or truncated
+                return total
+
+            run_candidate_episodes(env_id, kwargs, track.episodes, play, parallel=track.episodes, record_path=path)
+        else:
+            env = RecordGenerations(gym.make(env_id, **kwargs), path)
+            for index, prompt_seed in enumerate(track.prompt_seeds):
+                play_episode(env, RandomAgent(seed=seed * 1_000_003 + index), seed=prompt_seed)
+            env.close()
+
+
+# -- bundles, table, curves ---------------------------------------------------------------
+
+
+def random_bundle(records_dir: Path, target: Path, env_id: str, seeds: list[int], model: str) -> None:
+    """Bundle the random arm's recorded episodes of ``env_id`` (one JSONL per training seed)."""
+    from leaderboard.bundle import RunData, make_bundle, model_revision
+    from textgym.wrappers.recorder import read_records
+
+    make_bundle(
+        target,
+        [RunData(seed, read_records(records_dir / f"seed{seed}.jsonl")) for seed in seeds],
+        name=f"Random {'candidate' if 'Candidate' in env_id else 'tokens'} ({env_id.removeprefix('TextGym/')})",
+        submitter="textgym baselines",
+        model={"id": model, "revision": model_revision(model), "algo": "random", "decoding": "sample"},
+        compute={"hardware": "cpu", "wall_time_s": 0.0, "env_steps": 0},
+        notes="uniformly random actions (valid candidates at candidate level); no training",
+    )
+
+
+def make_bundles(out: Path, tasks: list[str], seeds: list[int], model: str) -> list[dict[str, Any]]:
+    """One verified bundle per arm x id; returns a row per bundle (claims and verification)."""
+    from leaderboard.bundle import bundle_from_run_dirs
+    from leaderboard.verify import verify_bundle
+
+    bundles = out / "bundles"
+    shutil.rmtree(bundles, ignore_errors=True)
+    rows = []
+    for task in tasks:
+        for arm in ARMS:
+            ids = [token_id(task)] if arm in ("ppo", "zero-shot") else [candidate_id(task)]
+            ids = [token_id(task), candidate_id(task)] if arm == "random" else ids
+            for env_id in ids:
+                target = bundles / f"{arm}__{slug(env_id)}"
+                try:
+                    if arm == "random":
+                        random_bundle(out / "random" / slug(env_id), target, env_id, seeds, model)
+                    else:
+                        algo = "ppo" if arm in ("ppo", "zero-shot") else "dqn"
+                        run_dirs = [out / "runs" / f"{algo}__{slug(env_id)}__s{s}" for s in seeds]
+                        bundle_from_run_dirs(
+                            run_dirs,
+                            target,
+                            include_checkpoints=arm == "dqn",
+                            evaluation="initial" if arm in ("zero-shot", "lm-top") else "final",
+                            notes="quick track (benchmarks/quick_track.py)",
+                        )
+                except Exception as error:  # a failed run must not hide the others: report it in the table
+                    rows.append({"arm": arm, "env": env_id, "error": f"{type(error).__name__}: {error}"})
+                    continue
+                report = verify_bundle(target)
+                manifest = json.loads((target / "bundle.json").read_text(encoding="utf-8"))
+                rows.append(
+                    {
+                        "arm": arm,
+                        "env": env_id,
+                        "bundle": target.name,
+                        "verified": report.ok,
+                        "verify_summary": report.summary(),
+                        "claimed": manifest["claimed"],
+                        "per_seed": [run["claimed"]["mean_reward"] for run in manifest["runs"]],
+                    }
+                )
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Per env id: every arm's pooled mean reward with its 95% bootstrap CI and per-seed means."""
+    lines = [
+        "| env id | arm | mean reward [95% CI] | per-seed means | verified |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["env"], ARMS.index(r["arm"]))):
+        if "error" in row:
+            lines.append(f"| {row['env'][8:]} | {row['arm']} | failed: {row['error'][:120]} | | no |")
+            continue
+        low, high = row["claimed"]["ci95"]
+        seeds = " / ".join(f"{value:.3f}" for value in row["per_seed"])
+        mark = "yes (re-scored)" if row["verified"] else "NO"
+        lines.append(
+            f"| {row['env'][8:]} | {row['arm']} | {row['claimed']['mean_reward']:.3f} [{low:.3f}, {high:.3f}] "
+            f"| {seeds} | {mark} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(out: Path, tasks: list[str], seeds: list[int], path: Path) -> None:
+    """Validation reward against env steps per trained arm: seeds, mean, and a bootstrap CI band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from baselines.evaluate import bootstrap_ci
+
+    figure, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6.5), squeeze=False)
+    for column, task in enumerate(tasks):
+        for row, (algo, env_id) in enumerate((("ppo", token_id(task)), ("dqn", candidate_id(task)))):
+            axis = axes[row][column]
+            curves = []
+            for seed in seeds:
+                summary_path = out / "runs" / f"{algo}__{slug(env_id)}__s{seed}" / "summary.json"
+                if not summary_path.is_file():
+                    continue
+                curve = json.loads(summary_path.read_text(encoding="utf-8"))["curve"]
+                steps, rewards = [p["step"] for p in curve], [p["reward_mean"] for p in curve]
+                axis.plot(steps, rewards, color="0.7", linewidth=1)
+                curves.append((steps, rewards))
+            if curves:
+                points = min(len(c[1]) for c in curves)
+                steps = np.mean([c[0][:points] for c in curves], axis=0)
+                values = np.array([c[1][:points] for c in curves])
+                bands = np.array([bootstrap_ci(list(values[:, i])) for i in range(points)])
+                axis.plot(steps, values.mean(0), color="C0" if algo == "ppo" else "C1", marker="o", label="mean")
+                axis.fill_between(steps, bands[:, 0], bands[:, 1], alpha=0.25, color="C0" if algo == "ppo" else "C1")
+            axis.set_title(f"{algo.upper()} on {env_id[8:]}", fontsize=9)
+            axis.set_xlabel("env steps")
+            axis.set_ylabel("validation reward")
+    figure.suptitle("Quick track: validation reward (32 prompts), seeds in grey, mean with 95% bootstrap CI band")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/quick", help="work directory (run directories, bundles, table)")
+    parser.add_argument("--results", default=None, help="copy table, curves, track.json and bundles here")
+    parser.add_argument("--model", default="default", help="the LM of every arm and env")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--ppo-seconds", type=float, default=120.0, help="training seconds per PPO run")
+    parser.add_argument("--dqn-seconds", type=float, default=120.0, help="training seconds per DQN run")
+    parser.add_argument("--trainable-layers", type=int, default=8, help="PPO trains the top N layers (-1: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--device", default="cpu", help="device of the training runs")
+    parser.add_argument("--submit", action="store_true", help="add the verified bundles to the leaderboard")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the track; return 0 when every job ran and every bundle verified."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["random-arm"]:
+        sub = argparse.ArgumentParser()
+        sub.add_argument("env_id")
+        sub.add_argument("out", type=Path)
+        sub.add_argument("--model", default="default")
+        sub.add_argument("--seeds", nargs="+", type=int, required=True)
+        options = sub.parse_args(argv[1:])
+        random_arm(options.env_id, options.out, options.model, options.seeds)
+        return 0
+    args = parse_args(argv)
+    out = Path(args.out)
+    if (out / "runs").exists():
+        print(f"error: {out} already holds a track; choose another --out (nothing is overwritten)")
+        return 2
+    (out / "runs").mkdir(parents=True)
+    (out / "logs").mkdir()
+    jobs: list[tuple[str, list[str]]] = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            for algo, env_id in (("dqn", candidate_id(task)), ("ppo", token_id(task))):
+                run = out / "runs" / f"{algo}__{slug(env_id)}__s{seed}"
+                jobs.append((run.name, train_command(args, algo, env_id, seed, run)))
+        for env_id in (token_id(task), candidate_id(task)):
+            jobs.append((f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
+    start = time.perf_counter()
+    print(f"quick track: {len(jobs)} jobs, {args.jobs} at a time, in {out}", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda job: run_job(job[0], job[1], out / "logs" / f"{job[0]}.log"), jobs))
+    jobs_time = time.perf_counter() - start
+    rows = make_bundles(out, args.tasks, args.seeds, args.model)
+    table = markdown_table(rows)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    plot_curves(out, args.tasks, args.seeds, out / "curves.png")
+    wall = time.perf_counter() - start
+    record = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "jobs_wall_time_s": jobs_time,
+        "wall_time_s": wall,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "results")},
+        "jobs": results,
+        "bundles": rows,
+    }
+    (out / "track.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    print(table)
+    print(f"quick track: {wall / 60:.1f} min wall ({jobs_time / 60:.1f} min of runs); results in {out}")
+    if args.results:
+        results_dir = Path(args.results)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("table.md", "curves.png", "track.json"):
+            shutil.copyfile(out / name, results_dir / name)
+        shutil.rmtree(results_dir / "bundles", ignore_errors=True)
+        shutil.copytree(out / "bundles", results_dir / "bundles")
+    failed = [r for r in results if r["exit_code"] != 0] + [r for r in rows if not r.get("verified")]
+    if args.submit:
+        from leaderboard.cli import main as leaderboard
+
+        for row in rows:
+            if row.get("verified"):
+                leaderboard(["submit", str(Path(args.results or out) / "bundles" / row["bundle"])])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Batched proposals: one LM call for several seeded requests, and envs stepped through one batcher."""
+
+import threading
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import textgym  # noqa: F401
+from baselines.vec_env import BatchedProposalVecEnv
+from textgym.lm import LocalLanguageModel, ProposalBatcher
+
+ENV_ID = "TextGym/DialogueCandidate-v0"
+ENV_KWARGS = {
+    "model": "tiny",
+    "num_candidates": 3,
+    "max_reply_tokens": 4,
+    "max_context_tokens": 64,
+    "render_mode": None,
+}
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    return LocalLanguageModel("tiny")
+
+
+def _requests(count, k=3, n=5):
+    # Same prompt length in every request: no padding, so a batch must equal the lone calls exactly.
+    return [([{"role": "user", "content": f"word{i % 10}"}], k, n, 100 + i) for i in range(count)]
+
+
+def test_propose_many_draws_what_each_request_draws_alone(lm):
+    requests = _requests(4)
+    assert len({len(lm.encode_chat(r[0])) for r in requests}) == 1
+    alone = [lm.propose(*r) for r in requests]
+    batched = lm.propose_many(requests)
+    assert [[c.token_ids for c in group] for group in batched] == [[c.token_ids for c in group] for group in alone]
+    # Different seeds give different samples (the groups do not share one generator).
+    assert len({tuple(c.token_ids for c in group[1:]) for group in batched}) > 1
+
+
+def test_propose_many_rejects_mixed_shapes(lm):
+    with pytest.raises(ValueError, match=r"must share num_candidates and max_new_tokens, got \[\(3, 4\), \(3, 5\)\]"):
+        lm.propose_many([*_requests(1, n=4), *_requests(1, n=5)])
+
+
+def test_batcher_answers_concurrent_jobs_in_one_batch(lm):
+    batcher = ProposalBatcher(lm)
+    requests = _requests(6)
+    answers = batcher.map(lambda r: batcher.propose(*r), requests)
+    assert batcher.batches == 1 and batcher.requests == 6
+    assert [[c.text for c in a] for a in answers] == [[c.text for c in g] for g in lm.propose_many(requests)]
+    # A job that proposes twice while another proposes once: two rounds, nothing lost.
+    batcher.batches = batcher.requests = 0
+    twice = batcher.map(lambda n: [batcher.propose(*_requests(1)[0]) for _ in range(n)], [2, 1])
+    assert [len(t) for t in twice] == [2, 1] and batcher.batches == 2 and batcher.requests == 3
+    # Outside map it proposes at once.
+    assert batcher.propose(*requests[0])[0].text == answers[0][0].text
+
+
+def test_batcher_reraises_a_job_error_without_hanging(lm):
+    batcher = ProposalBatcher(lm)
+
+    def job(i):
+        if i == 1:
+            raise KeyError("bad job")
+        return batcher.propose(*_requests(1)[0])
+
+    with pytest.raises(KeyError, match="bad job"):
+        batcher.map(job, range(3))
+    assert threading.active_count() < 50
+    with pytest.raises(ValueError, match="must be >= 1"):
+        batcher.map(lambda r: batcher.propose(*r), [([{"role": "user", "content": "x"}], 0, 4, 0)])
+
+
+def test_batched_vec_env_matches_dummy_vec_env(tiny_model):
+    plain = make_vec_env(ENV_ID, n_envs=3, seed=7, env_kwargs=ENV_KWARGS, vec_env_cls=DummyVecEnv)
+    batched = make_vec_env(ENV_ID, n_envs=3, seed=7, env_kwargs=ENV_KWARGS, vec_env_cls=BatchedProposalVecEnv)
+    assert isinstance(batched.batcher, ProposalBatcher)
+    assert all(env.unwrapped.proposer is batched.batcher for env in batched.envs)
+    first, second = plain.reset(), batched.reset()
+    dones_seen = 0
+    for step in range(12):
+        for key in first:
+            np.testing.assert_array_equal(first[key], second[key], err_msg=f"{key} at step {step}")
+        actions = np.array([step % 3, (step + 1) % 3, 0])
+        first, rewards, dones, infos = plain.step(actions)
+        second, rewards2, dones2, infos2 = batched.step(actions)
+        np.testing.assert_allclose(rewards, rewards2)
+        np.testing.assert_array_equal(dones, dones2)
+        assert [i.get("reply") for i in infos] == [i.get("reply") for i in infos2]
+        dones_seen += int(dones.sum())
+    assert dones_seen > 0  # auto-reset was exercised
+    assert batched.batcher.batches < batched.batcher.requests  # proposals really were batched
+
+
+def test_batched_vec_env_leaves_token_level_envs_sequential(tiny_model):
+    env = make_vec_env(
+        "TextGym/Sentiment-v0",
+        n_envs=2,
+        env_kwargs={"model": "tiny", "render_mode": None},
+        vec_env_cls=BatchedProposalVecEnv,
+    )
+    assert env.batcher is None
+    env.reset()
+    _, rewards, _, _ = env.step(np.array([1, 2]))
+    assert rewards.shape == (2,)
+    assert gym.spaces.Discrete(2).contains(1)

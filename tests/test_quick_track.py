@@ -1,0 +1,62 @@
+"""The quick benchmark track's own pieces: the random arm, bundling every arm, the table."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from leaderboard.verify import verify_bundle
+
+
+@pytest.fixture(scope="module")
+def quick_track():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "quick_track.py"
+    spec = importlib.util.spec_from_file_location("quick_track", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_arms_make_verified_bundles_and_missing_runs_are_reported(quick_track, tmp_path, tiny_model):
+    for env_id in ("TextGym/Sentiment-v0", "TextGym/SentimentCandidate-v0"):
+        quick_track.random_arm(env_id, tmp_path / "random" / quick_track.slug(env_id), "tiny", [0, 1, 2])
+    rows = quick_track.make_bundles(tmp_path, ["Sentiment"], [0, 1, 2], "tiny")
+    by_arm = {(row["arm"], row["env"]): row for row in rows}
+    assert set(by_arm) == {
+        ("ppo", "TextGym/Sentiment-v0"),
+        ("zero-shot", "TextGym/Sentiment-v0"),
+        ("dqn", "TextGym/SentimentCandidate-v0"),
+        ("lm-top", "TextGym/SentimentCandidate-v0"),
+        ("random", "TextGym/Sentiment-v0"),
+        ("random", "TextGym/SentimentCandidate-v0"),
+    }
+    for env_id in ("TextGym/Sentiment-v0", "TextGym/SentimentCandidate-v0"):
+        row = by_arm[("random", env_id)]
+        assert row["verified"], row["verify_summary"]
+        assert len(row["per_seed"]) == 3 and row["claimed"]["episodes"] == 96
+        assert verify_bundle(tmp_path / "bundles" / row["bundle"]).ok
+    manifest = json.loads((tmp_path / "bundles" / "random__sentimentcandidate_v0" / "bundle.json").read_text())
+    assert manifest["model"]["algo"] == "random" and manifest["env"]["id"] == "TextGym/SentimentCandidate-v0"
+    # Seeds differ: the random candidates picked are not all the same across training seeds.
+    lines = (tmp_path / "bundles" / "random__sentimentcandidate_v0" / "generations.jsonl").read_text().splitlines()
+    by_seed = {}
+    for record in map(json.loads, lines):
+        by_seed.setdefault(record["training_seed"], []).append(record["generations"][0])
+    assert by_seed[0] != by_seed[1]
+    # Arms without runs are reported as failed, not dropped.
+    assert "error" in by_arm[("ppo", "TextGym/Sentiment-v0")]
+    table = quick_track.markdown_table(rows)
+    assert "| Sentiment-v0 | ppo | failed:" in table
+    assert "| SentimentCandidate-v0 | random | " in table and "yes (re-scored)" in table
+
+
+def test_track_commands_use_the_registered_envs_and_budgets(quick_track, tmp_path):
+    args = quick_track.parse_args(["--out", str(tmp_path), "--ppo-seconds", "7", "--dqn-seconds", "9"])
+    ppo = quick_track.train_command(args, "ppo", "TextGym/Sentiment-v0", 1, tmp_path / "r")
+    dqn = quick_track.train_command(args, "dqn", "TextGym/SentimentCandidate-v0", 2, tmp_path / "d")
+    assert ppo[ppo.index("--max-train-seconds") + 1] == "7.0" and dqn[dqn.index("--max-train-seconds") + 1] == "9.0"
+    for command in (ppo, dqn):  # the track pins every env argument: no reply or context budget flags
+        assert "--max-reply-tokens" not in command and "--num-candidates" not in command
+        assert "--initial-eval" in command and command[command.index("--eval-episodes") + 1] == "32"
+    assert ppo[ppo.index("--trainable-layers") + 1] == "8" and "--trainable-layers" not in dqn
