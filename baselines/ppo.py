@@ -316,8 +316,8 @@ class FastLMPPO(PPO):
         kl_coef: Initial KL penalty coefficient ``beta`` (0 disables it and the reference).
         target_kl_per_reply: Target of the adaptive controller, nats per reply (None: fixed).
         kl_horizon: Horizon of the adaptive controller in env steps.
-        check_ratios: Check that PPO ratios are 1 before each training phase (one extra
-            minibatch forward).
+        check_ratios: Check that PPO ratios are 1 on each update's first minibatch, before
+            its first optimizer step (read from SB3's own forward: no extra cost).
         bf16: bfloat16 autocast for collection and training (CUDA only).
         nan_guard: Keep an in-memory copy of the weights before each update; if the loss or a
             weight turns non-finite, restore it and raise ``FloatingPointError``.
@@ -444,6 +444,33 @@ class FastLMPPO(PPO):
         callback.on_rollout_end()
         return True
 
+    def _train_watching_first_minibatch(self) -> dict[str, torch.Tensor]:
+        """Run SB3's update, keeping the first minibatch's old and new log-probs.
+
+        SB3 evaluates the first minibatch before its first optimizer step, so its new
+        log-probs are the current policy's: their ratios to the rollout's must be 1. Reading
+        them here costs nothing, where a separate check would cost one more forward.
+        """
+        first: dict[str, torch.Tensor] = {}
+        buffer_get, evaluate_actions = self.rollout_buffer.get, self.policy.evaluate_actions
+
+        def get(batch_size: int | None = None) -> Any:
+            for sample in buffer_get(batch_size):
+                first.setdefault("old_log_prob", sample.old_log_prob.detach())
+                yield sample
+
+        def evaluate(observations: Any, actions: torch.Tensor) -> Any:
+            values, log_prob, entropy = evaluate_actions(observations, actions)
+            first.setdefault("log_prob", log_prob.detach())
+            return values, log_prob, entropy
+
+        self.rollout_buffer.get, self.policy.evaluate_actions = get, evaluate
+        try:
+            super().train()
+        finally:
+            del self.rollout_buffer.get, self.policy.evaluate_actions
+        return first
+
     @torch.no_grad()
     def _penalise_kl(self, buffer: SegmentRolloutBuffer, replies: int) -> None:
         """Subtract ``beta * (log pi_old - log p_ref)`` from every step's reward; adapt ``beta``."""
@@ -476,24 +503,45 @@ class FastLMPPO(PPO):
     # -- training ---------------------------------------------------------------------
 
     def train(self) -> None:
-        """SB3's PPO update over segment-grouped minibatches, after a ratio sanity check."""
-        with self._autocast():
-            if self.check_ratios:
-                with torch.no_grad():
-                    sample = next(self.rollout_buffer.get(self.batch_size))
-                    _, log_prob, _ = self.policy.evaluate_actions(sample.observations, sample.actions)
-                    error = float((torch.exp(log_prob - sample.old_log_prob) - 1).abs().mean())
-                self.logger.record("train/initial_ratio_error", error)
-                self.monitor.check_ratios(error)
-            backup = {k: v.detach().clone() for k, v in self.policy.state_dict().items()} if self.nan_guard else None
-            super().train()
-        if backup is not None:
-            loss = self.logger.name_to_value.get("train/loss", 0.0)
-            bad = [name for name, value in self.policy.state_dict().items() if not torch.isfinite(value).all()]
-            if bad or not math.isfinite(loss):
-                self.policy.load_state_dict(backup)
-                raise FloatingPointError(
-                    f"PPO update {self._n_updates} produced loss {loss!r} and non-finite weights in {bad[:3]}; "
-                    "the weights from before this update were restored (save a checkpoint now); lower the "
-                    "learning rate or check the rewards for NaN"
-                )
+        """SB3's PPO update over segment-grouped minibatches, with a ratio sanity check on the first one."""
+        # Only trained weights can turn non-finite: frozen layers need no copy.
+        trained = {name: p for name, p in self.policy.named_parameters() if p.requires_grad}
+        backup = {name: p.detach().clone() for name, p in trained.items()} if self.nan_guard else None
+        try:
+            with self._autocast():
+                if self.check_ratios:
+                    first = self._train_watching_first_minibatch()
+                    if len(first) == 2:
+                        log_ratio = first["log_prob"].float() - first["old_log_prob"].float()
+                        error = float((torch.exp(log_ratio) - 1).abs().mean())
+                        self.logger.record("train/initial_ratio_error", error)
+                        self.monitor.check_ratios(error)
+                else:
+                    super().train()
+        except (ValueError, RuntimeError) as error:
+            # NaN weights after one minibatch make the next one fail inside torch.distributions.
+            if backup is None or not self._restore_if_non_finite(trained, backup, float("nan")):
+                raise
+            raise self._nan_error(float("nan")) from error
+        loss = self.logger.name_to_value.get("train/loss", 0.0)
+        if backup is not None and self._restore_if_non_finite(trained, backup, loss):
+            raise self._nan_error(loss)
+
+    def _restore_if_non_finite(
+        self, trained: dict[str, torch.Tensor], backup: dict[str, torch.Tensor], loss: float
+    ) -> bool:
+        """Put the weights from before the update back if the update made them (or the loss) non-finite."""
+        self._non_finite = [name for name, value in trained.items() if not torch.isfinite(value).all()]
+        if not self._non_finite and math.isfinite(loss):
+            return False
+        with torch.no_grad():
+            for name, value in backup.items():
+                trained[name].copy_(value)
+        return True
+
+    def _nan_error(self, loss: float) -> FloatingPointError:
+        return FloatingPointError(
+            f"PPO update {self._n_updates} produced loss {loss!r} and non-finite weights in {self._non_finite[:3]}; "
+            "the weights from before this update were restored (save a checkpoint now); lower the "
+            "learning rate or check the rewards for NaN"
+        )

@@ -210,3 +210,39 @@ def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_mode
     assert 0.2 < before < 0.5  # about 1/3 among three allowed tokens
     assert after > before + 0.3, (before, after)
     assert model.last_rollout["reply_reward_mean"] > 0.5
+
+
+def test_ratio_check_reads_the_first_minibatch_and_warns_on_a_mismatch(tiny_model):
+    model = FastLMPPO(
+        token_vec_env(), policy_kwargs={"model": "tiny"}, n_steps=16, batch_size=16, kl_coef=0.0, seed=0, device="cpu"
+    )
+    collect(model)
+    model.train()
+    assert model.logger.name_to_value["train/initial_ratio_error"] < 1e-5
+    assert not [w for w in model.monitor.issued if "ratios" in w]
+    # Sampling log-probs that disagree with the policy's (e.g. a temperature applied only when sampling).
+    buffer = collect(model)
+    buffer.log_probs -= 0.5
+    with pytest.warns(RuntimeWarning, match="PPO ratios before the first update"):
+        model.train()
+    assert model.logger.name_to_value["train/initial_ratio_error"] == pytest.approx(np.exp(0.5) - 1, rel=1e-3)
+    assert "get" not in vars(model.rollout_buffer) and "evaluate_actions" not in vars(model.policy)  # unpatched
+
+
+def test_nan_update_restores_the_weights_and_names_the_loss(tiny_model):
+    model = FastLMPPO(
+        token_vec_env(),
+        policy_kwargs={"model": "tiny", "trainable_layers": 1},
+        n_steps=16,
+        batch_size=16,
+        kl_coef=0.0,
+        seed=0,
+        device="cpu",
+    )
+    buffer = collect(model)
+    before = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
+    buffer.advantages[:] = np.nan
+    with pytest.raises(FloatingPointError, match="produced loss nan.*weights from before this update were restored"):
+        model.train()
+    for name, parameter in model.policy.named_parameters():
+        torch.testing.assert_close(parameter, before[name], msg=name)
