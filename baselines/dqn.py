@@ -627,7 +627,7 @@ def evaluate_q_policy(
     episodes: int = 32,
     seed: int = 10_000,
     record_path: str | None = None,
-    parallel: int = 8,
+    parallel: int = 32,
 ) -> dict[str, Any]:
     """Play ``episodes`` fixed-prompt episodes with the greedy Q policy (arg-max over valid candidates).
 
@@ -692,7 +692,7 @@ def evaluate_q_policy(
 
 
 def candidate_references(
-    env_id: str, env_kwargs: dict[str, Any], episodes: int = 32, seed: int = 10_000, parallel: int = 8
+    env_id: str, env_kwargs: dict[str, Any], episodes: int = 32, seed: int = 10_000, parallel: int = 32
 ) -> dict:
     """Reference rewards of three candidate pickers on the same fixed prompts (episode ``i`` resets with ``seed + i``).
 
@@ -768,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--seed", type=int, default=10_000, help="episode i resets with seed + i")
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--parallel", type=int, default=8, help="episodes played at once, proposals batched")
+    parser.add_argument("--parallel", type=int, default=32, help="episodes played at once, proposals batched")
     parser.add_argument("--out", default=None, help="JSON file for the result")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)

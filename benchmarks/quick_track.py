@@ -54,13 +54,14 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TASKS = ("Sentiment", "SparseCompletion", "Summarization", "Dialogue")
+#: Longest first, so that the job pool ends evenly.
+TASKS = ("Dialogue", "Summarization", "SparseCompletion", "Sentiment")
 ARMS = ("ppo", "zero-shot", "dqn", "lm-top", "random")
 PPO_FLAGS = (
     "--n-envs 16 --n-steps 32 --batch-size 128 --n-epochs 1 --learning-rate 3e-4 "
     "--value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 --total-timesteps 100000"
 )
-DQN_FLAGS = "--total-timesteps 96 --learning-starts 32"
+DQN_FLAGS = "--total-timesteps 48 --learning-starts 16"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -307,8 +308,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="the LM of every arm and env")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--ppo-seconds", type=float, default=120.0, help="training seconds per PPO run")
-    parser.add_argument("--dqn-seconds", type=float, default=120.0, help="training seconds per DQN run")
+    parser.add_argument("--ppo-seconds", type=float, default=60.0, help="training seconds per PPO run")
+    parser.add_argument("--dqn-seconds", type=float, default=60.0, help="training seconds per DQN run")
     parser.add_argument("--trainable-layers", type=int, default=8, help="PPO trains the top N layers (-1: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--device", default="cpu", help="device of the training runs")
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             for algo, env_id in (("dqn", candidate_id(task)), ("ppo", token_id(task))):
                 run = out / "runs" / f"{algo}__{slug(env_id)}__s{seed}"
                 jobs.append((run.name, train_command(args, algo, env_id, seed, run)))
+    for task in args.tasks:  # the short jobs last
         for env_id in (token_id(task), candidate_id(task)):
             jobs.append((f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
     start = time.perf_counter()

@@ -1,0 +1,107 @@
+"""Aggregate DQN runs against the candidate references: per task and seed, with bootstrap CIs.
+
+    python benchmarks/summarize_dqn.py RUNS_DIR --markdown benchmarks/results/dqn_candidates.md
+
+Reads ``RUNS_DIR/dqn_refs_<task>.json`` (``python -m baselines.dqn``: random candidate, the
+LM's top candidate, best-of-K) and ``RUNS_DIR/dqn_<task>_s<seed>/`` (``baselines.train --algo
+dqn``), as ``benchmarks/dqn_learning.sh`` writes them. Every score is on the same 32
+validation prompts (episode ``i`` resets with seed ``10000 + i``), so the DQN's gain over the
+LM's top candidate is also given paired per prompt (pooled over seeds, bootstrap CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from baselines.evaluate import bootstrap_ci
+from textgym.wrappers.recorder import read_records
+
+
+def final_rewards(run: Path, episodes: int, seed_base: int = 10_000) -> list[float]:
+    """Per-episode rewards of a run's last evaluation, in prompt-seed order."""
+    latest = {}
+    for record in read_records(run / "eval_generations.jsonl"):
+        if record["episode_index"] == 0:
+            latest[record["seed"]] = record["reward"]
+    return [latest[seed_base + i] for i in range(episodes)]
+
+
+def summarize(runs: Path, task: str) -> dict | None:
+    """References and DQN seeds of one task, or None when its references are missing."""
+    refs_path = runs / f"dqn_refs_{task}.json"
+    if not refs_path.is_file():
+        return None
+    refs = json.loads(refs_path.read_text(encoding="utf-8"))
+    episodes = refs["episodes"]
+    seeds = []
+    for run in sorted(runs.glob(f"dqn_{task}_s*")):
+        if (run / "summary.json").is_file():
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+            seeds.append(
+                {
+                    "seed": summary["seed"],
+                    "rewards": final_rewards(run, episodes),
+                    "env_steps": summary["env_steps"],
+                    "train_time_s": summary["train_time_s"],
+                    "wall_time_s": summary["wall_time_s"],
+                    "top_candidate_rate": summary["final"]["top_candidate_rate"],
+                }
+            )
+    pooled = [r for seed in seeds for r in seed["rewards"]]
+    paired = [r - t for seed in seeds for r, t in zip(seed["rewards"], refs["top"]["rewards"], strict=True)]
+    return {"env": refs["env"], "episodes": episodes, "refs": refs, "seeds": seeds, "pooled": pooled, "paired": paired}
+
+
+def markdown(results: list[dict]) -> str:
+    """One table row per reference and per DQN seed, then the pooled DQN and its paired gain over the LM's top."""
+    lines = ["| env id | policy | mean reward [95% CI] | env steps | train s | run s | picks candidate 0 |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for result in results:
+        env = result["env"].removeprefix("TextGym/")
+        for name, label in (("random", "random candidate"), ("top", "LM top candidate"), ("best_of_k", "best-of-K")):
+            ref = result["refs"][name]
+            low, high = ref["reward_ci95"]
+            lines.append(f"| {env} | {label} | {ref['reward_mean']:.3f} [{low:.3f}, {high:.3f}] | | | | |")
+        for seed in result["seeds"]:
+            low, high = bootstrap_ci(seed["rewards"])
+            lines.append(
+                f"| {env} | DQN seed {seed['seed']} | {np.mean(seed['rewards']):.3f} [{low:.3f}, {high:.3f}] "
+                f"| {seed['env_steps']} | {seed['train_time_s']:.0f} | {seed['wall_time_s']:.0f} "
+                f"| {seed['top_candidate_rate']:.2f} |"
+            )
+        if result["seeds"]:
+            low, high = bootstrap_ci(result["pooled"])
+            gain_low, gain_high = bootstrap_ci(result["paired"])
+            lines.append(
+                f"| {env} | **DQN, {len(result['seeds'])} seeds pooled** | **{np.mean(result['pooled']):.3f}** "
+                f"[{low:.3f}, {high:.3f}]; paired gain over LM top {np.mean(result['paired']):+.3f} "
+                f"[{gain_low:+.3f}, {gain_high:+.3f}] | | | | |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print (and optionally write) the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path)
+    parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialogue", "sparsecompletion", "summarization"])
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = [r for r in (summarize(args.runs, task) for task in args.tasks) if r is not None]
+    table = markdown(results)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table, encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
