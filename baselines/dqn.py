@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -576,7 +577,7 @@ def run_candidate_episodes(
     env_id: str,
     env_kwargs: dict[str, Any],
     episodes: int,
-    play: Any,
+    play: Callable[[gym.Env, int, Any], Any],
     parallel: int,
     record_path: str | None = None,
 ) -> list[Any]:
@@ -584,7 +585,19 @@ def run_candidate_episodes(
 
     Each episode gets its own env; their proposals go through one
     :class:`textgym.lm.ProposalBatcher`, so the LM proposes for all running episodes in one
-    batch. Generations (if ``record_path``) are appended in episode order.
+    batch.
+
+    Args:
+        env_id: A candidate-level TextGym id.
+        env_kwargs: ``gym.make`` arguments.
+        episodes: Number of episodes (indices ``0 .. episodes - 1``).
+        play: Plays episode ``index`` on its fresh ``env`` (each in its own thread) and
+            returns its result; an env copied inside must get ``batcher`` as its proposer.
+        parallel: Episodes run at once.
+        record_path: JSONL file the generations are appended to, in episode order.
+
+    Returns:
+        The results of ``play``, in episode order.
     """
     from textgym.lm import ProposalBatcher
     from textgym.wrappers import RecordGenerations

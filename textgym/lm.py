@@ -278,8 +278,9 @@ class ProposalBatcher:
     """Batch the proposals of several envs stepped at once, one LM call per round.
 
     Candidate-level envs spend nearly all their time in the LM's proposals, and a CPU
-    generates 8 proposals in one batch about 4x faster than one after another (the
-    weights are read once per token for the whole batch). Give every env this object as
+    generates several proposals in one batch much faster than one after another, since the
+    weights are read once per token for the whole batch (8 proposals of 4 x 16 tokens from
+    the default model: 18.5 s one by one, 7.4 s batched, on the 2-core reference machine). Give every env this object as
     its ``proposer`` and step them through :meth:`map`: each job runs in its own thread,
     and a :meth:`propose` call waits until every still-running job has either asked for a
     proposal or finished, then all waiting requests go to the LM as one
