@@ -5,6 +5,7 @@ import threading
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -109,3 +110,20 @@ def test_batched_vec_env_leaves_token_level_envs_sequential(tiny_model):
     _, rewards, _, _ = env.step(np.array([1, 2]))
     assert rewards.shape == (2,)
     assert gym.spaces.Discrete(2).contains(1)
+
+
+def test_shared_prefill_draws_what_repeated_prompts_draw(lm):
+    from textgym.lm import sample
+
+    ids = torch.tensor([lm.encode_chat([{"role": "user", "content": "tell me about word7 and word8"}])])
+    settings = {"max_new_tokens": 6, "end_ids": [-5], "pad_id": 0, "greedy": torch.tensor([True, False, False])}
+    generator = torch.Generator().manual_seed(5)
+    shared = sample(lm.model, ids, torch.ones_like(ids), generator=generator, repeats=3, **settings)
+    repeated = sample(
+        lm.model, ids.repeat(3, 1), torch.ones(3, ids.shape[1]), generator=torch.Generator().manual_seed(5), **settings
+    )
+    assert torch.equal(shared.tokens, repeated.tokens)
+    torch.testing.assert_close(shared.logprobs, repeated.logprobs)
+    assert shared.tokens.shape == (3, 6) and len({tuple(row.tolist()) for row in shared.tokens}) > 1
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        sample(lm.model, ids, torch.ones_like(ids), repeats=0, **settings)

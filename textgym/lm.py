@@ -149,6 +149,7 @@ def sample(
     generator: Generators = None,
     temperature: float = 1.0,
     greedy: torch.Tensor | None = None,
+    repeats: int = 1,
 ) -> Sample:
     """Batched, KV-cached generation from left-padded prompts.
 
@@ -162,25 +163,35 @@ def sample(
         generator: Seeded generator for sampling (CPU), or one generator per equal,
             consecutive group of rows.
         temperature: Softmax temperature for sampled rows.
-        greedy: (B,) bool; rows that take the arg-max instead of sampling.
+        greedy: (B * repeats,) bool; rows that take the arg-max instead of sampling.
+        repeats: Rows generated per prompt: each prompt is read once and its KV cache
+            repeated, so K replies to one prompt cost one prefill, not K. Output row
+            ``i * repeats + j`` is reply ``j`` to prompt ``i``.
 
     Returns:
         A :class:`Sample`.
     """
-    batch, device = input_ids.shape[0], input_ids.device
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+    batch, device = input_ids.shape[0] * repeats, input_ids.device
     greedy = torch.zeros(batch, dtype=torch.bool) if greedy is None else greedy.to(torch.bool).cpu()
     end = torch.tensor(sorted(set(end_ids)), dtype=torch.long, device=device)
     cache = new_cache(model)
     mask = attention_mask.long()
     positions = positions_from_mask(mask)
-    out = forward(model, input_ids, mask, positions, cache=cache, logits_to_keep=1)
+    step_logits = forward(model, input_ids, mask, positions, cache=cache, logits_to_keep=1).logits[:, -1, :]
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+        mask = mask.repeat_interleave(repeats, 0)
+        positions = positions.repeat_interleave(repeats, 0)
+        step_logits = step_logits.repeat_interleave(repeats, 0)
     next_position = positions[:, -1:] + 1
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long)
     logprobs = torch.zeros(batch, max_new_tokens)
     done = torch.zeros(batch, dtype=torch.bool)
     lengths = torch.zeros(batch, dtype=torch.long)
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float().cpu() / max(temperature, 1e-6)
+        logits = step_logits.float().cpu() / max(temperature, 1e-6)
         log_probs = torch.log_softmax(logits, dim=-1)
         drawn = sample_from_logits(log_probs, generator)
         chosen = torch.where(greedy, log_probs.argmax(-1), drawn)
@@ -193,6 +204,7 @@ def sample(
             break
         mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.long, device=device)], dim=1)
         out = forward(model, chosen[:, None].to(device), mask, next_position, cache=cache, logits_to_keep=1)
+        step_logits = out.logits[:, -1, :]
         next_position = next_position + 1
     return Sample(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=done)
 
@@ -230,8 +242,9 @@ class LocalLanguageModel:
     def propose_many(self, requests: Sequence[ProposalRequest]) -> list[list[Completion]]:
         """Answer several :meth:`propose` requests with one batched, left-padded generation.
 
-        Each request keeps its own seeded generator, so it draws the same random numbers as
-        it would alone; its replies match a lone call up to float rounding of the padded batch.
+        Each prompt is read once (its KV cache serves all K replies). Each request keeps its
+        own seeded generator, so it draws the same random numbers as it would alone; its
+        replies match a lone call up to float rounding of the padded batch.
         Requests may differ in messages and seed but must share K and the token budget.
         """
         if not requests:
@@ -245,10 +258,9 @@ class LocalLanguageModel:
         prompts = [self.encode_chat(messages) for messages, _, _, _ in requests]
         width = max(len(p) for p in prompts)
         pad_id = int(self.tokenizer.pad_token_id)
-        rows = [p for p in prompts for _ in range(num_candidates)]
-        ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-        greedy = torch.zeros(len(rows), dtype=torch.bool)
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+        greedy = torch.zeros(len(prompts) * num_candidates, dtype=torch.bool)
         greedy[::num_candidates] = True
         generators = [torch.Generator().manual_seed(int(seed)) for _, _, _, seed in requests]
         drawn = sample(
@@ -261,6 +273,7 @@ class LocalLanguageModel:
             generator=generators,
             temperature=self.temperature,
             greedy=greedy,
+            repeats=num_candidates,
         )
         completions = []
         for row, length, finished in zip(drawn.tokens, drawn.lengths.tolist(), drawn.finished.tolist(), strict=True):
