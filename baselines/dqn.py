@@ -601,7 +601,6 @@ def run_candidate_episodes(
     """
     from textgym.lm import ProposalBatcher
     from textgym.wrappers import RecordGenerations
-    from textgym.wrappers.recorder import read_records
 
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel!r}")
@@ -626,9 +625,8 @@ def run_candidate_episodes(
         if record_path:
             Path(record_path).parent.mkdir(parents=True, exist_ok=True)
             with open(record_path, "a", encoding="utf-8") as out:
-                for index in range(episodes):
-                    for record in read_records(Path(scratch) / f"{index:06d}.jsonl"):
-                        out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+                for index in range(episodes):  # the recorder's lines, as written, in episode order
+                    out.write((Path(scratch) / f"{index:06d}.jsonl").read_text(encoding="utf-8"))
     return results
 
 

@@ -57,6 +57,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 #: Longest first, so that the job pool ends evenly.
 TASKS = ("Dialogue", "Summarization", "SparseCompletion", "Sentiment")
 ARMS = ("ppo", "zero-shot", "dqn", "lm-top", "random")
+#: The granularities each arm runs at (PPO trains at token level, DQN picks among candidates).
+ARM_LEVELS = {
+    "ppo": ("token",),
+    "zero-shot": ("token",),
+    "dqn": ("candidate",),
+    "lm-top": ("candidate",),
+    "random": ("token", "candidate"),
+}
 PPO_FLAGS = (
     "--n-envs 16 --n-steps 32 --batch-size 128 --n-epochs 1 --learning-rate 3e-4 "
     "--value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 --total-timesteps 100000"
@@ -202,9 +210,8 @@ def make_bundles(out: Path, tasks: list[str], seeds: list[int], model: str) -> l
     rows = []
     for task in tasks:
         for arm in ARMS:
-            ids = [token_id(task)] if arm in ("ppo", "zero-shot") else [candidate_id(task)]
-            ids = [token_id(task), candidate_id(task)] if arm == "random" else ids
-            for env_id in ids:
+            ids = {"token": token_id(task), "candidate": candidate_id(task)}
+            for env_id in (ids[level] for level in ARM_LEVELS[arm]):
                 target = bundles / f"{arm}__{slug(env_id)}"
                 try:
                     if arm == "random":
@@ -233,6 +240,7 @@ def make_bundles(out: Path, tasks: list[str], seeds: list[int], model: str) -> l
                         "verify_summary": report.summary(),
                         "claimed": manifest["claimed"],
                         "per_seed": [run["claimed"]["mean_reward"] for run in manifest["runs"]],
+                        "report": report,
                     }
                 )
     return rows
@@ -363,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": wall,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "results")},
         "jobs": results,
-        "bundles": rows,
+        "bundles": [{k: v for k, v in row.items() if k != "report"} for row in rows],
     }
     (out / "track.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     print(table)
@@ -376,12 +384,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(results_dir / "bundles", ignore_errors=True)
         shutil.copytree(out / "bundles", results_dir / "bundles")
     failed = [r for r in results if r["exit_code"] != 0] + [r for r in rows if not r.get("verified")]
-    if args.submit:
-        from leaderboard.cli import main as leaderboard
+    if args.submit:  # the reports of make_bundles: each bundle is verified once, the site rendered once
+        from leaderboard.entries import append_entry, load_entries, make_entry
+        from leaderboard.render import write_site
 
         for row in rows:
             if row.get("verified"):
-                leaderboard(["submit", str(Path(args.results or out) / "bundles" / row["bundle"])])
+                append_entry(make_entry(row["report"]))
+        page, table = write_site(load_entries())
+        print(f"submitted {sum(bool(row.get('verified')) for row in rows)} entries; rendered {page} and {table}")
     return 1 if failed else 0
 
 
