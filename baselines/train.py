@@ -75,6 +75,7 @@ class Args:
     eval_every: int = 0  # evaluate (and checkpoint) every N env steps (0: only at start and end)
     max_train_seconds: float = 0.0  # stop training after this many seconds, at the next step (0: no limit)
     initial_eval: bool = True  # evaluate before training (an untrained DQN head picks candidate 0, the LM's own)
+    initial_eval_from: str = ""  # reuse the initial evaluation of this finished run of the same starting policy
     sample_every: int = 8  # print sample generations every N rollouts (0: never)
     device: str = "auto"  # auto (CUDA when present), cpu or cuda
     bf16: bool = False  # bfloat16 autocast (CUDA only)
@@ -265,6 +266,51 @@ def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any
     return result
 
 
+#: The config fields the starting policy's evaluation depends on. Not the seed: the evaluation
+#: prompts and sampling seeds are fixed, the LM is not yet trained, and an untrained DQN head
+#: picks candidate 0 whatever its initialisation, so every training seed starts from the same scores.
+STARTING_POLICY_FIELDS = (
+    "algo",
+    "env",
+    "model",
+    "eval_episodes",
+    "max_context_tokens",
+    "max_reply_tokens",
+    "num_candidates",
+    "device",
+    "bf16",
+)
+
+
+def reused_initial_evaluation(args: Args) -> tuple[dict[str, Any], list[str]]:
+    """The initial evaluation of the finished run ``args.initial_eval_from``: its summary entry and JSONL lines.
+
+    Raises:
+        ValueError: The directory is not a finished run with an initial evaluation, or its run
+            differs from this one in a field of :data:`STARTING_POLICY_FIELDS`.
+    """
+    source = Path(args.initial_eval_from)
+    files = [source / name for name in ("config.json", "summary.json", "eval_generations.jsonl")]
+    missing = [path.name for path in files if not path.is_file()]
+    if missing:
+        raise ValueError(f"--initial-eval-from {source}: not a finished run ({', '.join(missing)} missing)")
+    config = json.loads(files[0].read_text(encoding="utf-8"))
+    differ = [
+        f"{name}={config.get(name)!r} (this run: {getattr(args, name)!r})"
+        for name in STARTING_POLICY_FIELDS
+        if config.get(name) != getattr(args, name)
+    ]
+    if differ:
+        raise ValueError(f"--initial-eval-from {source}: another starting policy: {'; '.join(differ)}")
+    initial = json.loads(files[1].read_text(encoding="utf-8")).get("initial")
+    if not initial:
+        raise ValueError(f"--initial-eval-from {source}: that run has no initial evaluation")
+    lines = files[2].read_text(encoding="utf-8").splitlines()[: int(initial["episodes"])]
+    if len(lines) != args.eval_episodes:
+        raise ValueError(f"--initial-eval-from {source}: {len(lines)} initial episodes, not {args.eval_episodes}")
+    return {**initial, "reused_from": str(source)}, lines
+
+
 def dqn_run_stats(model: Any) -> dict[str, Any]:
     """Replay-buffer and feature-cache bookkeeping of a DQN run."""
     from baselines.dqn import run_stats
@@ -282,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     elif (out / "checkpoint").exists():
         print(f"error: {out} already holds a run; pass --resume to continue it or choose another --out")
         return 2
+    reused: tuple[dict[str, Any], list[str]] | None = None
+    if args.initial_eval_from and not args.resume:
+        try:
+            reused = reused_initial_evaluation(args)
+        except ValueError as error:
+            print(f"error: {error}")
+            return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
 
@@ -322,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     model.set_logger(configure(str(out / "tb"), ["tensorboard", "csv"]))
 
     start = time.perf_counter()
-    if not args.resume:
+    if reused is not None:
+        initial = reused[0]
+        (out / "eval_generations.jsonl").write_text("\n".join(reused[1]) + "\n", encoding="utf-8")
+        print(f"[eval initial] reused from {args.initial_eval_from}: reward {initial['reward_mean']:.3f}")
+        curve.append(initial)
+    elif not args.resume:
         initial = run_evaluation(model, args, out, tag="initial") if args.initial_eval else None
         curve += [initial] if initial else []
     callback = PeriodicEvaluation(args, out, curve)

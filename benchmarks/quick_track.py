@@ -18,7 +18,9 @@ random     both ids            uniformly random tokens / a random valid candidat
 =========  ==================  ==============================================================
 
 The PPO baseline trains at token level (utterance-level ids give the same rewards for the
-same replies), so utterance ids are not a separate arm. Budgets are fixed in seconds of
+same replies), so utterance ids are not a separate arm. The starting policy does not depend
+on the training seed, so only the first seed's run evaluates it; the other seeds' runs start
+after it and reuse that evaluation (``baselines.train --initial-eval-from``). Budgets are fixed in seconds of
 training per run (plus the evaluations), so the whole track fits in about an hour on the
 2-core reference machine; learning at these budgets is small, and the longer learning
 benchmarks (``ppo_learning.sh``, ``dqn_learning.sh``) are where learning is measured.
@@ -38,7 +40,6 @@ The GPU track runs the same arms with the training budgets of the learning bench
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -47,7 +48,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +94,15 @@ def slug(env_id: str) -> str:
 # -- jobs ---------------------------------------------------------------------------------
 
 
-def train_command(args: argparse.Namespace, algo: str, env_id: str, seed: int, out: Path) -> list[str]:
-    """The ``baselines.train`` command of one run (its initial evaluation is the arm's starting policy)."""
+def train_command(
+    args: argparse.Namespace, algo: str, env_id: str, seed: int, out: Path, initial_eval_from: Path | None = None
+) -> list[str]:
+    """The ``baselines.train`` command of one run (its initial evaluation is the arm's starting policy).
+
+    With ``initial_eval_from`` (the first seed's run) the run reuses that run's initial
+    evaluation instead of repeating it: the starting policy and its evaluation prompts do not
+    depend on the training seed.
+    """
     seconds = args.ppo_seconds if algo == "ppo" else args.dqn_seconds
     flags = PPO_FLAGS if algo == "ppo" else DQN_FLAGS
     return [
@@ -113,7 +123,7 @@ def train_command(args: argparse.Namespace, algo: str, env_id: str, seed: int, o
         str(seconds),
         "--eval-episodes",
         "32",
-        "--initial-eval",
+        *(["--initial-eval-from", str(initial_eval_from)] if initial_eval_from else ["--initial-eval"]),
         "--torch-threads",
         "1",
         "--device",
@@ -140,6 +150,71 @@ def run_job(name: str, command: list[str], log: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     print(f"[{dt.datetime.now():%H:%M:%S}] {name}: exit {code} in {seconds:.0f} s", flush=True)
     return {"job": name, "exit_code": code, "wall_time_s": seconds, "command": shlex.join(command)}
+
+
+@dataclass
+class Job:
+    """One subprocess of the track; ``followers`` become runnable when it has finished."""
+
+    name: str
+    command: list[str]
+    followers: list[Job] = field(default_factory=list)
+
+
+def track_jobs(args: argparse.Namespace, out: Path) -> list[Job]:
+    """The track's jobs in the order they start: each trained arm's first seed, longest first, then the random arms.
+
+    The other seeds of a trained arm follow its first seed (they reuse its initial evaluation).
+    """
+    jobs = []
+    for task in args.tasks:
+        for algo, env_id in (("dqn", candidate_id(task)), ("ppo", token_id(task))):
+            first_seed, *other_seeds = args.seeds
+            first = out / "runs" / f"{algo}__{slug(env_id)}__s{first_seed}"
+            job = Job(first.name, train_command(args, algo, env_id, first_seed, first))
+            for seed in other_seeds:
+                run = out / "runs" / f"{algo}__{slug(env_id)}__s{seed}"
+                job.followers.append(Job(run.name, train_command(args, algo, env_id, seed, run, first)))
+            jobs.append(job)
+    for task in args.tasks:  # the short jobs last
+        for env_id in (token_id(task), candidate_id(task)):
+            jobs.append(Job(f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
+    return jobs
+
+
+def run_jobs(jobs: list[Job], workers: int, logs: Path) -> list[dict[str, Any]]:
+    """Run ``jobs`` on ``workers`` threads; a finished job's followers go to the front of the queue."""
+    queue, results, running = list(jobs), [], 0
+    ready = threading.Condition()
+
+    def work() -> None:
+        nonlocal running
+        while True:
+            with ready:
+                while not queue and running:
+                    ready.wait()
+                if not queue:
+                    ready.notify_all()
+                    return
+                job, running = queue.pop(0), running + 1
+            result = run_job(job.name, job.command, logs / f"{job.name}.log")
+            with ready:
+                results.append(result)
+                if result["exit_code"] == 0:
+                    queue[:0] = job.followers
+                else:  # followers would reuse a missing evaluation: report them as not run
+                    results.extend(
+                        {"job": f.name, "exit_code": -1, "wall_time_s": 0.0, "command": ""} for f in job.followers
+                    )
+                running -= 1
+                ready.notify_all()
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def random_arm(env_id: str, out: Path, model: str, seeds: list[int]) -> None:
@@ -344,19 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     (out / "runs").mkdir(parents=True)
     (out / "logs").mkdir()
-    jobs: list[tuple[str, list[str]]] = []
-    for task in args.tasks:
-        for seed in args.seeds:
-            for algo, env_id in (("dqn", candidate_id(task)), ("ppo", token_id(task))):
-                run = out / "runs" / f"{algo}__{slug(env_id)}__s{seed}"
-                jobs.append((run.name, train_command(args, algo, env_id, seed, run)))
-    for task in args.tasks:  # the short jobs last
-        for env_id in (token_id(task), candidate_id(task)):
-            jobs.append((f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
+    jobs = track_jobs(args, out)
     start = time.perf_counter()
     print(f"quick track: {len(jobs)} jobs, {args.jobs} at a time, in {out}", flush=True)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda job: run_job(job[0], job[1], out / "logs" / f"{job[0]}.log"), jobs))
+    results = run_jobs(jobs, args.jobs, out / "logs")
     jobs_time = time.perf_counter() - start
     rows = make_bundles(out, args.tasks, args.seeds, args.model)
     table = markdown_table(rows)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ def quick_track():
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "quick_track.py"
     spec = importlib.util.spec_from_file_location("quick_track", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["quick_track"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -60,3 +62,27 @@ def test_track_commands_use_the_registered_envs_and_budgets(quick_track, tmp_pat
         assert "--max-reply-tokens" not in command and "--num-candidates" not in command
         assert "--initial-eval" in command and command[command.index("--eval-episodes") + 1] == "32"
     assert ppo[ppo.index("--trainable-layers") + 1] == "8" and "--trainable-layers" not in dqn
+
+
+def test_later_seeds_reuse_the_first_seeds_initial_evaluation(quick_track, tmp_path):
+    args = quick_track.parse_args(["--out", str(tmp_path), "--tasks", "Sentiment"])
+    jobs = quick_track.track_jobs(args, tmp_path)
+    firsts = {job.name: job for job in jobs if not job.name.startswith("random")}
+    assert set(firsts) == {"dqn__sentimentcandidate_v0__s0", "ppo__sentiment_v0__s0"}
+    for job in firsts.values():
+        assert "--initial-eval" in job.command and "--initial-eval-from" not in job.command
+        assert [f.name for f in job.followers] == [job.name[:-1] + "1", job.name[:-1] + "2"]
+        for follower in job.followers:
+            source = follower.command[follower.command.index("--initial-eval-from") + 1]
+            assert source == str(tmp_path / "runs" / job.name) and "--initial-eval" not in follower.command
+
+
+def test_job_runner_starts_followers_after_their_job_and_skips_them_when_it_fails(quick_track, tmp_path):
+    def job(name, code, followers=()):
+        order = f"open({str(tmp_path / 'order')!r}, 'a').write({name!r} + ' ')"
+        return quick_track.Job(name, [sys.executable, "-c", f"{order}; raise SystemExit({code})"], list(followers))
+
+    jobs = [job("a", 0, [job("a1", 0), job("a2", 0)]), job("b", 3, [job("b1", 0)]), job("c", 0)]
+    results = {r["job"]: r["exit_code"] for r in quick_track.run_jobs(jobs, 1, tmp_path)}
+    assert results == {"a": 0, "a1": 0, "a2": 0, "b": 3, "b1": -1, "c": 0}
+    assert (tmp_path / "order").read_text().split() == ["a", "a1", "a2", "b", "c"]  # followers run next

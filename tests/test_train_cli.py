@@ -63,6 +63,30 @@ def test_train_writes_summary_checkpoint_and_resumes(tmp_path, tiny_model):
     again = run("baselines.train", *TINY_RUN, "--total-timesteps", "16", "--out", str(out), check=False)
     assert again.returncode == 2 and "--resume" in again.stdout
 
+    # Another seed reuses this run's initial evaluation (same starting policy) instead of repeating it.
+    other = tmp_path / "other_seed"
+    run(
+        "baselines.train",
+        *TINY_RUN,
+        "--total-timesteps",
+        "16",
+        "--seed",
+        "4",
+        "--initial-eval-from",
+        str(out),
+        "--out",
+        str(other),
+    )
+    reused = json.loads((other / "summary.json").read_text())
+    assert reused["initial"] == {**summary["initial"], "reused_from": str(out)}
+    assert reused["curve"][0]["reward_mean"] == summary["initial"]["reward_mean"]
+    lines = (other / "eval_generations.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and lines[:2] == (out / "eval_generations.jsonl").read_text().splitlines()[:2]
+    mismatch = [*TINY_RUN, "--eval-episodes", "3", "--initial-eval-from", str(out), "--out", str(tmp_path / "bad")]
+    refused = run("baselines.train", *mismatch, check=False)
+    assert refused.returncode == 2 and "eval_episodes=2 (this run: 3)" in refused.stdout
+    assert not (tmp_path / "bad").exists()
+
     run("baselines.train", "--resume", "--total-timesteps", "32", "--out", str(out))
     resumed = json.loads((out / "summary.json").read_text())
     assert resumed["env_steps"] == 32 and resumed["initial"] == summary["initial"]
