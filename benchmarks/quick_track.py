@@ -176,9 +176,9 @@ def track_jobs(args: argparse.Namespace, out: Path) -> list[Job]:
                 run = out / "runs" / f"{algo}__{slug(env_id)}__s{seed}"
                 job.followers.append(Job(run.name, train_command(args, algo, env_id, seed, run, first)))
             jobs.append(job)
-    for task in args.tasks:  # the short jobs last
-        for env_id in (token_id(task), candidate_id(task)):
-            jobs.append(Job(f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
+    # The short jobs last, the longest of them (candidate ids: the LM proposes every turn) first.
+    for env_id in [candidate_id(task) for task in args.tasks] + [token_id(task) for task in args.tasks]:
+        jobs.append(Job(f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
     return jobs
 
 
