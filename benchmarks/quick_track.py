@@ -136,10 +136,9 @@ def train_command(
     ]
 
 
-def random_command(args: argparse.Namespace, env_id: str, out: Path) -> list[str]:
-    """This script, run as a random-agent job for ``env_id`` (all training seeds)."""
-    seeds = [str(seed) for seed in args.seeds]
-    return [sys.executable, __file__, "random-arm", env_id, str(out), "--model", args.model, "--seeds", *seeds]
+def random_command(args: argparse.Namespace, env_id: str, out: Path, seed: int) -> list[str]:
+    """This script, run as the random-agent job of ``env_id`` and one training seed."""
+    return [sys.executable, __file__, "random-arm", env_id, str(out), "--model", args.model, "--seeds", str(seed)]
 
 
 def run_job(name: str, command: list[str], log: Path) -> dict[str, Any]:
@@ -178,7 +177,9 @@ def track_jobs(args: argparse.Namespace, out: Path) -> list[Job]:
             jobs.append(job)
     # The short jobs last, the longest of them (candidate ids: the LM proposes every turn) first.
     for env_id in [candidate_id(task) for task in args.tasks] + [token_id(task) for task in args.tasks]:
-        jobs.append(Job(f"random__{slug(env_id)}", random_command(args, env_id, out / "random" / slug(env_id))))
+        for seed in args.seeds:
+            records = out / "random" / slug(env_id)
+            jobs.append(Job(f"random__{slug(env_id)}__s{seed}", random_command(args, env_id, records, seed)))
     return jobs
 
 

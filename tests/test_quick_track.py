@@ -69,6 +69,10 @@ def test_later_seeds_reuse_the_first_seeds_initial_evaluation(quick_track, tmp_p
     jobs = quick_track.track_jobs(args, tmp_path)
     firsts = {job.name: job for job in jobs if not job.name.startswith("random")}
     assert set(firsts) == {"dqn__sentimentcandidate_v0__s0", "ppo__sentiment_v0__s0"}
+    randoms = [job.name for job in jobs if job.name.startswith("random")]  # one job a seed, the long ones first
+    assert randoms == [
+        f"random__{name}__s{seed}" for name in ("sentimentcandidate_v0", "sentiment_v0") for seed in (0, 1, 2)
+    ]
     for job in firsts.values():
         assert "--initial-eval" in job.command and "--initial-eval-from" not in job.command
         assert [f.name for f in job.followers] == [job.name[:-1] + "1", job.name[:-1] + "2"]
