@@ -381,6 +381,32 @@ def plot_curves(out: Path, tasks: list[str], seeds: list[int], path: Path) -> No
     plt.close(figure)
 
 
+def submit_rows(rows: list[dict[str, Any]], entries: Path | None = None, site: Path | None = None) -> int:
+    """Add every verified bundle of ``rows`` to the leaderboard and re-render it; return how many were added.
+
+    Uses the reports ``make_bundles`` already has (each bundle is verified once, the site
+    rendered once). A bundle already listed (e.g. a random arm re-run with the same seeds
+    gives the very same bundle) is reported and skipped.
+    """
+    from leaderboard.entries import ENTRIES_PATH, append_entry, load_entries, make_entry
+    from leaderboard.render import SITE_DIR, write_site
+
+    entries, site = entries or ENTRIES_PATH, site or SITE_DIR
+    listed, added = {entry["id"] for entry in load_entries(entries)}, 0
+    for row in rows:
+        if not row.get("verified"):
+            continue
+        if row["report"].bundle.digest in listed:
+            print(f"{row['bundle']}: this very bundle is already on the leaderboard; not added again")
+            continue
+        append_entry(make_entry(row["report"]), entries)
+        listed.add(row["report"].bundle.digest)
+        added += 1
+    page, table = write_site(load_entries(entries), site)
+    print(f"submitted {added} entries; rendered {page} and {table}")
+    return added
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -451,15 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(results_dir / "bundles", ignore_errors=True)
         shutil.copytree(out / "bundles", results_dir / "bundles")
     failed = [r for r in results if r["exit_code"] != 0] + [r for r in rows if not r.get("verified")]
-    if args.submit:  # the reports of make_bundles: each bundle is verified once, the site rendered once
-        from leaderboard.entries import append_entry, load_entries, make_entry
-        from leaderboard.render import write_site
-
-        for row in rows:
-            if row.get("verified"):
-                append_entry(make_entry(row["report"]))
-        page, table = write_site(load_entries())
-        print(f"submitted {sum(bool(row.get('verified')) for row in rows)} entries; rendered {page} and {table}")
+    if args.submit:
+        submit_rows(rows)
     return 1 if failed else 0
 
 

@@ -51,6 +51,11 @@ def test_random_arms_make_verified_bundles_and_missing_runs_are_reported(quick_t
     table = quick_track.markdown_table(rows)
     assert "| Sentiment-v0 | ppo | failed:" in table
     assert "| SentimentCandidate-v0 | random | " in table and "yes (re-scored)" in table
+    # Submitting adds the verified bundles; submitting the same bundles again adds nothing and does not fail.
+    entries, site = tmp_path / "entries.json", tmp_path / "site"
+    assert quick_track.submit_rows(rows, entries, site) == 2
+    assert quick_track.submit_rows(rows, entries, site) == 0
+    assert len(json.loads(entries.read_text())["entries"]) == 2 and (site / "index.html").is_file()
 
 
 def test_track_commands_use_the_registered_envs_and_budgets(quick_track, tmp_path):
