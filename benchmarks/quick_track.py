@@ -452,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "logs").mkdir()
     jobs = track_jobs(args, out)
     start = time.perf_counter()
-    print(f"quick track: {len(jobs)} jobs, {args.jobs} at a time, in {out}", flush=True)
+    count = len(jobs) + sum(len(job.followers) for job in jobs)
+    print(f"quick track: {count} jobs, {args.jobs} at a time, in {out}", flush=True)
     results = run_jobs(jobs, args.jobs, out / "logs")
     jobs_time = time.perf_counter() - start
     rows = make_bundles(out, args.tasks, args.seeds, args.model)
