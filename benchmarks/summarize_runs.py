@@ -63,11 +63,15 @@ def plot(summaries: list[dict], title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    curves = []
+    curves, from_rollouts = [], True
     for s in summaries:
-        steps, rewards = rollout_curve(Path(s["run"]))
-        line = axis.plot(steps, rewards, alpha=0.4, label=f"seed {s['seed']} (training replies)")[0]
         evals = [(point["step"], point["reward_mean"]) for point in s["curve"]]
+        if (Path(s["run"]) / "tb" / "progress.csv").is_file():
+            steps, rewards = rollout_curve(Path(s["run"]))
+        else:  # a run copied without its TensorBoard folder: the validation points alone
+            from_rollouts = False
+            steps, rewards = (list(values) for values in zip(*evals, strict=True))
+        line = axis.plot(steps, rewards, alpha=0.4, label=f"seed {s['seed']}")[0]
         axis.plot(*zip(*evals, strict=True), "o", color=line.get_color(), markersize=7)
         curves.append((steps, rewards))
     grid = sorted({step for steps, _ in curves for step in steps})
@@ -76,7 +80,7 @@ def plot(summaries: list[dict], title: str, path: Path) -> None:
     axis.plot(grid, table_.mean(axis=0), color="black", linewidth=2, label="mean")
     axis.fill_between(grid, bands[:, 0], bands[:, 1], color="black", alpha=0.15, label="95% CI of mean")
     axis.set_xlabel("env steps (tokens)")
-    axis.set_ylabel("reward (lines: training rollouts; dots: validation)")
+    axis.set_ylabel("reward (lines: training rollouts; dots: validation)" if from_rollouts else "validation reward")
     axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
