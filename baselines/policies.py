@@ -13,6 +13,14 @@ The critic is a linear value head on the LM's last hidden state. Observations ar
 integer ids (no one-hot, no float cast), ``ortho_init`` is off (it would overwrite the
 pretrained weights) and dropout is off (it would make sampling and training log-probs
 disagree).
+
+Two CPU-memory measures keep training fast without changing its arithmetic: Adam is
+fused by default (one pass over each tensor instead of a dozen), and the gradients of the
+vocabulary-sized matrices (input embedding and output head, tied or not) are added
+straight into one persistent buffer per matrix. Autograd would otherwise make two or
+three fresh (V, H) tensors per minibatch (the head's product, the embedding's dense
+scatter, their sum), and on a small CPU machine touching that much fresh memory costs more
+than the arithmetic.
 """
 
 from __future__ import annotations
@@ -28,6 +36,65 @@ from torch import nn
 
 from textgym.lm import forward, new_cache, positions_from_mask, sample_from_logits
 from textgym.models import eos_token_ids, load_causal_lm, load_tokenizer, resolve_model_path
+
+
+class _VocabGradBuffers:
+    """One persistent gradient buffer per vocabulary-sized weight, attached as ``.grad`` when it is None."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def grad_of(self, weight: nn.Parameter) -> torch.Tensor:
+        """``weight.grad``, created from the kept buffer (zeroed in place) if an optimizer set it to None."""
+        if weight.grad is None:
+            buffer = self.buffers.get(id(weight))
+            if buffer is None or buffer.shape != weight.shape or buffer.device != weight.device:
+                buffer = self.buffers[id(weight)] = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+            else:
+                buffer.zero_()
+            weight.grad = buffer
+        return weight.grad
+
+
+class _EmbeddingGradInPlace(torch.autograd.Function):
+    """``weight[ids]`` whose backward adds the rows' gradients into ``weight.grad`` in place."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, ids: torch.Tensor, weight: nn.Parameter, buffers: _VocabGradBuffers, padding_idx: int | None
+    ) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.weight, ctx.buffers, ctx.padding_idx = weight, buffers, padding_idx
+        return torch.nn.functional.embedding(ids, weight, padding_idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[None, None, None, None]:
+        (ids,) = ctx.saved_tensors
+        grad = ctx.buffers.grad_of(ctx.weight)
+        ids, rows = ids.reshape(-1), grad_output.reshape(-1, grad.shape[1]).to(grad.dtype)
+        if ctx.padding_idx is not None:  # nn.Embedding never updates its padding row
+            keep = ids != ctx.padding_idx
+            ids, rows = ids[keep], rows[keep]
+        grad.index_add_(0, ids, rows)
+        return None, None, None, None
+
+
+class _HeadGradInPlace(torch.autograd.Function):
+    """``hidden @ weight.T`` whose backward adds ``grad.T @ hidden`` into ``weight.grad`` in place."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: nn.Parameter, buffers: _VocabGradBuffers) -> torch.Tensor:
+        ctx.save_for_backward(hidden)
+        ctx.weight, ctx.buffers = weight, buffers
+        return hidden @ weight.t()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (hidden,) = ctx.saved_tensors
+        flat_grad = grad_output.reshape(-1, grad_output.shape[-1])
+        grad = ctx.buffers.grad_of(ctx.weight)
+        grad.addmm_(flat_grad.t().to(grad.dtype), hidden.reshape(-1, hidden.shape[-1]).to(grad.dtype))
+        return (grad_output @ ctx.weight.to(grad_output.dtype)), None, None
 
 
 @dataclass
@@ -131,11 +198,15 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         self.trainable_layers, self.value_scale = trainable_layers, float(value_scale)
         kwargs["ortho_init"] = False
         kwargs.setdefault("net_arch", [])
+        adam = kwargs.get("optimizer_class", torch.optim.Adam) is torch.optim.Adam
+        if kwargs.get("optimizer_kwargs") is None and adam:
+            kwargs["optimizer_kwargs"] = {"eps": 1e-5, "fused": True}  # SB3's Adam eps, in one fused pass
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     # -- construction -----------------------------------------------------------------
 
     def _build(self, lr_schedule: Any) -> None:
+        self._vocab_grads = _VocabGradBuffers()
         self.lm = load_causal_lm(self.model_name)
         _disable_dropout(self.lm)
         lm_vocab = self.lm.get_output_embeddings().weight.shape[0]
@@ -192,14 +263,34 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     # -- LM passes --------------------------------------------------------------------
 
+    @staticmethod
+    def _vocab_grad_in_place(module: nn.Module) -> bool:
+        """Whether this backward should add ``module``'s weight gradient in place (see the module docstring)."""
+        if not (torch.is_grad_enabled() and module.weight.requires_grad):
+            return False
+        if torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"):
+            return False  # the custom backward does not re-enter autocast
+        if type(module) is nn.Embedding:
+            return module.max_norm is None and not module.scale_grad_by_freq and not module.sparse
+        return type(module) is nn.Linear and module.bias is None
+
     def _trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None, positions=None):
-        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        base = (self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm).base_model
         positions = positions_from_mask(attention_mask) if positions is None else positions
-        return forward(base.base_model, input_ids, attention_mask, positions, cache=cache).last_hidden_state
+        embedding = base.get_input_embeddings()
+        if self._vocab_grad_in_place(embedding):
+            embeds = _EmbeddingGradInPlace.apply(input_ids, embedding.weight, self._vocab_grads, embedding.padding_idx)
+            return forward(base, None, attention_mask, positions, cache=cache, inputs_embeds=embeds).last_hidden_state
+        return forward(base, input_ids, attention_mask, positions, cache=cache).last_hidden_state
 
     def _heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked, tempered logits (float32) and values for hidden states (..., H)."""
-        logits = self.lm.get_output_embeddings()(hidden).float() / self.temperature
+        head = self.lm.get_output_embeddings()
+        if self._vocab_grad_in_place(head):
+            logits = _HeadGradInPlace.apply(hidden, head.weight, self._vocab_grads)
+        else:
+            logits = head(hidden)
+        logits = logits.float() / self.temperature
         logits = logits.masked_fill(self.logit_block, float("-inf"))[..., : self.vocab_size]
         return logits, self.value_scale * self.value_head(hidden).float().squeeze(-1)
 

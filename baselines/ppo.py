@@ -360,7 +360,7 @@ class FastLMPPO(PPO):
         self.last_rollout: dict[str, float] = {}
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "reference", "monitor"]
+        return [*super()._excluded_save_params(), "reference", "monitor", "_weight_backup"]
 
     def _reference_model(self) -> Any:
         if self.reference is None:
@@ -513,7 +513,7 @@ class FastLMPPO(PPO):
         """SB3's PPO update over segment-grouped minibatches, with a ratio sanity check on the first one."""
         # Only trained weights can turn non-finite: frozen layers need no copy.
         trained = {name: p for name, p in self.policy.named_parameters() if p.requires_grad}
-        backup = {name: p.detach().clone() for name, p in trained.items()} if self.nan_guard else None
+        backup = self._backup_weights(trained) if self.nan_guard else None
         try:
             with self._autocast():
                 if self.check_ratios:
@@ -534,11 +534,27 @@ class FastLMPPO(PPO):
         if backup is not None and self._restore_if_non_finite(trained, backup, loss):
             raise self._nan_error(loss)
 
+    @torch.no_grad()
+    def _backup_weights(self, trained: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Copy the trained weights into buffers kept across updates (fresh copies would cost page faults each time)."""
+        kept = getattr(self, "_weight_backup", {})
+        if kept.keys() != trained.keys() or any(kept[n].shape != p.shape for n, p in trained.items()):
+            kept = {name: torch.empty_like(p) for name, p in trained.items()}
+        for name, p in trained.items():
+            kept[name].copy_(p)
+        self._weight_backup = kept
+        return kept
+
     def _restore_if_non_finite(
         self, trained: dict[str, torch.Tensor], backup: dict[str, torch.Tensor], loss: float
     ) -> bool:
         """Put the weights from before the update back if the update made them (or the loss) non-finite."""
-        self._non_finite = [name for name, value in trained.items() if not torch.isfinite(value).all()]
+        with torch.no_grad():  # a sum is NaN or inf when any element is (finite weights cannot overflow it)
+            sums = torch.stack([value.sum(dtype=torch.float64) for value in trained.values()])
+        if bool(torch.isfinite(sums).all()):
+            self._non_finite = []
+        else:
+            self._non_finite = [name for name, value in trained.items() if not torch.isfinite(value).all()]
         if not self._non_finite and math.isfinite(loss):
             return False
         with torch.no_grad():

@@ -52,6 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 
 from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult  # noqa: E402
 from textgym.envs.sentiment import sentiment_reward  # noqa: E402
@@ -138,6 +139,21 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class RolloutClock(BaseCallback):
+    """Records when each rollout's collection starts."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device, self.times = device, []
+
+    def _on_rollout_start(self) -> None:
+        _synchronize(self.device)
+        self.times.append(time.perf_counter())
+
+    def _on_step(self) -> bool:
+        return True
+
+
 def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     """Build and time one arm; return its figures."""
     from stable_baselines3 import PPO
@@ -187,12 +203,18 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         units = n_steps * model.n_envs
     else:
+        rollout_starts = RolloutClock(args.device)
         start = time.perf_counter()
-        model.learn(args.e2e_timesteps)
+        model.learn(args.e2e_timesteps, callback=rollout_starts)
         _synchronize(args.device)
         seconds = time.perf_counter() - start
         units = int(model.num_timesteps)
+        # Each rollout's time runs from its collection start to the next one's (or the end):
+        # collection plus the update that follows it.
+        marks = [*rollout_starts.times, start + seconds]
+        extra = {"rollout_seconds": [b - a for a, b in zip(marks[:-1], marks[1:], strict=True)]}
     result = {
+        **(extra if not collect else {}),
         "arm": args.arm,
         "units": units,
         "seconds": seconds,
@@ -375,6 +397,18 @@ def main(argv: list[str] | None = None) -> None:
                 "steps",
             )
             print(f"end-to-end ratio fast/stock: {ratio(fast['rate'], stock['rate']):.2f}x")
+            rollouts = len(stock["rollout_seconds"])
+            if rollouts > 1:
+                per_rollout = args.n_envs * args.n_steps
+                print(f"per rollout ({per_rollout} steps: collection + update), seconds:")
+                for label, row in (("stock", stock), ("fast", fast)):
+                    print(f"  {label:6} " + " ".join(f"{value:7.2f}" for value in row["rollout_seconds"]))
+                first = ratio(stock["rollout_seconds"][0], fast["rollout_seconds"][0])
+                later = ratio(sum(stock["rollout_seconds"][1:]), sum(fast["rollout_seconds"][1:]))
+                print(
+                    f"ratio fast/stock, first rollout (with the one-time costs: optimizer state, first "
+                    f"allocations): {first:.2f}x; rollouts 2-{rollouts}: {later:.2f}x"
+                )
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -97,6 +97,41 @@ def test_fast_path_equals_stock_path(tiny_model):
     assert seen == model.n_steps * model.n_envs
 
 
+def test_vocabulary_gradients_added_in_place_equal_autograd(tiny_model, monkeypatch):
+    """The persistent-buffer gradients of the tied embedding / head equal plain autograd's, twice in a row."""
+    torch.manual_seed(0)
+    model = FastLMPPO(token_vec_env(), policy_kwargs={"model": "tiny"}, n_steps=24, batch_size=24, kl_coef=0.0, seed=0)
+    policy = model.policy
+    embedding, head = policy.lm.get_input_embeddings(), policy.lm.get_output_embeddings()
+    assert embedding.weight is head.weight and embedding.padding_idx is not None  # tied, with a padding row
+    torch.nn.init.normal_(policy.value_head.weight, std=0.5)
+    sample = next(iter(collect(model).get(24)))
+    # The padding id occurs in the batch: its embedding row gets gradient from the head only.
+    assert bool((sample.observations.input_ids == embedding.padding_idx).any())
+
+    def gradients(in_place: bool) -> dict[str, torch.Tensor]:
+        if not in_place:
+            monkeypatch.setattr(LMActorCriticPolicy, "_vocab_grad_in_place", staticmethod(lambda module: False))
+        found = []
+        for _ in range(2):  # the second pass reuses the zeroed buffer
+            policy.optimizer.zero_grad()
+            values, log_prob, entropy = policy.evaluate_actions(sample.observations, sample.actions)
+            (log_prob.sum() + values.sum() + 0.1 * entropy.sum()).backward()
+            found.append({name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None})
+        monkeypatch.undo()
+        assert found[0].keys() == found[1].keys()
+        for name in found[0]:
+            torch.testing.assert_close(found[0][name], found[1][name], atol=1e-6, rtol=1e-5)
+        return found[1]
+
+    in_place, reference = gradients(True), gradients(False)
+    assert in_place.keys() == reference.keys() and "lm.model.embed_tokens.weight" in reference
+    for name in reference:
+        torch.testing.assert_close(in_place[name], reference[name], atol=1e-5, rtol=1e-4)
+    assert float(in_place["lm.model.embed_tokens.weight"].abs().sum()) > 0
+    assert policy.optimizer.defaults["fused"] and policy.optimizer.defaults["eps"] == 1e-5
+
+
 def test_policy_runs_on_stock_sb3_ppo_and_round_trips(tmp_path, tiny_model):
     env = gym.make("TextGym/Dialogue-v0", model="tiny", max_context_tokens=32, max_reply_tokens=4)
     model = PPO(

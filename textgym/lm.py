@@ -63,16 +63,21 @@ def new_cache(model: Any) -> Any:
 
 def forward(
     model: Any,
-    input_ids: torch.Tensor,
+    input_ids: torch.Tensor | None,
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
     cache: Any = None,
     logits_to_keep: int = 0,
     output_hidden_states: bool = False,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> Any:
-    """One causal-LM forward with an explicit position for every token (left padding safe)."""
+    """One causal-LM forward with an explicit position for every token (left padding safe).
+
+    Pass either ``input_ids`` or ``inputs_embeds`` (the input embeddings of those ids).
+    """
+    inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     kwargs: dict[str, Any] = {
-        "input_ids": input_ids,
+        **inputs,
         "attention_mask": attention_mask,
         "position_ids": position_ids,
         "use_cache": cache is not None,
