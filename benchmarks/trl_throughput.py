@@ -23,6 +23,7 @@ mean rewards of the first and last ``--reward-window`` completions sampled in tr
 TRL is a benchmark-only extra (``pip install trl``), not a textgym dependency.
 
     python benchmarks/trl_throughput.py --seconds 600                    # real run
+    python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1 --batch-size 256"   # one update per 256 tokens in both arms
     python benchmarks/trl_throughput.py --model tiny --seconds 20        # smoke run
 """
 
@@ -167,6 +168,7 @@ def run_ppo(args: argparse.Namespace) -> dict[str, Any]:
             "--target-kl-per-reply=0",
             f"--torch-threads={torch.get_num_threads()}",
             f"--device={args.device}",
+            *shlex.split(args.ppo_args),
         ]
     )
     set_random_seed(train_args.seed)
@@ -197,7 +199,13 @@ def run_ppo(args: argparse.Namespace) -> dict[str, Any]:
         **reward_change(rewards, args.reward_window),
         "hyperparameters": (
             f"n_envs {train_args.n_envs}, n_steps {train_args.n_steps}, batch_size {train_args.batch_size}, "
-            f"n_epochs {train_args.n_epochs}, kl_coef {train_args.kl_coef:g} (fixed)"
+            f"n_epochs {train_args.n_epochs}, lr {train_args.learning_rate:g}, kl_coef {train_args.kl_coef:g}"
+            + (
+                f" (target {train_args.target_kl_per_reply:g} nats/reply)"
+                if train_args.target_kl_per_reply > 0
+                else " (fixed)"
+            )
+            + (f", top {train_args.trainable_layers} layers trained" if train_args.trainable_layers >= 0 else "")
         ),
     }
 
@@ -220,7 +228,7 @@ def spawn(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--arm", arm]
     for name, value in vars(args).items():
         if name != "arm":
-            argv += [f"--{name.replace('_', '-')}", str(value)]
+            argv.append(f"--{name.replace('_', '-')}={value}")  # '=': a value may itself start with '--'
     process = subprocess.run(argv, capture_output=True, text=True)
     lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_TAG)]
     if process.returncode != 0 or not lines:
@@ -251,6 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-coef", type=float, default=0.0, help="TRL's beta and FastLMPPO's fixed kl_coef")
     parser.add_argument("--reward-window", type=int, default=32, help="completions averaged for reward before/after")
     parser.add_argument("--arms", default="trl,ppo", help="comma-separated, run in this order: trl, ppo")
+    parser.add_argument(
+        "--ppo-args",
+        default="",
+        help="more baselines.train flags for the FastLMPPO arm, e.g. '--n-epochs 1 --batch-size 256' "
+        "(one update per 256 tokens, as TRL's arm does)",
+    )
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "auto":
