@@ -23,7 +23,8 @@ mean rewards of the first and last ``--reward-window`` completions sampled in tr
 TRL is a benchmark-only extra (``pip install trl``), not a textgym dependency.
 
     python benchmarks/trl_throughput.py --seconds 600                    # real run
-    python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1 --batch-size 256"   # one update per 256 tokens in both arms
+    # one optimizer step per 256 generated tokens in both arms:
+    python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1 --batch-size 256"
     python benchmarks/trl_throughput.py --model tiny --seconds 20        # smoke run
 """
 
