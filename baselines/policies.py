@@ -25,6 +25,7 @@ than the arithmetic.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,12 +111,40 @@ class SegmentBatch:
         attention_mask: (S, T) 1 on real tokens.
         segment_index: (N,) the segment of each transition.
         position: (N,) the position whose output gives the transition's action distribution.
+        trunk_states: (S, T, H) the frozen trunk's output at every token (see
+            :attr:`LMActorCriticPolicy.frozen_depth`), kept from collection; None to run the
+            whole LM.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     segment_index: torch.Tensor
     position: torch.Tensor
+    trunk_states: torch.Tensor | None = None
+
+
+def top_layers(base: nn.Module, depth: int) -> nn.Module:
+    """A view of a decoder ``base`` model that runs only its layers from ``depth`` on, then its final norm.
+
+    Called with ``inputs_embeds`` = the hidden states entering layer ``depth`` (the
+    ``hidden_states[depth]`` of a full forward), it returns the full forward's
+    ``last_hidden_state``. It shares every parameter and submodule with ``base`` and is not
+    registered as a submodule of anything, so no state dict or optimizer sees it twice.
+
+    Raises:
+        ValueError: ``base`` has no ``layers`` list, or ``depth`` is outside [1, len(layers)).
+    """
+    layers = getattr(base, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not 1 <= depth < len(layers):
+        raise ValueError(f"cannot split {type(base).__name__} at layer {depth!r}")
+    view = copy.copy(base)
+    view._modules = dict(base._modules)
+    view.layers = nn.ModuleList(list(layers)[depth:])
+    view.config = copy.copy(base.config)
+    view.config.num_hidden_layers = len(view.layers)
+    if isinstance(getattr(base.config, "layer_types", None), list):
+        view.config.layer_types = base.config.layer_types[depth:]
+    return view
 
 
 def _disable_dropout(model: nn.Module) -> None:
@@ -228,6 +257,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
                 layer.requires_grad_(True)
             self.lm.base_model.norm.requires_grad_(True)
         tokenizer = load_tokenizer(self.model_name)
+        self._top_view: nn.Module | None = None
+        self.differentiable_entropy = True
         if len(tokenizer) != self.vocab_size:
             raise ValueError(
                 f"the env's action space has {self.vocab_size} tokens but model {self.model_name!r}'s tokenizer "
@@ -248,6 +279,36 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         self.optimizer = self.optimizer_class(
             [p for p in self.parameters() if p.requires_grad], lr=lr_schedule(1), **self.optimizer_kwargs
         )
+
+    @property
+    def frozen_depth(self) -> int:
+        """How many bottom transformer layers never train (0: none), with the embeddings frozen too.
+
+        Their output at every token is then a fixed function of the tokens, so the fast
+        trainer keeps it from collection and runs only the layers above in training and in
+        the reference's KL forward. Nonzero when ``trainable_layers`` is at least 1 and
+        below the layer count, without LoRA (whose adapters sit in every layer).
+        """
+        if self.trainable_layers is None or self.lora or self.trainable_layers < 1:
+            return 0
+        layers = len(self.lm.base_model.layers)
+        return layers - self.trainable_layers if self.trainable_layers < layers else 0
+
+    def top_forward(self, trunk_states: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None) -> torch.Tensor:
+        """Last hidden states from the frozen trunk's output (B, T, H): only the layers above it run.
+
+        With ``cache`` (a full-depth KV cache), the layers that run store their keys and
+        values in their own slots of it.
+        """
+        if self._top_view is None:
+            self.__dict__["_top_view"] = top_layers(self._base(), self.frozen_depth)  # not a submodule
+        positions = positions_from_mask(attention_mask)
+        return forward(
+            self._top_view, None, attention_mask, positions, cache=cache, inputs_embeds=trunk_states
+        ).last_hidden_state
+
+    def _base(self) -> nn.Module:
+        return (self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm).base_model
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -275,7 +336,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         return type(module) is nn.Linear and module.bias is None
 
     def _trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None, positions=None):
-        base = (self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm).base_model
+        base = self._base()
         positions = positions_from_mask(attention_mask) if positions is None else positions
         embedding = base.get_input_embeddings()
         if self._vocab_grad_in_place(embedding):
@@ -290,9 +351,27 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             logits = _HeadGradInPlace.apply(hidden, head.weight, self._vocab_grads)
         else:
             logits = head(hidden)
-        logits = logits.float() / self.temperature
-        logits = logits.masked_fill(self.logit_block, float("-inf"))[..., : self.vocab_size]
-        return logits, self.value_scale * self.value_head(hidden).float().squeeze(-1)
+        # Each of these is a pass over (..., V) floats: skip the ones that change nothing.
+        logits = logits.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.blocked_token_ids:
+            logits = logits.masked_fill(self.logit_block, float("-inf"))
+        return logits[..., : self.vocab_size], self.value_scale * self.value_head(hidden).float().squeeze(-1)
+
+    def _log_prob_and_entropy(self, logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log softmax(logits)[actions]`` and the entropy, as SB3's categorical gives them, in fewer passes.
+
+        The entropy is differentiable unless :attr:`differentiable_entropy` is off (the fast
+        trainer turns it off when ``ent_coef`` is 0: it is then only logged).
+        """
+        log_normalizer = torch.logsumexp(logits, dim=-1)
+        log_prob = logits.gather(-1, actions.long().reshape(-1, 1)).squeeze(-1) - log_normalizer
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.differentiable_entropy):
+            probs = torch.exp(logits - log_normalizer[:, None])
+            finite = logits.nan_to_num(neginf=0.0) if self.blocked_token_ids else logits  # 0 * -inf is nan
+            entropy = log_normalizer - (probs * finite).sum(-1)
+        return log_prob, entropy
 
     def _observed(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and mask, without the leading columns that are padding in every row (exact for left padding)."""
@@ -362,16 +441,18 @@ class LMActorCriticPolicy(ActorCriticPolicy):
     def evaluate_actions(self, obs: Any, actions: torch.Tensor):
         """Values, log-probabilities and entropies of ``actions`` (one forward per segment for a SegmentBatch)."""
         if isinstance(obs, SegmentBatch):
-            hidden = self._trunk(obs.input_ids, obs.attention_mask)[obs.segment_index, obs.position]
-            logits, values = self._heads(hidden)
+            if obs.trunk_states is not None:
+                hidden = self.top_forward(obs.trunk_states, obs.attention_mask)
+            else:
+                hidden = self._trunk(obs.input_ids, obs.attention_mask)
+            logits, values = self._heads(hidden[obs.segment_index, obs.position])
         elif self.granularity == "utterance":
             log_prob, entropy, values = self._reply_log_probs(obs, actions)
             return values[:, None], log_prob, entropy
         else:
             logits, values = self._last_step(obs)
-        distribution = self.action_dist.proba_distribution(action_logits=logits)
-        actions = actions.long().flatten()
-        return values[:, None], distribution.log_prob(actions), distribution.entropy()
+        log_prob, entropy = self._log_prob_and_entropy(logits, actions)
+        return values[:, None], log_prob, entropy
 
     def get_distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
         """The next-token distribution (token level only)."""
@@ -397,8 +478,14 @@ class LMActorCriticPolicy(ActorCriticPolicy):
 
     @torch.no_grad()
     def step_outputs(
-        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values after feeding ``ids`` at ``positions`` into ``cache`` (fast collector)."""
-        hidden = self._trunk(ids, mask, cache=cache, positions=positions)[:, -1]
-        return self._heads(hidden)
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, positions: torch.Tensor, trunk_depth: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Feed ``ids`` at ``positions`` into ``cache`` (fast collector).
+
+        Returns:
+            The last position's logits and values, and the hidden states entering layer
+            ``trunk_depth`` at every fed token (None when ``trunk_depth`` is 0).
+        """
+        out = forward(self._base(), ids, mask, positions, cache=cache, output_hidden_states=trunk_depth > 0)
+        logits, values = self._heads(out.last_hidden_state[:, -1])
+        return logits, values, out.hidden_states[trunk_depth] if trunk_depth else None

@@ -36,8 +36,8 @@ from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.type_aliases import DictRolloutBufferSamples
 from stable_baselines3.common.utils import obs_as_tensor
 
-from baselines.policies import LMActorCriticPolicy, SegmentBatch
-from textgym.lm import new_cache, positions_from_mask, sample_from_logits
+from baselines.policies import LMActorCriticPolicy, SegmentBatch, top_layers
+from textgym.lm import forward, new_cache, positions_from_mask, sample_from_logits
 from textgym.models import load_causal_lm
 
 
@@ -63,46 +63,153 @@ def _set(holder: Any, name: str, value: torch.Tensor) -> None:
         setattr(holder, name, value)
 
 
+def _common_prefix(first: list[int], second: list[int], limit: int) -> int:
+    """Length of the longest common prefix of two token lists, at most ``limit``."""
+    length = 0
+    for a, b in zip(first[:limit], second[:limit], strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
 class ContinuousDecoder:
     """Batched KV-cached decoding across envs, where any row can restart from a new observation.
 
     Every env step feeds all rows one token (one forward); rows whose env started a new
-    reply (or whose observation window slid) are re-encoded from their new observation
-    and spliced into the shared cache, right-aligned with zero keys masked out on the
-    left. So the number of forwards per rollout is about the number of steps, not the
-    number of steps times envs, and each row's outputs are exactly the policy's outputs
-    for that env's current observation.
+    reply (or whose observation window slid) restart from their new observation. A
+    restart keeps the cached keys and values of the longest prefix the new observation
+    shares with the row's tokens so far (the chat template and system prompt of a new
+    prompt; the whole conversation so far at the next turn of a dialogue) and encodes only
+    the rest, then splices the row into the shared cache, right-aligned, with masked zeros
+    on the left. So a rollout costs about one forward per step, not one per step and env,
+    and each row's outputs are the policy's outputs for that env's current observation.
+
+    With ``keep_trunk_states``, the hidden states entering the policy's first trainable
+    layer (see :attr:`LMActorCriticPolicy.frozen_depth`) are kept for every token of every
+    row, so training can start from them.
 
     Attributes:
         logits: (n_rows, V) next-token logits for each row's current observation.
         values: (n_rows,) values of the same observations.
+        tokens: Each row's tokens, in order (its real cache columns).
     """
 
-    def __init__(self, policy: LMActorCriticPolicy, n_rows: int) -> None:
+    def __init__(self, policy: LMActorCriticPolicy, n_rows: int, keep_trunk_states: bool = False) -> None:
         self.policy, self.n_rows = policy, n_rows
+        self.depth = policy.frozen_depth if keep_trunk_states else 0
         self.cache = new_cache(policy.lm)
         self.mask: torch.Tensor | None = None
+        self.tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        self._states: list[list[torch.Tensor]] = [[] for _ in range(n_rows)]
         self.next_position = torch.zeros(n_rows, 1, dtype=torch.long, device=policy.device)
         self.logits = torch.zeros(n_rows, policy.vocab_size, device=policy.device)
         self.values = torch.zeros(n_rows, device=policy.device)
+        self.reused_tokens = self.encoded_tokens = 0
+
+    @torch.no_grad()
+    def refresh(self, observations: dict[str, np.ndarray]) -> None:
+        """After an update, bring the cache up to date with the policy's new weights, cheaply.
+
+        The frozen trunk's keys and values are still right; only the layers above it are
+        recomputed, from the kept trunk states, with every row's logits and values. Rows
+        whose tokens are not their observation (the env was reset in between) then restart.
+        """
+        if not self.depth or self.mask is None:
+            raise RuntimeError("refresh needs a decoder that keeps trunk states and has started")
+        self.reused_tokens = self.encoded_tokens = 0
+        states = self.trunk_states(0).new_zeros(self.n_rows, self.mask.shape[1], self.trunk_states(0).shape[-1])
+        for row in range(self.n_rows):
+            states[row, torch.nonzero(self.mask[row]).flatten()] = self.trunk_states(row)
+        fresh = new_cache(self.policy.lm)
+        hidden = self.policy.top_forward(states, self.mask, cache=fresh)
+        self.logits, self.values = self.policy._heads(hidden[:, -1])
+        fresh_layers, layers = _cache_tensors(fresh), _cache_tensors(self.cache)
+        for layer in range(self.depth, len(layers)):
+            (holder, key, value), (fresh_holder, fresh_key, fresh_value) = layers[layer], fresh_layers[layer]
+            _set(holder, key, _get(fresh_holder, fresh_key))
+            _set(holder, value, _get(fresh_holder, fresh_value))
+        stale = [
+            row
+            for row, (ids, mask) in enumerate(
+                zip(observations["input_ids"], observations["attention_mask"], strict=True)
+            )
+            if ids[mask == 1].tolist() != self.tokens[row]
+        ]
+        if stale:
+            self.restart(np.asarray(stale), observations)
+
+    def trunk_states(self, row: int) -> torch.Tensor:
+        """(len(tokens[row]), H) frozen-trunk output at each of the row's tokens."""
+        chunks = self._states[row]
+        if len(chunks) != 1:
+            chunks[:] = [torch.cat(chunks)]
+        return chunks[0]
 
     @torch.no_grad()
     def restart(self, rows: np.ndarray, observations: dict[str, np.ndarray]) -> None:
-        """Encode the observations of ``rows`` afresh and splice them into the shared cache."""
-        device = self.policy.device
-        ids = torch.as_tensor(observations["input_ids"][rows], device=device).long()
-        mask = torch.as_tensor(observations["attention_mask"][rows], device=device).long()
-        first = int(torch.argmax(mask.any(dim=0).long()))  # columns that are padding in every row
-        ids, mask = ids[:, first:], mask[:, first:]
-        positions = positions_from_mask(mask)
+        """Encode the observations of ``rows`` (past a prefix already cached) and splice them into the cache."""
+        device, rows = self.policy.device, np.asarray(rows)
+        observed = [
+            ids[mask == 1].astype(np.int64).tolist()
+            for ids, mask in zip(observations["input_ids"][rows], observations["attention_mask"][rows], strict=True)
+        ]
+        if not all(observed):
+            raise ValueError(f"observations of rows {rows.tolist()} include one without tokens")
+        if self.mask is None:
+            kept = [0] * len(rows)
+        else:  # keep at least one token to encode: its output gives the row's logits
+            kept = [_common_prefix(self.tokens[r], new, len(new) - 1) for r, new in zip(rows, observed, strict=True)]
+        past, width = max(kept), max(len(new) - k for new, k in zip(observed, kept, strict=True))
         fresh = new_cache(self.policy.lm)
-        logits, values = self.policy.step_outputs(ids, mask, fresh, positions)
+        past_mask = torch.zeros(len(rows), past, dtype=torch.long, device=device)
+        if past:
+            # (restarted row, its past column) <- (cache row, cache column) for each kept token
+            target_row, target_col, source_row, source_col = [], [], [], []
+            for index, (row, keep) in enumerate(zip(rows, kept, strict=True)):
+                columns = torch.nonzero(self.mask[row]).flatten()[:keep]
+                target_row += [index] * keep
+                target_col += range(past - keep, past)
+                source_row += [int(row)] * keep
+                source_col += columns.tolist()
+            targets = (torch.as_tensor(target_row, device=device), torch.as_tensor(target_col, device=device))
+            sources = (torch.as_tensor(source_row, device=device), torch.as_tensor(source_col, device=device))
+            for layer, (holder, key, value) in enumerate(_cache_tensors(self.cache)):
+                pasts = []
+                for name in (key, value):
+                    tensor = _get(holder, name)
+                    kept_part = tensor.new_zeros(len(rows), tensor.shape[1], past, tensor.shape[3])
+                    kept_part[targets[0], :, targets[1]] = tensor[sources[0], :, sources[1]]
+                    pasts.append(kept_part)
+                fresh.update(pasts[0], pasts[1], layer)
+            past_mask[targets] = 1
+        ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        for index, (new, keep) in enumerate(zip(observed, kept, strict=True)):
+            suffix = new[keep:]
+            ids[index, width - len(suffix) :] = torch.as_tensor(suffix, device=device)
+            mask[index, width - len(suffix) :] = 1
+            positions[index, width - len(suffix) :] = torch.arange(keep, len(new), device=device)
+        mask = torch.cat([past_mask, mask], dim=1)
+        logits, values, states = self.policy.step_outputs(ids, mask, fresh, positions, self.depth)
+        self.reused_tokens += sum(kept)
+        self.encoded_tokens += sum(len(new) - k for new, k in zip(observed, kept, strict=True))
         rows_t = torch.as_tensor(rows, device=device)
         self.logits[rows_t], self.values[rows_t] = logits, values
         self.next_position[rows_t] = positions[:, -1:] + 1
+        for index, (row, new, keep) in enumerate(zip(rows, observed, kept, strict=True)):
+            if self.depth:
+                kept_states = self.trunk_states(row)[:keep] if keep else states.new_zeros(0, states.shape[-1])
+                self._states[row] = [kept_states, states[index, width - (len(new) - keep) :]]
+            self.tokens[row] = new
         if self.mask is None:  # first restart of all rows: the fresh cache is the cache
             self.cache, self.mask = fresh, mask
             return
+        self._splice(rows_t, fresh, mask)
+
+    def _splice(self, rows_t: torch.Tensor, fresh: Any, mask: torch.Tensor) -> None:
+        """Write a fresh cache of ``rows_t`` into the shared one, right-aligned."""
         width, new_width = self.mask.shape[1], mask.shape[1]
         if new_width > width:  # make room on the left for a longer prompt
             grow = new_width - width
@@ -125,21 +232,27 @@ class ContinuousDecoder:
         self._compact()
 
     def _compact(self) -> None:
-        """Drop leading columns that are masked out in every row."""
+        """Drop leading columns that are masked out in every row (views: later appends stay in place)."""
         first = int(torch.argmax(self.mask.any(dim=0).long()))
         if first == 0:
             return
         for holder, key, value in _cache_tensors(self.cache):
             for name in (key, value):
-                _set(holder, name, _get(holder, name)[:, :, first:].contiguous())
+                _set(holder, name, _get(holder, name)[:, :, first:])
         self.mask = self.mask[:, first:]
 
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor) -> None:
         """Append one token to every row and compute the next logits and values."""
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        self.logits, self.values = self.policy.step_outputs(tokens[:, None], self.mask, self.cache, self.next_position)
+        self.logits, self.values, states = self.policy.step_outputs(
+            tokens[:, None], self.mask, self.cache, self.next_position, self.depth
+        )
         self.next_position = self.next_position + 1
+        for row, token in enumerate(tokens.tolist()):
+            self.tokens[row].append(token)
+            if self.depth:
+                self._states[row].append(states[row])
 
 
 class SegmentRolloutBuffer(DictRolloutBuffer):
@@ -149,10 +262,20 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
         """Clear the buffer."""
         super().reset()
         self.segment_starts = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        self.trunk_states: dict[tuple[int, int], torch.Tensor] = {}
+        self._open_segment = np.zeros(self.n_envs, dtype=np.int64)
 
     def mark_segment_starts(self, starts: np.ndarray) -> None:
         """Record, for the step about to be added, which envs start a new segment."""
         self.segment_starts[self.pos] = starts
+        self._open_segment[starts] = self.pos
+
+    def store_trunk_states(self, env: int, states: torch.Tensor) -> None:
+        """Keep the frozen-trunk states of ``env``'s latest segment, in token order.
+
+        ``states`` covers at least the segment's first observation and all its actions but the last.
+        """
+        self.trunk_states[(env, int(self._open_segment[env]))] = states
 
     def segments(self) -> list[tuple[int, int, int]]:
         """``(env, first step, length)`` of every segment in the buffer."""
@@ -191,8 +314,24 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
             attention_mask=torch.as_tensor(attention_mask[:, first_real:], device=self.device),
             segment_index=torch.as_tensor(segment_index, device=self.device),
             position=torch.as_tensor(position_array, device=self.device),
+            trunk_states=self._segment_trunk_states(segments, attention_mask[:, first_real:]),
         )
         return batch, np.asarray(rows), np.asarray(cols)
+
+    def _segment_trunk_states(self, segments: list[tuple[int, int, int]], mask: np.ndarray) -> torch.Tensor | None:
+        """(S, T, H) kept trunk states laid out like the batch's tokens (zeros on padding), if all are kept."""
+        kept = [self.trunk_states.get((env, start)) for env, start, _ in segments]
+        if not kept or any(states is None for states in kept):
+            return None
+        layout = kept[0].new_zeros(len(segments), mask.shape[1], kept[0].shape[-1])
+        for number, states in enumerate(kept):
+            columns = np.flatnonzero(mask[number])
+            if len(states) - len(columns) not in (0, 1):  # the segment's last action may have been fed too
+                raise RuntimeError(
+                    f"segment {segments[number]} kept {len(states)} trunk states for {len(columns)} tokens"
+                )
+            layout[number, torch.as_tensor(columns, device=layout.device)] = states[: len(columns)]
+        return layout
 
     def get(self, batch_size: int | None = None):  # type: ignore[override]
         """Yield minibatches of whole segments holding about ``batch_size`` transitions each."""
@@ -348,6 +487,9 @@ class FastLMPPO(PPO):
         self.monitor = TrainingMonitor(ratio_tolerance=BF16_RATIO_TOLERANCE if bf16 else FP32_RATIO_TOLERANCE)
         self.check_ratios, self.bf16, self.nan_guard = check_ratios, bf16, nan_guard
         self.reference = None
+        self._shares_trunk: bool | None = None
+        self._decoder: ContinuousDecoder | None = None
+        self._reference_top: Any = None
         super().__init__(LMActorCriticPolicy, env, policy_kwargs=policy_kwargs, **kwargs)
         if bf16 and self.device.type != "cuda":
             raise ValueError(f"bf16 autocast needs a CUDA device, got {self.device}")
@@ -360,12 +502,38 @@ class FastLMPPO(PPO):
         self.last_rollout: dict[str, float] = {}
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "reference", "monitor", "_weight_backup"]
+        return [
+            *super()._excluded_save_params(),
+            "reference",
+            "_reference_top",
+            "_decoder",
+            "monitor",
+            "_weight_backup",
+        ]
 
     def _reference_model(self) -> Any:
         if self.reference is None:
             self.reference = load_causal_lm(self.policy.model_name, device=self.device).requires_grad_(False)
         return self.reference
+
+    def _reference_shares_trunk(self) -> bool:
+        """Whether the policy's frozen trunk equals the reference's, so the reference can start from its states.
+
+        Checked once, weight by weight: a policy whose bottom layers were trained before
+        they were frozen (another run's checkpoint) gets the reference's full forward.
+        """
+        if self._shares_trunk is None:
+            depth, reference = self.policy.frozen_depth, self._reference_model().base_model
+            policy_base = self.policy._base()
+            pairs = [(policy_base.get_input_embeddings(), reference.get_input_embeddings())]
+            pairs += list(zip(policy_base.layers[:depth], reference.layers[:depth], strict=True))
+            self._shares_trunk = all(
+                torch.equal(mine, theirs)
+                for module, other in pairs
+                for mine, theirs in zip(module.state_dict().values(), other.state_dict().values(), strict=True)
+            )
+            self._reference_top = top_layers(reference, depth) if self._shares_trunk else None
+        return self._shares_trunk
 
     # -- collection -------------------------------------------------------------------
 
@@ -382,8 +550,14 @@ class FastLMPPO(PPO):
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
-        decoder = ContinuousDecoder(self.policy, self.n_envs)
-        decoder.restart(np.arange(self.n_envs), self._last_obs)
+        keep_states = self.policy.frozen_depth > 0
+        decoder = self._decoder
+        if keep_states and decoder is not None and decoder.n_rows == self.n_envs and decoder.depth:
+            decoder.refresh(self._last_obs)  # the frozen trunk's cache outlives the update
+        else:
+            decoder = ContinuousDecoder(self.policy, self.n_envs, keep_trunk_states=keep_states)
+            decoder.restart(np.arange(self.n_envs), self._last_obs)
+        self._decoder = decoder if keep_states else None
         segment_starts = np.ones(self.n_envs, dtype=bool)
         reply_rewards: list[float] = []
         guards: list[dict] = []
@@ -391,7 +565,8 @@ class FastLMPPO(PPO):
         replies = 0
         for _ in range(n_rollout_steps):
             tokens = sample_from_logits(decoder.logits)
-            log_probs = torch.log_softmax(decoder.logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1).cpu()
+            log_probs = decoder.logits.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(decoder.logits, -1)
+            log_probs = log_probs.cpu()
             values, actions = decoder.values.cpu(), tokens.cpu().numpy()
             new_obs, rewards, dones, infos = env.step(actions)
             self.num_timesteps += self.n_envs
@@ -409,15 +584,15 @@ class FastLMPPO(PPO):
                     self.monitor.samples.append(info["reply"])
                 if "guard" in info:
                     guards.append(info["guard"])
-            # Bootstrap truncated (not terminated) episodes from their last observation, as SB3 does.
+            # Rows whose next observation is not "this one plus the token" start over from it.
+            next_starts = reply_ended | window_full
+            restart = np.flatnonzero(next_starts)
+            # Truncated (not terminated) episodes bootstrap from their last observation, as SB3 does.
             cut = [i for i, info in enumerate(infos) if dones[i] and info.get("TimeLimit.truncated")]
+            if len(restart) < self.n_envs or cut:
+                decoder.feed(tokens)
             if cut:
-                terminal = {
-                    key: np.stack([infos[i]["terminal_observation"][key] for i in cut]) for key in new_obs.keys()
-                }
-                with torch.no_grad():
-                    values_cut = self.policy.predict_values(obs_as_tensor(terminal, self.device)).flatten()
-                rewards[cut] += self.gamma * values_cut.float().cpu().numpy()
+                rewards[cut] += self.gamma * self._terminal_values(decoder, cut, infos)
             rollout_buffer.mark_segment_starts(segment_starts)
             rollout_buffer.add(
                 self._last_obs,
@@ -427,14 +602,17 @@ class FastLMPPO(PPO):
                 values,
                 log_probs,
             )
-            # Rows whose next observation is not "this one plus the token" start over from it.
-            segment_starts = reply_ended | window_full
-            restart = np.flatnonzero(segment_starts)
-            if len(restart) < self.n_envs:
-                decoder.feed(tokens)
+            for env_index in restart if keep_states else ():
+                rollout_buffer.store_trunk_states(env_index, decoder.trunk_states(env_index))
             if len(restart):
                 decoder.restart(restart, new_obs)
+            segment_starts = next_starts
             self._last_obs, self._last_episode_starts = new_obs, dones
+        # Segments still open at the end of the rollout (the others were stored when they ended).
+        for env_index in np.flatnonzero(~segment_starts) if keep_states else ():
+            rollout_buffer.store_trunk_states(env_index, decoder.trunk_states(env_index))
+        self.logger.record("rollout/prefix_tokens_reused", decoder.reused_tokens)
+        self.logger.record("rollout/prefix_tokens_encoded", decoder.encoded_tokens)
 
         self._penalise_kl(rollout_buffer, max(replies, 1))
         self.monitor.check_rollout(reply_rewards, guards, components)
@@ -444,12 +622,32 @@ class FastLMPPO(PPO):
         )
         if reply_rewards:
             self.logger.record("rollout/reply_reward_mean", self.last_rollout["reply_reward_mean"])
-        with torch.no_grad():
-            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
+        last_values = decoder.values.detach().float()[:, None]  # the values of new_obs, computed with them
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    @torch.no_grad()
+    def _terminal_values(self, decoder: ContinuousDecoder, cut: list[int], infos: list[dict]) -> np.ndarray:
+        """Values of the last observations of truncated episodes.
+
+        The decoder has just fed each row its last action, so where the terminal observation
+        is exactly the row's tokens (the window did not slide) its value is already there;
+        the others get a forward of their own.
+        """
+        values = np.zeros(len(cut), dtype=np.float32)
+        terminals = [infos[i]["terminal_observation"] for i in cut]
+        missing = []
+        for number, (row, terminal) in enumerate(zip(cut, terminals, strict=True)):
+            if terminal["input_ids"][terminal["attention_mask"] == 1].tolist() == decoder.tokens[row]:
+                values[number] = float(decoder.values[row])
+            else:
+                missing.append(number)
+        if missing:
+            batch = {key: np.stack([terminals[n][key] for n in missing]) for key in terminals[0]}
+            values[missing] = self.policy.predict_values(obs_as_tensor(batch, self.device)).flatten().float().cpu()
+        return values
 
     def _train_watching_first_minibatch(self) -> dict[str, torch.Tensor]:
         """Run SB3's update, keeping the first minibatch's old and new log-probs.
@@ -489,14 +687,26 @@ class FastLMPPO(PPO):
         chunk = max(1, self.batch_size // max(1, self.max_reply_tokens))
         for begin in range(0, len(segments), chunk):
             batch, rows, cols = buffer.segment_batch(segments[begin : begin + chunk])
-            hidden = reference.base_model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                position_ids=positions_from_mask(batch.attention_mask),
-            ).last_hidden_state[batch.segment_index, batch.position]
-            log_probs = torch.log_softmax(reference.get_output_embeddings()(hidden).float(), dim=-1)
+            if batch.trunk_states is not None and self._reference_shares_trunk():
+                hidden = forward(
+                    self._reference_top,
+                    None,
+                    batch.attention_mask,
+                    positions_from_mask(batch.attention_mask),
+                    inputs_embeds=batch.trunk_states,
+                ).last_hidden_state
+            else:
+                hidden = forward(
+                    reference.base_model,
+                    batch.input_ids,
+                    batch.attention_mask,
+                    positions_from_mask(batch.attention_mask),
+                ).last_hidden_state
+            hidden = hidden[batch.segment_index, batch.position]
+            logits = reference.get_output_embeddings()(hidden).float()
             actions = torch.as_tensor(buffer.actions[rows, cols, 0], device=self.device).long()
-            reference_log_probs = log_probs.gather(-1, actions[:, None]).squeeze(-1).cpu().numpy()
+            reference_log_probs = logits.gather(-1, actions[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            reference_log_probs = reference_log_probs.cpu().numpy()
             kl[rows, cols] = buffer.log_probs[rows, cols] - reference_log_probs
         buffer.rewards -= self.kl.coef * kl
         kl_per_token, kl_per_reply = float(kl.mean()), float(kl.sum()) / replies
@@ -511,6 +721,8 @@ class FastLMPPO(PPO):
 
     def train(self) -> None:
         """SB3's PPO update over segment-grouped minibatches, with a ratio sanity check on the first one."""
+        # With no entropy bonus the entropy is only logged: no backward pass over (batch, V) for it.
+        self.policy.differentiable_entropy = self.ent_coef != 0
         # Only trained weights can turn non-finite: frozen layers need no copy.
         trained = {name: p for name, p in self.policy.named_parameters() if p.requires_grad}
         backup = self._backup_weights(trained) if self.nan_guard else None

@@ -41,17 +41,34 @@ def stock_outputs(policy, buffer):
     return values, log_probs
 
 
-def test_fast_path_equals_stock_path(tiny_model):
+@pytest.mark.parametrize("trainable_layers", [None, 1], ids=["full-lm", "frozen-trunk-states"])
+def test_fast_path_equals_stock_path(tiny_model, trainable_layers):
     torch.manual_seed(0)
     model = FastLMPPO(
-        token_vec_env(), policy_kwargs={"model": "tiny"}, n_steps=40, batch_size=16, kl_coef=0.0, seed=0, device="cpu"
+        token_vec_env(),
+        policy_kwargs={"model": "tiny", "trainable_layers": trainable_layers},
+        n_steps=40,
+        batch_size=16,
+        kl_coef=0.0,
+        seed=0,
+        device="cpu",
     )
     # Give the value head non-zero weights so that values are tested too.
     torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
+    collect(model)
+    decoder = model._decoder
+    model.train()  # the second rollout starts from weights its cache has not seen
     buffer = collect(model)
+    # With a frozen trunk the decoder outlives the update (refreshed from its trunk states).
+    assert (model._decoder is decoder and decoder is not None) == bool(trainable_layers)
     segments = buffer.segments()
     assert len(segments) > model.n_envs and any(length > 1 for *_, length in segments)
     assert buffer.segment_starts.sum() >= 2  # the 48-token window fills and replies end
+    # Restarts re-encoded only what the new observation does not share with the row's tokens.
+    assert model.logger.name_to_value["rollout/prefix_tokens_reused"] > 0
+    # The frozen trunk's states were kept for every segment (and only when there is a frozen trunk).
+    assert model.policy.frozen_depth == (1 if trainable_layers else 0)
+    assert (len(buffer.trunk_states) == len(segments)) == bool(trainable_layers)
 
     # 1. Collection: sampled log-probs and values equal the stock per-step forward.
     values, log_probs = stock_outputs(model.policy, buffer)
@@ -90,6 +107,7 @@ def test_fast_path_equals_stock_path(tiny_model):
             fast_values, fast_log_probs, fast_entropy = model.policy.evaluate_actions(
                 sample.observations, sample.actions
             )
+        assert (sample.observations.trunk_states is not None) == bool(trainable_layers)
         np.testing.assert_allclose(fast_log_probs.numpy(), sample.old_log_prob.numpy(), atol=1e-5)
         np.testing.assert_allclose(fast_values.flatten().numpy(), sample.old_values.numpy(), atol=1e-5)
         assert torch.all(fast_entropy > 0)

@@ -54,11 +54,66 @@ def _cache_keyword(model_class: type) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+#: Spare columns an appendable cache layer reserves when it has to (re)allocate.
+_RESERVED_COLUMNS = 64
+
+
+def _room_after(cached: torch.Tensor) -> int:
+    """Free columns after ``cached``'s last one, if it is a column range of a (B, H, C, D) buffer; else 0.
+
+    Only tensors laid out like ``buffer[:, :, a:b]`` of a contiguous buffer qualify: a
+    tensor that owns its storage exactly (the usual ``torch.cat`` result) has no room.
+    """
+    if cached.dim() != 4 or cached.numel() == 0:
+        return 0
+    batch, heads, length, dim = cached.shape
+    stride = cached.stride()
+    if stride[3] != 1 or stride[2] != dim or stride[1] % dim or (heads > 1 and stride[0] != heads * stride[1]):
+        return 0
+    capacity = stride[1] // dim
+    start = (cached.storage_offset() % stride[1]) // dim
+    end_of_storage = cached.storage_offset() + (batch - 1) * stride[0] + (heads - 1) * stride[1] + capacity * dim
+    if end_of_storage - start * dim > cached.untyped_storage().nbytes() // cached.element_size():
+        return 0
+    return capacity - start - length
+
+
+def append_columns(cached: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([cached, new], dim=2)`` that writes into spare columns of ``cached``'s buffer when it has them.
+
+    A KV cache grown by concatenation copies all of itself at every decoding step; on a CPU
+    with little memory bandwidth that copy cost more than the layer's arithmetic (38% of a
+    64-row decoding step of the default model on the 2-core reference machine). Here the
+    cache lives in a buffer with spare columns, and an append writes only the new ones.
+    """
+    length = cached.shape[2] if cached.dim() == 4 else 0  # a fresh layer holds an empty 1-d tensor
+    extra = new.shape[2]
+    if length and cached.shape[:2] == new.shape[:2] and _room_after(cached) >= extra:
+        grown = cached.as_strided(
+            (*cached.shape[:2], length + extra, cached.shape[3]), cached.stride(), cached.storage_offset()
+        )
+        grown[:, :, length:] = new
+        return grown
+    buffer = new.new_empty(*new.shape[:2], length + extra + _RESERVED_COLUMNS, new.shape[3])
+    if length:
+        buffer[:, :, :length] = cached
+    buffer[:, :, length : length + extra] = new
+    return buffer[:, :, : length + extra]
+
+
 def new_cache(model: Any) -> Any:
-    """An empty KV cache for ``model``."""
+    """An empty KV cache for ``model`` whose full-attention layers append in place (see :func:`append_columns`)."""
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config)
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # transformers without cache layers: plain concatenation
+        return cache
+    for layer in getattr(cache, "layers", []):
+        if type(layer) is DynamicLayer:
+            layer.__class__ = _appendable_layer_class()
+    return cache
 
 
 def forward(
@@ -88,6 +143,23 @@ def forward(
     if logits_to_keep:
         kwargs["logits_to_keep"] = logits_to_keep
     return model(**kwargs)
+
+
+@functools.cache
+def _appendable_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class AppendableLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose update appends into reserved columns (see :func:`append_columns`)."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            self.keys = append_columns(self.keys, key_states)
+            self.values = append_columns(self.values, value_states)
+            return self.keys, self.values
+
+    return AppendableLayer
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
