@@ -106,12 +106,15 @@ class SegmentBatch:
     previous one plus the previous action, with no token dropped from the window.
 
     Attributes:
-        input_ids: (S, T) the first observation of each segment followed by the segment's
-            actions but the last, right-padded.
-        attention_mask: (S, T) 1 on real tokens.
-        segment_index: (N,) the segment of each transition.
-        position: (N,) the position whose output gives the transition's action distribution.
-        trunk_states: (S, T, H) the frozen trunk's output at every token (see
+        input_ids: (R, T) token rows: each holds one or more segments (a segment is its
+            first observation followed by its actions but the last).
+        attention_mask: (R, T) 1 on real tokens, or (R, 1, T, T) bool, True where a query
+            (row, i) may attend to key j (several segments packed into one row).
+        segment_index: (N,) the row of each transition.
+        position: (N,) the column whose output gives the transition's action distribution.
+        position_ids: (R, T) position of each token in its own segment; None to derive them
+            from a 2-d ``attention_mask``.
+        trunk_states: (R, T, H) the frozen trunk's output at every token (see
             :attr:`LMActorCriticPolicy.frozen_depth`), kept from collection; None to run the
             whole LM.
     """
@@ -120,7 +123,12 @@ class SegmentBatch:
     attention_mask: torch.Tensor
     segment_index: torch.Tensor
     position: torch.Tensor
+    position_ids: torch.Tensor | None = None
     trunk_states: torch.Tensor | None = None
+
+    def positions(self) -> torch.Tensor:
+        """Position ids of every token."""
+        return positions_from_mask(self.attention_mask) if self.position_ids is None else self.position_ids
 
 
 def top_layers(base: nn.Module, depth: int) -> nn.Module:
@@ -294,7 +302,9 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         layers = len(self.lm.base_model.layers)
         return layers - self.trainable_layers if self.trainable_layers < layers else 0
 
-    def top_forward(self, trunk_states: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None) -> torch.Tensor:
+    def top_forward(
+        self, trunk_states: torch.Tensor, attention_mask: torch.Tensor, positions=None, cache: Any = None
+    ) -> torch.Tensor:
         """Last hidden states from the frozen trunk's output (B, T, H): only the layers above it run.
 
         With ``cache`` (a full-depth KV cache), the layers that run store their keys and
@@ -302,7 +312,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         """
         if self._top_view is None:
             self.__dict__["_top_view"] = top_layers(self._base(), self.frozen_depth)  # not a submodule
-        positions = positions_from_mask(attention_mask)
+        positions = positions_from_mask(attention_mask) if positions is None else positions
         return forward(
             self._top_view, None, attention_mask, positions, cache=cache, inputs_embeds=trunk_states
         ).last_hidden_state
@@ -442,9 +452,9 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         """Values, log-probabilities and entropies of ``actions`` (one forward per segment for a SegmentBatch)."""
         if isinstance(obs, SegmentBatch):
             if obs.trunk_states is not None:
-                hidden = self.top_forward(obs.trunk_states, obs.attention_mask)
+                hidden = self.top_forward(obs.trunk_states, obs.attention_mask, obs.positions())
             else:
-                hidden = self._trunk(obs.input_ids, obs.attention_mask)
+                hidden = self._trunk(obs.input_ids, obs.attention_mask, positions=obs.positions())
             logits, values = self._heads(hidden[obs.segment_index, obs.position])
         elif self.granularity == "utterance":
             log_prob, entropy, values = self._reply_log_probs(obs, actions)

@@ -34,10 +34,9 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.type_aliases import DictRolloutBufferSamples
-from stable_baselines3.common.utils import obs_as_tensor
 
 from baselines.policies import LMActorCriticPolicy, SegmentBatch, top_layers
-from textgym.lm import forward, new_cache, positions_from_mask, sample_from_logits
+from textgym.lm import forward, new_cache, sample_from_logits
 from textgym.models import load_causal_lm
 
 
@@ -61,6 +60,22 @@ def _set(holder: Any, name: str, value: torch.Tensor) -> None:
         getattr(holder, attribute)[int(index)] = value
     else:
         setattr(holder, name, value)
+
+
+def _real_tokens(observations: dict[str, np.ndarray], rows: np.ndarray) -> list[list[int]]:
+    """The unpadded token ids of each of ``rows``' observations."""
+    pairs = zip(observations["input_ids"][rows], observations["attention_mask"][rows], strict=True)
+    return [ids[mask == 1].astype(np.int64).tolist() for ids, mask in pairs]
+
+
+def _shared_prefix(sequences: list[np.ndarray], limit: int) -> int:
+    """Length of the longest prefix all ``sequences`` share, at most ``limit``."""
+    length = min(limit, *(len(sequence) for sequence in sequences))
+    first = sequences[0][:length]
+    for sequence in sequences[1:]:
+        differs = np.flatnonzero(sequence[:length] != first[:length])
+        length = int(differs[0]) if len(differs) else length
+    return max(length, 0)
 
 
 def _common_prefix(first: list[int], second: list[int], limit: int) -> int:
@@ -149,11 +164,36 @@ class ContinuousDecoder:
     @torch.no_grad()
     def restart(self, rows: np.ndarray, observations: dict[str, np.ndarray]) -> None:
         """Encode the observations of ``rows`` (past a prefix already cached) and splice them into the cache."""
-        device, rows = self.policy.device, np.asarray(rows)
-        observed = [
-            ids[mask == 1].astype(np.int64).tolist()
-            for ids, mask in zip(observations["input_ids"][rows], observations["attention_mask"][rows], strict=True)
-        ]
+        rows = np.asarray(rows)
+        observed = _real_tokens(observations, rows)
+        fresh, mask, positions, kept, (logits, values, states) = self._encode(rows, observed)
+        rows_t = torch.as_tensor(rows, device=self.policy.device)
+        self.logits[rows_t], self.values[rows_t] = logits, values
+        self.next_position[rows_t] = positions[:, -1:] + 1
+        width = positions.shape[1]
+        for index, (row, new, keep) in enumerate(zip(rows, observed, kept, strict=True)):
+            if self.depth:
+                kept_states = self.trunk_states(row)[:keep] if keep else states.new_zeros(0, states.shape[-1])
+                self._states[row] = [kept_states, states[index, width - (len(new) - keep) :]]
+            self.tokens[row] = new
+        if self.mask is None:  # first restart of all rows: the fresh cache is the cache
+            self.cache, self.mask = fresh, mask
+            return
+        self._splice(rows_t, fresh, mask)
+
+    @torch.no_grad()
+    def values_of(self, rows: np.ndarray, observed: list[list[int]]) -> torch.Tensor:
+        """Values of other token sequences for ``rows``, reusing the prefix each shares with its row."""
+        return self._encode(np.asarray(rows), observed)[4][1]
+
+    def _encode(self, rows: np.ndarray, observed: list[list[int]]) -> tuple[Any, torch.Tensor, torch.Tensor, list, Any]:
+        """A fresh cache of ``rows`` holding ``observed``: the kept prefix copied, the rest encoded.
+
+        Returns:
+            The cache, its (rows, width) mask, the encoded tokens' (rows, suffix width)
+            positions, the kept prefix lengths and :meth:`LMActorCriticPolicy.step_outputs`.
+        """
+        device = self.policy.device
         if not all(observed):
             raise ValueError(f"observations of rows {rows.tolist()} include one without tokens")
         if self.mask is None:
@@ -192,21 +232,10 @@ class ContinuousDecoder:
             mask[index, width - len(suffix) :] = 1
             positions[index, width - len(suffix) :] = torch.arange(keep, len(new), device=device)
         mask = torch.cat([past_mask, mask], dim=1)
-        logits, values, states = self.policy.step_outputs(ids, mask, fresh, positions, self.depth)
+        outputs = self.policy.step_outputs(ids, mask, fresh, positions, self.depth)
         self.reused_tokens += sum(kept)
         self.encoded_tokens += sum(len(new) - k for new, k in zip(observed, kept, strict=True))
-        rows_t = torch.as_tensor(rows, device=device)
-        self.logits[rows_t], self.values[rows_t] = logits, values
-        self.next_position[rows_t] = positions[:, -1:] + 1
-        for index, (row, new, keep) in enumerate(zip(rows, observed, kept, strict=True)):
-            if self.depth:
-                kept_states = self.trunk_states(row)[:keep] if keep else states.new_zeros(0, states.shape[-1])
-                self._states[row] = [kept_states, states[index, width - (len(new) - keep) :]]
-            self.tokens[row] = new
-        if self.mask is None:  # first restart of all rows: the fresh cache is the cache
-            self.cache, self.mask = fresh, mask
-            return
-        self._splice(rows_t, fresh, mask)
+        return fresh, mask, positions, kept, outputs
 
     def _splice(self, rows_t: torch.Tensor, fresh: Any, mask: torch.Tensor) -> None:
         """Write a fresh cache of ``rows_t`` into the shared one, right-aligned."""
@@ -288,49 +317,86 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
         return found
 
     def segment_batch(self, segments: list[tuple[int, int, int]]) -> tuple[SegmentBatch, np.ndarray, np.ndarray]:
-        """Build the one-forward input of ``segments``; also return the step and env index of each transition."""
-        ids, masks, rows, cols, segment_index, position = [], [], [], [], [], []
-        for number, (env, start, length) in enumerate(segments):
-            first_ids = self.observations["input_ids"][start, env].astype(np.int64)
-            first_mask = self.observations["attention_mask"][start, env].astype(np.int64)
+        """Pack ``segments`` into rows for one forward; also return the step and env index of each transition.
+
+        A segment's tokens are its first observation's and its actions but the last. Each
+        row holds the prefix that all segments share (chat template and system prompt)
+        once, then whole segments without that prefix, up to :data:`PACK_TOKENS` tokens,
+        masked so that a segment sees the prefix and itself only. So no row is padded to
+        the longest segment, and the shared prefix is computed once per row.
+        """
+        sequences, observed, rows, cols = [], [], [], []
+        for env, start, length in segments:
+            first_ids = self.observations["input_ids"][start, env]
+            first_mask = self.observations["attention_mask"][start, env]
+            real = first_ids[first_mask == 1].astype(np.int64)
             actions = self.actions[start : start + length - 1, env, 0].astype(np.int64)
-            ids.append(np.concatenate([first_ids, actions]))
-            masks.append(np.concatenate([first_mask, np.ones_like(actions)]))
+            sequences.append(np.concatenate([real, actions]))
+            observed.append(len(real))
             rows += range(start, start + length)
             cols += [env] * length
-            segment_index += [number] * length
-            position += range(len(first_ids) - 1, len(first_ids) - 1 + length)
-        width = max(len(row) for row in ids)
-        input_ids = np.zeros((len(ids), width), dtype=np.int64)
-        attention_mask = np.zeros((len(ids), width), dtype=np.int64)
-        for number, (row, mask) in enumerate(zip(ids, masks, strict=True)):
-            input_ids[number, : len(row)] = row
-            attention_mask[number, : len(row)] = mask
-        # Columns that are padding in every row change nothing; drop them.
-        first_real = int(np.argmax(attention_mask.any(axis=0)))
-        position_array = np.asarray(position) - first_real
+        prefix = _shared_prefix(sequences, limit=min(observed) - 1) if len(sequences) > 1 else 0
+        packs: list[list[int]] = [[]]
+        used = [prefix]
+        for number, sequence in enumerate(sequences):
+            if packs[-1] and used[-1] + len(sequence) - prefix > PACK_TOKENS:
+                packs.append([])
+                used.append(prefix)
+            packs[-1].append(number)
+            used[-1] += len(sequence) - prefix
+        width = max(used)
+        ids = np.zeros((len(packs), width), dtype=np.int64)
+        owner = np.full((len(packs), width), -2)  # -2: padding, -1: the shared prefix, n: segment n
+        positions = np.zeros((len(packs), width), dtype=np.int64)
+        place: list[tuple[int, int]] = [(0, 0)] * len(sequences)  # (row, column of the segment's first token)
+        for row, pack in enumerate(packs):
+            ids[row, :prefix], owner[row, :prefix], positions[row, :prefix] = sequences[0][:prefix], -1, range(prefix)
+            column = prefix
+            for number in pack:
+                rest = sequences[number][prefix:]
+                ids[row, column : column + len(rest)] = rest
+                owner[row, column : column + len(rest)] = number
+                positions[row, column : column + len(rest)] = range(prefix, len(sequences[number]))
+                place[number] = (row, column)
+                column += len(rest)
+        segment_index, position = [], []
+        for number, ((_, _, length), real) in enumerate(zip(segments, observed, strict=True)):
+            row, column = place[number]
+            segment_index += [row] * length
+            position += range(column + real - 1 - prefix, column + real - 1 - prefix + length)
+        # Query i sees key j <= i of the shared prefix or of its own segment (padding sees padding).
+        same = (owner[:, None, :] == -1) | (owner[:, None, :] == owner[:, :, None])
+        allowed = same & np.tril(np.ones((width, width), dtype=bool))
         batch = SegmentBatch(
-            input_ids=torch.as_tensor(input_ids[:, first_real:], device=self.device),
-            attention_mask=torch.as_tensor(attention_mask[:, first_real:], device=self.device),
+            input_ids=torch.as_tensor(ids, device=self.device),
+            attention_mask=torch.as_tensor(allowed[:, None], device=self.device),
             segment_index=torch.as_tensor(segment_index, device=self.device),
-            position=torch.as_tensor(position_array, device=self.device),
-            trunk_states=self._segment_trunk_states(segments, attention_mask[:, first_real:]),
+            position=torch.as_tensor(position, device=self.device),
+            position_ids=torch.as_tensor(positions, device=self.device),
+            trunk_states=self._packed_trunk_states(segments, sequences, prefix, packs, width),
         )
         return batch, np.asarray(rows), np.asarray(cols)
 
-    def _segment_trunk_states(self, segments: list[tuple[int, int, int]], mask: np.ndarray) -> torch.Tensor | None:
-        """(S, T, H) kept trunk states laid out like the batch's tokens (zeros on padding), if all are kept."""
+    def _packed_trunk_states(
+        self,
+        segments: list[tuple[int, int, int]],
+        sequences: list[np.ndarray],
+        prefix: int,
+        packs: list[list[int]],
+        width: int,
+    ) -> torch.Tensor | None:
+        """(rows, width, H) kept trunk states in the layout of :meth:`segment_batch`, if every segment has them."""
         kept = [self.trunk_states.get((env, start)) for env, start, _ in segments]
         if not kept or any(states is None for states in kept):
             return None
-        layout = kept[0].new_zeros(len(segments), mask.shape[1], kept[0].shape[-1])
-        for number, states in enumerate(kept):
-            columns = np.flatnonzero(mask[number])
-            if len(states) - len(columns) not in (0, 1):  # the segment's last action may have been fed too
-                raise RuntimeError(
-                    f"segment {segments[number]} kept {len(states)} trunk states for {len(columns)} tokens"
-                )
-            layout[number, torch.as_tensor(columns, device=layout.device)] = states[: len(columns)]
+        for segment, states, sequence in zip(segments, kept, sequences, strict=True):
+            if len(states) - len(sequence) not in (0, 1):  # the segment's last action may have been fed too
+                raise RuntimeError(f"segment {segment} kept {len(states)} trunk states for {len(sequence)} tokens")
+        layout = kept[0].new_zeros(len(packs), width, kept[0].shape[-1])
+        for row, pack in enumerate(packs):
+            parts = [kept[0][:prefix]] + [kept[n][prefix : len(sequences[n])] for n in pack]
+            packed = torch.cat(parts)
+            layout[row, : len(packed)] = packed
         return layout
 
     def get(self, batch_size: int | None = None):  # type: ignore[override]
@@ -362,6 +428,9 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
             returns=take(self.returns).flatten(),
         )
 
+
+#: Tokens per packed training row: attention over a row costs its length squared, so long rows are split.
+PACK_TOKENS = 512
 
 #: Largest mean |ratio - 1| on an update's first minibatch that the monitor accepts, float32 and bf16.
 FP32_RATIO_TOLERANCE, BF16_RATIO_TOLERANCE = 1e-3, 1e-2
@@ -464,6 +533,10 @@ class FastLMPPO(PPO):
         bf16: bfloat16 autocast for collection and training (CUDA only).
         nan_guard: Keep an in-memory copy of the weights before each update; if the loss or a
             weight turns non-finite, restore it and raise ``FloatingPointError``.
+        bootstrap_truncated: A reply cut by the token budget ends its episode as truncated;
+            True bootstraps it from the value of its last observation, as SB3 does for time
+            limits; False treats the end as final, as evaluation does (the later turns of a
+            dialogue are lost), so that the policy learns to finish its replies.
         **kwargs: Passed to SB3 ``PPO`` (``n_steps``, ``batch_size``, ``learning_rate``, ...).
     """
 
@@ -477,6 +550,7 @@ class FastLMPPO(PPO):
         check_ratios: bool = True,
         bf16: bool = False,
         nan_guard: bool = True,
+        bootstrap_truncated: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("rollout_buffer_class", SegmentRolloutBuffer)
@@ -486,6 +560,7 @@ class FastLMPPO(PPO):
         # every update; an actual mismatch (dropout, another model) is orders of magnitude larger.
         self.monitor = TrainingMonitor(ratio_tolerance=BF16_RATIO_TOLERANCE if bf16 else FP32_RATIO_TOLERANCE)
         self.check_ratios, self.bf16, self.nan_guard = check_ratios, bf16, nan_guard
+        self.bootstrap_truncated = bootstrap_truncated
         self.reference = None
         self._shares_trunk: bool | None = None
         self._decoder: ContinuousDecoder | None = None
@@ -589,6 +664,7 @@ class FastLMPPO(PPO):
             restart = np.flatnonzero(next_starts)
             # Truncated (not terminated) episodes bootstrap from their last observation, as SB3 does.
             cut = [i for i, info in enumerate(infos) if dones[i] and info.get("TimeLimit.truncated")]
+            cut = cut if self.bootstrap_truncated else []
             if len(restart) < self.n_envs or cut:
                 decoder.feed(tokens)
             if cut:
@@ -632,22 +708,13 @@ class FastLMPPO(PPO):
     def _terminal_values(self, decoder: ContinuousDecoder, cut: list[int], infos: list[dict]) -> np.ndarray:
         """Values of the last observations of truncated episodes.
 
-        The decoder has just fed each row its last action, so where the terminal observation
-        is exactly the row's tokens (the window did not slide) its value is already there;
-        the others get a forward of their own.
+        The decoder has just fed each row its last action, so only what a terminal
+        observation adds to the row's tokens (at a dialogue's next turn: the end of the
+        reply and the next user message) is encoded.
         """
-        values = np.zeros(len(cut), dtype=np.float32)
         terminals = [infos[i]["terminal_observation"] for i in cut]
-        missing = []
-        for number, (row, terminal) in enumerate(zip(cut, terminals, strict=True)):
-            if terminal["input_ids"][terminal["attention_mask"] == 1].tolist() == decoder.tokens[row]:
-                values[number] = float(decoder.values[row])
-            else:
-                missing.append(number)
-        if missing:
-            batch = {key: np.stack([terminals[n][key] for n in missing]) for key in terminals[0]}
-            values[missing] = self.policy.predict_values(obs_as_tensor(batch, self.device)).flatten().float().cpu()
-        return values
+        observed = [t["input_ids"][t["attention_mask"] == 1].astype(np.int64).tolist() for t in terminals]
+        return decoder.values_of(np.asarray(cut), observed).float().cpu().numpy()
 
     def _train_watching_first_minibatch(self) -> dict[str, torch.Tensor]:
         """Run SB3's update, keeping the first minibatch's old and new log-probs.
@@ -688,20 +755,11 @@ class FastLMPPO(PPO):
         for begin in range(0, len(segments), chunk):
             batch, rows, cols = buffer.segment_batch(segments[begin : begin + chunk])
             if batch.trunk_states is not None and self._reference_shares_trunk():
-                hidden = forward(
-                    self._reference_top,
-                    None,
-                    batch.attention_mask,
-                    positions_from_mask(batch.attention_mask),
-                    inputs_embeds=batch.trunk_states,
-                ).last_hidden_state
+                model, inputs = self._reference_top, {"input_ids": None, "inputs_embeds": batch.trunk_states}
             else:
-                hidden = forward(
-                    reference.base_model,
-                    batch.input_ids,
-                    batch.attention_mask,
-                    positions_from_mask(batch.attention_mask),
-                ).last_hidden_state
+                model, inputs = reference.base_model, {"input_ids": batch.input_ids}
+            hidden = forward(model, attention_mask=batch.attention_mask, position_ids=batch.positions(), **inputs)
+            hidden = hidden.last_hidden_state
             hidden = hidden[batch.segment_index, batch.position]
             logits = reference.get_output_embeddings()(hidden).float()
             actions = torch.as_tensor(buffer.actions[rows, cols, 0], device=self.device).long()

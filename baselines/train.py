@@ -69,6 +69,7 @@ class Args:
     kl_coef: float = 0.05  # initial KL-to-reference coefficient (0: no KL, no reference model)
     target_kl_per_reply: float = 6.0  # adaptive KL target in nats per reply (<= 0: fixed coefficient)
     whiten_rewards: bool = False  # scale rewards by a running std of returns (SB3 VecNormalize)
+    bootstrap_truncated: bool = True  # a reply cut by the token budget bootstraps from V (no: its end is final)
     max_context_tokens: int = 0  # env observation length (0: the id's default)
     max_reply_tokens: int = 0  # env reply budget (0: the id's default)
     eval_episodes: int = 32  # fixed validation prompts for the initial / final / periodic evaluation
@@ -165,6 +166,7 @@ def build(args: Args, env: Any) -> Any:
         kl_coef=args.kl_coef,
         target_kl_per_reply=args.target_kl_per_reply if args.target_kl_per_reply > 0 else None,
         bf16=args.bf16,
+        bootstrap_truncated=args.bootstrap_truncated,
         n_steps=args.n_steps,
         batch_size=args.batch_size,
         n_epochs=args.n_epochs,

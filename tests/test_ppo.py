@@ -10,6 +10,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401
+from baselines import ppo
 from baselines.policies import LMActorCriticPolicy
 from baselines.ppo import FastLMPPO
 from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult
@@ -42,7 +43,7 @@ def stock_outputs(policy, buffer):
 
 
 @pytest.mark.parametrize("trainable_layers", [None, 1], ids=["full-lm", "frozen-trunk-states"])
-def test_fast_path_equals_stock_path(tiny_model, trainable_layers):
+def test_fast_path_equals_stock_path(tiny_model, trainable_layers, monkeypatch):
     torch.manual_seed(0)
     model = FastLMPPO(
         token_vec_env(),
@@ -100,19 +101,24 @@ def test_fast_path_equals_stock_path(tiny_model, trainable_layers):
     np.testing.assert_allclose(buffer.advantages, stock.advantages, atol=1e-5)
     np.testing.assert_allclose(buffer.returns, stock.returns, atol=1e-5)
 
-    # 3. Training: one forward per segment gives the stock log-probs and values of every transition.
-    seen = 0
-    for sample in buffer.get(16):
-        with torch.no_grad():
-            fast_values, fast_log_probs, fast_entropy = model.policy.evaluate_actions(
-                sample.observations, sample.actions
-            )
-        assert (sample.observations.trunk_states is not None) == bool(trainable_layers)
-        np.testing.assert_allclose(fast_log_probs.numpy(), sample.old_log_prob.numpy(), atol=1e-5)
-        np.testing.assert_allclose(fast_values.flatten().numpy(), sample.old_values.numpy(), atol=1e-5)
-        assert torch.all(fast_entropy > 0)
-        seen += len(sample.actions)
-    assert seen == model.n_steps * model.n_envs
+    # 3. Training: one forward per packed row of segments gives the stock log-probs and values of every
+    #    transition, whether the segments share one row or are split over several.
+    for pack_tokens in (ppo.PACK_TOKENS, 24):
+        monkeypatch.setattr(ppo, "PACK_TOKENS", pack_tokens)
+        seen, rows = 0, 0
+        for sample in buffer.get(16):
+            with torch.no_grad():
+                fast_values, fast_log_probs, fast_entropy = model.policy.evaluate_actions(
+                    sample.observations, sample.actions
+                )
+            assert (sample.observations.trunk_states is not None) == bool(trainable_layers)
+            np.testing.assert_allclose(fast_log_probs.numpy(), sample.old_log_prob.numpy(), atol=1e-5)
+            np.testing.assert_allclose(fast_values.flatten().numpy(), sample.old_values.numpy(), atol=1e-5)
+            assert torch.all(fast_entropy > 0)
+            seen += len(sample.actions)
+            rows += sample.observations.input_ids.shape[0]
+        assert seen == model.n_steps * model.n_envs
+        assert (rows > len(list(buffer.get(16)))) == (pack_tokens == 24)  # small rows: several per minibatch
 
 
 def test_vocabulary_gradients_added_in_place_equal_autograd(tiny_model, monkeypatch):
@@ -299,3 +305,66 @@ def test_nan_update_restores_the_weights_and_names_the_loss(tiny_model):
         model.train()
     for name, parameter in model.policy.named_parameters():
         torch.testing.assert_close(parameter, before[name], msg=name)
+
+
+def test_truncated_replies_bootstrap_from_the_collectors_value(tiny_model, monkeypatch):
+    """A reply cut by the token budget adds gamma * V(last observation), as stock SB3 does."""
+    model = FastLMPPO(
+        token_vec_env(max_reply_tokens=3),
+        policy_kwargs={"model": "tiny", "trainable_layers": 1},
+        n_steps=24,
+        batch_size=24,
+        kl_coef=0.0,
+        gamma=0.9,
+        seed=0,
+        device="cpu",
+    )
+    torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
+    original = FastLMPPO._terminal_values
+    checked = {"cut": 0, "shared": 0}
+
+    def compare(self, decoder, cut, infos):
+        values = original(self, decoder, cut, infos)
+        terminals = [infos[i]["terminal_observation"] for i in cut]
+        batch = {key: np.stack([t[key] for t in terminals]) for key in terminals[0]}
+        with torch.no_grad():
+            expected = self.policy.predict_values(obs_as_tensor(batch, "cpu")).flatten().numpy()
+        np.testing.assert_allclose(values, expected, atol=1e-5)
+        checked["cut"] += len(cut)
+        checked["shared"] += sum(
+            t["input_ids"][t["attention_mask"] == 1].tolist()[: len(decoder.tokens[i])] == decoder.tokens[i]
+            for i, t in zip(cut, terminals, strict=True)
+        )
+        return values
+
+    monkeypatch.setattr(FastLMPPO, "_terminal_values", compare)
+    collect(model)
+    # At the next turn of a dialogue the terminal observation extends the row's tokens: only the rest is encoded.
+    assert checked["shared"] > 0 and checked["cut"] > 0, checked
+
+
+def test_replies_that_all_end_on_the_rollouts_last_step_keep_their_own_trunk_states(tiny_model):
+    """Every reply runs exactly its budget, so all rows restart together, also on a rollout's last step."""
+    tokenizer = load_tokenizer("tiny")
+    allowed = {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no")}
+    blocked = [i for i in range(len(tokenizer)) if i not in allowed]  # end tokens too
+    env = make_vec_env(SayYesEnv, n_envs=3, seed=0, env_kwargs={"model": "tiny", "max_reply_tokens": 2})
+    model = FastLMPPO(
+        env,
+        policy_kwargs={"model": "tiny", "trainable_layers": 1, "blocked_token_ids": blocked},
+        n_steps=4,
+        batch_size=4,
+        learning_rate=1e-3,
+        kl_coef=0.0,
+        seed=0,
+        device="cpu",
+    )
+    torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
+    for _ in range(2):
+        buffer = collect(model)
+        assert buffer.segment_starts[[0, 2]].all() and not buffer.segment_starts[[1, 3]].any()
+        for sample in buffer.get(4):
+            with torch.no_grad():
+                _, log_prob, _ = model.policy.evaluate_actions(sample.observations, sample.actions)
+            np.testing.assert_allclose(log_prob.numpy(), sample.old_log_prob.numpy(), atol=1e-5)
+        model.train()

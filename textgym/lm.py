@@ -129,8 +129,16 @@ def forward(
     """One causal-LM forward with an explicit position for every token (left padding safe).
 
     Pass either ``input_ids`` or ``inputs_embeds`` (the input embeddings of those ids).
+    ``attention_mask`` is (B, T) with 1 on real tokens, or a (B, 1, T, T) bool mask of the
+    (query, key) pairs that may attend (several sequences packed into one row).
     """
     inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    if attention_mask.dim() == 4 and attention_mask.dtype == torch.bool and _attention(model) != "sdpa":
+        # A (B, 1, Q, K) mask of allowed pairs: SDPA takes it as is, other kernels add it to the scores.
+        dtype = next(model.parameters()).dtype
+        attention_mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+            ~attention_mask, torch.finfo(dtype).min
+        )
     kwargs: dict[str, Any] = {
         **inputs,
         "attention_mask": attention_mask,
@@ -160,6 +168,10 @@ def _appendable_layer_class() -> type:
             return self.keys, self.values
 
     return AppendableLayer
+
+
+def _attention(model: Any) -> str:
+    return str(getattr(model.config, "_attn_implementation", "sdpa"))
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
