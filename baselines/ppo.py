@@ -1,17 +1,22 @@
-"""A fast PPO for token-level LM envs: KV-cached batched collection, one forward per segment in training.
+"""A fast PPO for token-level LM envs: KV-cached batched collection, one forward per packed row in training.
 
 :class:`FastLMPPO` is stock SB3 ``PPO`` with :class:`~baselines.policies.LMActorCriticPolicy`
 and the same objective (SB3's own ``train`` loop computes every loss), changed in three places:
 
 * **Collection.** Instead of one full forward over every env's whole context per step,
   a :class:`ContinuousDecoder` keeps one KV cache for all envs and feeds each step's
-  tokens in one batched forward; an env that starts a new reply (or whose observation
-  window slides) is re-encoded from its new observation and spliced into the cache.
-  Every sampled token comes with exactly the log-probability and value that the stock
-  policy computes from that step's observation.
+  tokens in one batched forward; the cache appends in place (no copy of itself per
+  step). An env that starts a new reply (or whose observation window slides) restarts
+  from its new observation, re-encoding only what it does not share with the row's
+  tokens so far (a new prompt shares the chat template and system prompt; a dialogue's
+  next turn shares the whole conversation). Every sampled token comes with exactly the
+  log-probability and value that the stock policy computes from that step's observation.
 * **Training.** Minibatches are whole *segments* (runs of steps in which each observation
-  is the previous one plus the previous action); one forward over a segment's first
-  observation and its actions gives every step's log-probability and value.
+  is the previous one plus the previous action), packed into rows that hold the prompt
+  prefix all segments share once; one forward per row gives every step's log-probability
+  and value. When only the top layers train (``trainable_layers``), the frozen layers'
+  output at every token is kept from collection: training, the reference's forward and the
+  cache refresh after an update run only the layers above it.
 * **KL to a frozen reference.** After each rollout, one reference forward per batch of
   segments gives ``log p_ref`` of every sampled token; ``reward_t -= beta * (log pi_old -
   log p_ref)``, with ``beta`` adapted towards a target KL per reply. The reference lives
@@ -564,6 +569,7 @@ class FastLMPPO(PPO):
         self.reference = None
         self._shares_trunk: bool | None = None
         self._decoder: ContinuousDecoder | None = None
+        self._split_works: bool | None = None  # checked on the first rollout that keeps trunk states
         self._reference_top: Any = None
         super().__init__(LMActorCriticPolicy, env, policy_kwargs=policy_kwargs, **kwargs)
         if bf16 and self.device.type != "cuda":
@@ -625,13 +631,17 @@ class FastLMPPO(PPO):
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
-        keep_states = self.policy.frozen_depth > 0
+        keep_states = self.policy.frozen_depth > 0 and self._split_works is not False
         decoder = self._decoder
         if keep_states and decoder is not None and decoder.n_rows == self.n_envs and decoder.depth:
             decoder.refresh(self._last_obs)  # the frozen trunk's cache outlives the update
         else:
             decoder = ContinuousDecoder(self.policy, self.n_envs, keep_trunk_states=keep_states)
             decoder.restart(np.arange(self.n_envs), self._last_obs)
+            if keep_states and self._split_works is None and not self._check_split(decoder):
+                keep_states = False
+                decoder = ContinuousDecoder(self.policy, self.n_envs)
+                decoder.restart(np.arange(self.n_envs), self._last_obs)
         self._decoder = decoder if keep_states else None
         segment_starts = np.ones(self.n_envs, dtype=bool)
         reply_rewards: list[float] = []
@@ -703,6 +713,25 @@ class FastLMPPO(PPO):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    @torch.no_grad()
+    def _check_split(self, decoder: ContinuousDecoder) -> bool:
+        """Whether the layers above the frozen trunk, run alone from its kept states, give the full LM's logits.
+
+        True for decoders built like Llama (``layers`` then ``norm``); another architecture
+        gets a warning and the whole LM in training, once.
+        """
+        states = decoder.trunk_states(0)[None]
+        mask = torch.ones(1, states.shape[1], dtype=torch.long, device=states.device)
+        logits, _ = self.policy._heads(self.policy.top_forward(states, mask)[:, -1])
+        error = float((logits - decoder.logits[:1]).abs().max() / decoder.logits[:1].std())
+        self._split_works = error < (5e-2 if self.bf16 else 1e-3)
+        if not self._split_works:
+            self.monitor.warn(
+                f"{type(self.policy.lm).__name__} cannot be run from layer {self.policy.frozen_depth} on (logits off "
+                f"by {error:.2g} standard deviations): training runs the whole LM instead of the trainable layers"
+            )
+        return self._split_works
 
     @torch.no_grad()
     def _terminal_values(self, decoder: ContinuousDecoder, cut: list[int], infos: list[dict]) -> np.ndarray:

@@ -25,6 +25,8 @@ TRL is a benchmark-only extra (``pip install trl``), not a textgym dependency.
     python benchmarks/trl_throughput.py --seconds 600                    # real run
     # one optimizer step per 256 generated tokens in both arms:
     python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1 --batch-size 256"
+    # several FastLMPPO arms beside one TRL arm, each in its own process:
+    python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1" --ppo-args "--n-envs 64"
     python benchmarks/trl_throughput.py --model tiny --seconds 20        # smoke run
 """
 
@@ -119,7 +121,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             fp16=False,
             gradient_checkpointing=False,
             use_cpu=args.device == "cpu",
-            model_init_kwargs={"dtype": torch.float32},
+            model_init_kwargs=None if args.trl_trainable_layers else {"dtype": torch.float32},
             seed=args.seed,
             logging_steps=10**7,
             save_strategy="no",
@@ -127,8 +129,16 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             disable_tqdm=True,
             dataloader_num_workers=0,
         )
+        model: Any = resolve_model_path(args.model)
+        if args.trl_trainable_layers:  # the FastLMPPO recipe's freezing: only the top layers and the final norm train
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).requires_grad_(False)
+            for layer in model.model.layers[-args.trl_trainable_layers :]:
+                layer.requires_grad_(True)
+            model.model.norm.requires_grad_(True)
         trainer = GRPOTrainer(
-            model=resolve_model_path(args.model),
+            model=model,
             reward_funcs=vader,
             args=config,
             train_dataset=Dataset.from_list(rows),
@@ -146,6 +156,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         "hyperparameters": (
             f"{COMPLETIONS_PER_STEP} completions/step in groups of {GROUP_SIZE}, 1 gradient step per batch, "
             f"beta {args.kl_coef:g}"
+            + (f", top {args.trl_trainable_layers} layers trained" if args.trl_trainable_layers else "")
         ),
     }
 
@@ -169,7 +180,7 @@ def run_ppo(args: argparse.Namespace) -> dict[str, Any]:
             "--target-kl-per-reply=0",
             f"--torch-threads={torch.get_num_threads()}",
             f"--device={args.device}",
-            *shlex.split(args.ppo_args),
+            *shlex.split(args.ppo_args[-1] if args.ppo_args else ""),
         ]
     )
     set_random_seed(train_args.seed)
@@ -225,10 +236,15 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def spawn(arm: str, args: argparse.Namespace) -> dict[str, Any]:
+def spawn(arm: str, args: argparse.Namespace, flags: str = "") -> dict[str, Any]:
+    """Run one arm in a fresh process and return its result.
+
+    ``flags`` is the FastLMPPO arm's ``--ppo-args``, or the TRL arm's trainable layers ("" for all).
+    """
     argv = [sys.executable, __file__, "--arm", arm]
+    argv.append(f"--ppo-args={flags}" if arm == "ppo" else f"--trl-trainable-layers={flags or 0}")
     for name, value in vars(args).items():
-        if name != "arm":
+        if name not in ("arm", "ppo_args", "trl_trainable_layers"):
             argv.append(f"--{name.replace('_', '-')}={value}")  # '=': a value may itself start with '--'
     process = subprocess.run(argv, capture_output=True, text=True)
     lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_TAG)]
@@ -262,10 +278,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arms", default="trl,ppo", help="comma-separated, run in this order: trl, ppo")
     parser.add_argument(
         "--ppo-args",
-        default="",
-        help="more baselines.train flags for the FastLMPPO arm, e.g. '--n-epochs 1 --batch-size 256' "
-        "(one update per 256 tokens, as TRL's arm does)",
+        action="append",
+        default=[],
+        help="more baselines.train flags for a FastLMPPO arm, e.g. '--n-epochs 1 --batch-size 256' "
+        "(one update per 256 tokens, as TRL's arm does); repeat it for one FastLMPPO arm each",
     )
+    parser.add_argument(
+        "--trl-layers",
+        default="all",
+        help="comma-separated TRL arms by trained layers: 'all' (full fine-tuning, the peer's setting) or N "
+        "(the top N layers and the final norm, as FastLMPPO's --trainable-layers N), e.g. 'all,8'",
+    )
+    parser.add_argument("--trl-trainable-layers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "auto":
@@ -296,23 +320,36 @@ def main(argv: list[str] | None = None) -> None:
         f"task: {ENV_ID} training prompts, VADER reward, {args.max_new_tokens} new tokens, "
         f"lr {args.learning_rate:g} constant, {args.seconds:g} s per arm"
     )
-    results = {arm: spawn(arm, args) for arm in args.arms.split(",")}
-    labels = {"trl": "TRL GRPOTrainer", "ppo": "FastLMPPO (baselines.train)"}
+    jobs = []  # (label, arm, FastLMPPO flags)
+    for arm in args.arms.split(","):
+        if arm == "trl":
+            for layers in args.trl_layers.split(","):
+                if layers != "all" and not layers.isdigit():
+                    raise SystemExit(f"--trl-layers: {layers!r} is neither 'all' nor a number of layers")
+                label = "TRL GRPOTrainer" if layers == "all" else f"TRL, top {layers} layers"
+                jobs.append((label, "trl", "" if layers == "all" else layers))
+        else:
+            flags = args.ppo_args or [""]
+            jobs += [(f"FastLMPPO #{n + 1}" if len(flags) > 1 else "FastLMPPO", "ppo", f) for n, f in enumerate(flags)]
+    results = {label: spawn(arm, args, flags) for label, arm, flags in jobs}
     print(
-        f"\n{'arm':28} {'tokens':>8} {'replies':>8} {'updates':>8} {'seconds':>8} {'tokens/s':>9} "
+        f"\n{'arm':20} {'tokens':>8} {'replies':>8} {'updates':>8} {'seconds':>8} {'tokens/s':>9} "
         f"{'reward before':>14} {'reward after':>13} {'peak RSS MiB':>13}"
     )
-    for arm, row in results.items():
+    for label, row in results.items():
         print(
-            f"{labels[arm]:28} {row['generated_tokens']:8d} {row['completions']:8d} {row['updates']:8d} "
+            f"{label:20} {row['generated_tokens']:8d} {row['completions']:8d} {row['updates']:8d} "
             f"{row['seconds']:8.1f} {row['tokens_per_s']:9.2f} {row['reward_before']:14.3f} "
             f"{row['reward_after']:13.3f} {row['peak_rss_mib']:13.0f}"
         )
-    for arm, row in results.items():
-        print(f"  {labels[arm]}: {row['hyperparameters']}; reward window {row['reward_window']} completions")
-    if set(results) == set(ARMS):
-        ratio = results["ppo"]["tokens_per_s"] / results["trl"]["tokens_per_s"]
-        print(f"tokens/s ratio FastLMPPO/TRL: {ratio:.2f}x")
+    for (label, arm, flags), row in zip(jobs, results.values(), strict=True):
+        extra = f" (flags: {flags})" if flags and arm == "ppo" else ""
+        print(f"  {label}: {row['hyperparameters']}{extra}; reward window {row['reward_window']} completions")
+    peers = [label for label, arm, _ in jobs if arm == "trl"]
+    for label, arm, _ in jobs:
+        for peer in peers if arm == "ppo" else ():
+            ratio = results[label]["tokens_per_s"] / results[peer]["tokens_per_s"]
+            print(f"tokens/s ratio {label} / {peer}: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -368,3 +368,56 @@ def test_replies_that_all_end_on_the_rollouts_last_step_keep_their_own_trunk_sta
                 _, log_prob, _ = model.policy.evaluate_actions(sample.observations, sample.actions)
             np.testing.assert_allclose(log_prob.numpy(), sample.old_log_prob.numpy(), atol=1e-5)
         model.train()
+
+
+def test_a_model_whose_top_layers_cannot_run_alone_trains_the_whole_lm(tiny_model, monkeypatch):
+    model = FastLMPPO(
+        token_vec_env(),
+        policy_kwargs={"model": "tiny", "trainable_layers": 1},
+        n_steps=8,
+        batch_size=8,
+        kl_coef=0.0,
+        seed=0,
+        device="cpu",
+    )
+    original = LMActorCriticPolicy.top_forward
+    monkeypatch.setattr(LMActorCriticPolicy, "top_forward", lambda self, *a, **k: original(self, *a, **k) + 1.0)
+    with pytest.warns(RuntimeWarning, match="cannot be run from layer 1"):
+        buffer = collect(model)
+    assert not buffer.trunk_states and model._decoder is None
+    sample = next(iter(buffer.get(8)))
+    assert sample.observations.trunk_states is None  # the whole LM runs in training
+    collect(model)
+    assert sum("cannot be run" in w for w in model.monitor.issued) == 1  # checked once
+
+
+def test_lora_trains_only_the_adapters_and_the_value_head_and_round_trips(tiny_model, tmp_path):
+    from baselines.checkpoint import load_checkpoint, save_checkpoint
+
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
+    model = FastLMPPO(
+        token_vec_env(),
+        policy_kwargs={"model": "tiny", "lora": lora},
+        n_steps=8,
+        batch_size=8,
+        learning_rate=1e-2,
+        kl_coef=0.05,
+        seed=0,
+        device="cpu",
+    )
+    trained = {name for name, p in model.policy.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name or name.startswith("value_head") for name in trained)
+    assert model.policy.frozen_depth == 0  # adapters sit in every layer: no frozen trunk to keep
+    before = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
+    model.learn(16)
+    changed = {name for name, p in model.policy.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and changed <= trained and any("lora_B" in name for name in changed)
+    save_checkpoint(tmp_path / "checkpoint", model.policy, {"model": "tiny"})
+    fresh = FastLMPPO(token_vec_env(), policy_kwargs={"model": "tiny", "lora": lora}, n_steps=8, batch_size=8)
+    load_checkpoint(tmp_path / "checkpoint", fresh.policy)
+    obs = obs_as_tensor(model._last_obs, "cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fresh.policy.get_distribution(obs).distribution.logits,
+            model.policy.get_distribution(obs).distribution.logits,
+        )
