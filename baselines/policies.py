@@ -303,7 +303,11 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         return layers - self.trainable_layers if self.trainable_layers < layers else 0
 
     def top_forward(
-        self, trunk_states: torch.Tensor, attention_mask: torch.Tensor, positions=None, cache: Any = None
+        self,
+        trunk_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: Any = None,
     ) -> torch.Tensor:
         """Last hidden states from the frozen trunk's output (B, T, H): only the layers above it run.
 

@@ -654,6 +654,8 @@ class FastLMPPO(PPO):
             log_probs = log_probs.cpu()
             values, actions = decoder.values.cpu(), tokens.cpu().numpy()
             new_obs, rewards, dones, infos = env.step(actions)
+            # Logs and checks read the task's rewards, not their whitened copy (VecNormalize) that PPO trains on.
+            task_rewards = rewards if self._vec_normalize_env is None else self._vec_normalize_env.get_original_reward()
             self.num_timesteps += self.n_envs
             callback.update_locals(locals())
             if not callback.on_step():
@@ -664,7 +666,7 @@ class FastLMPPO(PPO):
             for index, info in enumerate(infos):
                 if "reply" in info:
                     replies += 1
-                    reply_rewards.append(float(rewards[index]))
+                    reply_rewards.append(float(task_rewards[index]))
                     components.append(info.get("reward_components", {}))
                     self.monitor.samples.append(info["reply"])
                 if "guard" in info:

@@ -5,6 +5,9 @@
 
 Reads each run's summary.json (never re-trains). The PNG shows every seed's validation
 reward against env steps and the across-seed mean with a band from its bootstrap CI.
+Its lines are each training rollout's mean reply reward (``--curve reply``) or SB3's mean
+reward of the last 100 training episodes (``--curve episode``: on the validation
+metric's scale for multi-turn tasks, where a reply's reward is one turn's).
 """
 
 import argparse
@@ -23,13 +26,16 @@ def load(run: Path) -> dict:
     return summary
 
 
-def rollout_curve(run: Path) -> tuple[list[int], list[float]]:
-    """Mean reward of the replies of each training rollout, from the run's progress.csv."""
+CURVE_COLUMNS = {"reply": "rollout/reply_reward_mean", "episode": "rollout/ep_rew_mean"}
+
+
+def rollout_curve(run: Path, column: str = CURVE_COLUMNS["reply"]) -> tuple[list[int], list[float]]:
+    """One point per training rollout from the run's progress.csv: ``column`` against env steps."""
     import csv
 
     with (run / "tb" / "progress.csv").open(encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("rollout/reply_reward_mean")]
-    return [int(row["time/total_timesteps"]) for row in rows], [float(row["rollout/reply_reward_mean"]) for row in rows]
+        rows = [row for row in csv.DictReader(handle) if row.get(column)]
+    return [int(row["time/total_timesteps"]) for row in rows], [float(row[column]) for row in rows]
 
 
 def table(summaries: list[dict]) -> str:
@@ -56,7 +62,7 @@ def table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(summaries: list[dict], title: str, path: Path) -> None:
+def plot(summaries: list[dict], title: str, path: Path, curve: str = "reply") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +73,7 @@ def plot(summaries: list[dict], title: str, path: Path) -> None:
     for s in summaries:
         evals = [(point["step"], point["reward_mean"]) for point in s["curve"]]
         if (Path(s["run"]) / "tb" / "progress.csv").is_file():
-            steps, rewards = rollout_curve(Path(s["run"]))
+            steps, rewards = rollout_curve(Path(s["run"]), CURVE_COLUMNS[curve])
         else:  # a run copied without its TensorBoard folder: the validation points alone
             from_rollouts = False
             steps, rewards = (list(values) for values in zip(*evals, strict=True))
@@ -80,7 +86,8 @@ def plot(summaries: list[dict], title: str, path: Path) -> None:
     axis.plot(grid, table_.mean(axis=0), color="black", linewidth=2, label="mean")
     axis.fill_between(grid, bands[:, 0], bands[:, 1], color="black", alpha=0.15, label="95% CI of mean")
     axis.set_xlabel("env steps (tokens)")
-    axis.set_ylabel("reward (lines: training rollouts; dots: validation)" if from_rollouts else "validation reward")
+    lines = "training replies" if curve == "reply" else "training episodes"
+    axis.set_ylabel(f"reward (lines: {lines}; dots: validation)" if from_rollouts else "validation reward")
     axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -94,6 +101,7 @@ def main() -> int:
     parser.add_argument("--title", default="")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--curve", choices=sorted(CURVE_COLUMNS), default="reply", help="what the PNG's lines show")
     args = parser.parse_args()
     summaries = [load(run) for run in args.runs]
     text = table(summaries)
@@ -102,7 +110,7 @@ def main() -> int:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(f"# {args.title}\n\n{text}\n", encoding="utf-8")
     if args.png:
-        plot(summaries, args.title, args.png)
+        plot(summaries, args.title, args.png, args.curve)
         print(f"wrote {args.png}")
     return 0
 

@@ -6,9 +6,9 @@ review opening, under the model's chat template) with the VADER reward
 learning rate 1e-5 (constant), float32, ``--threads`` torch threads, for ``--seconds``
 each, one after the other, each in a fresh subprocess:
 
-* **TRL** ``GRPOTrainer``: 8 completions per optimizer step in groups of 4 (2 prompts x 4),
-  one gradient step per generation batch (``num_iterations=1``), ``beta = --kl-coef``,
-  no gradient checkpointing, sampling at temperature 1 with no top-k / top-p.
+* **TRL** ``GRPOTrainer``: 8 completions per optimizer step in groups of 4 (2 prompts x 4;
+  ``--trl-batches`` for more), one gradient step per generation batch (``num_iterations=1``),
+  ``beta = --kl-coef``, no gradient checkpointing, sampling at temperature 1 with no top-k / top-p.
 * **FastLMPPO** as ``python -m baselines.train --env TextGym/Sentiment-v0`` builds it
   (its defaults: 8 envs, n_steps 32, batch_size 128, 2 epochs), with
   ``--max-reply-tokens 32``, ``--learning-rate 1e-5`` and ``--kl-coef`` (fixed).
@@ -27,6 +27,8 @@ TRL is a benchmark-only extra (``pip install trl``), not a textgym dependency.
     python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1 --batch-size 256"
     # several FastLMPPO arms beside one TRL arm, each in its own process:
     python benchmarks/trl_throughput.py --seconds 300 --ppo-args "--n-epochs 1" --ppo-args "--n-envs 64"
+    # TRL arms with the top 8 layers trained, generating 8 and 64 completions per step:
+    python benchmarks/trl_throughput.py --seconds 300 --arms trl --trl-layers 8 --trl-batches 8,64
     python benchmarks/trl_throughput.py --model tiny --seconds 20        # smoke run
 """
 
@@ -107,7 +109,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trl_throughput_") as output_dir:
         config = GRPOConfig(
             output_dir=output_dir,
-            per_device_train_batch_size=COMPLETIONS_PER_STEP,
+            per_device_train_batch_size=args.trl_completions,
             gradient_accumulation_steps=1,
             num_generations=GROUP_SIZE,
             max_completion_length=args.max_new_tokens,
@@ -154,7 +156,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": seconds,
         **reward_change(rewards, args.reward_window),
         "hyperparameters": (
-            f"{COMPLETIONS_PER_STEP} completions/step in groups of {GROUP_SIZE}, 1 gradient step per batch, "
+            f"{args.trl_completions} completions/step in groups of {GROUP_SIZE}, 1 gradient step per batch, "
             f"beta {args.kl_coef:g}"
             + (f", top {args.trl_trainable_layers} layers trained" if args.trl_trainable_layers else "")
         ),
@@ -236,15 +238,11 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def spawn(arm: str, args: argparse.Namespace, flags: str = "") -> dict[str, Any]:
-    """Run one arm in a fresh process and return its result.
-
-    ``flags`` is the FastLMPPO arm's ``--ppo-args``, or the TRL arm's trainable layers ("" for all).
-    """
-    argv = [sys.executable, __file__, "--arm", arm]
-    argv.append(f"--ppo-args={flags}" if arm == "ppo" else f"--trl-trainable-layers={flags or 0}")
+def spawn(arm: str, args: argparse.Namespace, arm_flags: list[str]) -> dict[str, Any]:
+    """Run one arm in a fresh process with its own ``arm_flags`` and return its result."""
+    argv = [sys.executable, __file__, "--arm", arm, *arm_flags]
     for name, value in vars(args).items():
-        if name not in ("arm", "ppo_args", "trl_trainable_layers"):
+        if name not in ("arm", "ppo_args", "trl_trainable_layers", "trl_completions"):
             argv.append(f"--{name.replace('_', '-')}={value}")  # '=': a value may itself start with '--'
     process = subprocess.run(argv, capture_output=True, text=True)
     lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_TAG)]
@@ -289,7 +287,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated TRL arms by trained layers: 'all' (full fine-tuning, the peer's setting) or N "
         "(the top N layers and the final norm, as FastLMPPO's --trainable-layers N), e.g. 'all,8'",
     )
+    parser.add_argument(
+        "--trl-batches",
+        default=str(COMPLETIONS_PER_STEP),
+        help=f"comma-separated TRL arms by completions per optimizer step, multiples of {GROUP_SIZE} "
+        f"(default {COMPLETIONS_PER_STEP}, the peer's setting), crossed with --trl-layers, e.g. '8,64'",
+    )
     parser.add_argument("--trl-trainable-layers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--trl-completions", type=int, default=COMPLETIONS_PER_STEP, help=argparse.SUPPRESS)
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "auto":
@@ -297,6 +302,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.arms.split(",")) - set(ARMS)
     if unknown:
         parser.error(f"unknown --arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    for layers in args.trl_layers.split(","):
+        if layers != "all" and not layers.isdigit():
+            parser.error(f"--trl-layers: {layers!r} is neither 'all' nor a number of layers")
+    for batch in args.trl_batches.split(","):
+        if not batch.isdigit() or int(batch) == 0 or int(batch) % GROUP_SIZE:
+            parser.error(f"--trl-batches: {batch!r} is not a positive multiple of the group size {GROUP_SIZE}")
     return args
 
 
@@ -320,33 +331,40 @@ def main(argv: list[str] | None = None) -> None:
         f"task: {ENV_ID} training prompts, VADER reward, {args.max_new_tokens} new tokens, "
         f"lr {args.learning_rate:g} constant, {args.seconds:g} s per arm"
     )
-    jobs = []  # (label, arm, FastLMPPO flags)
+    jobs = []  # (label, arm, the arm's own flags, FastLMPPO flags as given)
     for arm in args.arms.split(","):
         if arm == "trl":
+            batches = args.trl_batches.split(",")
             for layers in args.trl_layers.split(","):
-                if layers != "all" and not layers.isdigit():
-                    raise SystemExit(f"--trl-layers: {layers!r} is neither 'all' nor a number of layers")
-                label = "TRL GRPOTrainer" if layers == "all" else f"TRL, top {layers} layers"
-                jobs.append((label, "trl", "" if layers == "all" else layers))
+                for batch in batches:
+                    label = "TRL GRPOTrainer" if layers == "all" else f"TRL, top {layers} layers"
+                    label += f", {batch}/step" if len(batches) > 1 or batch != str(COMPLETIONS_PER_STEP) else ""
+                    arm_flags = [
+                        f"--trl-trainable-layers={0 if layers == 'all' else layers}",
+                        f"--trl-completions={batch}",
+                    ]
+                    jobs.append((label, "trl", arm_flags, ""))
         else:
             flags = args.ppo_args or [""]
-            jobs += [(f"FastLMPPO #{n + 1}" if len(flags) > 1 else "FastLMPPO", "ppo", f) for n, f in enumerate(flags)]
-    results = {label: spawn(arm, args, flags) for label, arm, flags in jobs}
+            for n, f in enumerate(flags):
+                label = f"FastLMPPO #{n + 1}" if len(flags) > 1 else "FastLMPPO"
+                jobs.append((label, "ppo", [f"--ppo-args={f}"], f))  # '=': the value starts with '--'
+    results = {label: spawn(arm, args, arm_flags) for label, arm, arm_flags, _ in jobs}
     print(
-        f"\n{'arm':20} {'tokens':>8} {'replies':>8} {'updates':>8} {'seconds':>8} {'tokens/s':>9} "
+        f"\n{'arm':28} {'tokens':>8} {'replies':>8} {'updates':>8} {'seconds':>8} {'tokens/s':>9} "
         f"{'reward before':>14} {'reward after':>13} {'peak RSS MiB':>13}"
     )
     for label, row in results.items():
         print(
-            f"{label:20} {row['generated_tokens']:8d} {row['completions']:8d} {row['updates']:8d} "
+            f"{label:28} {row['generated_tokens']:8d} {row['completions']:8d} {row['updates']:8d} "
             f"{row['seconds']:8.1f} {row['tokens_per_s']:9.2f} {row['reward_before']:14.3f} "
             f"{row['reward_after']:13.3f} {row['peak_rss_mib']:13.0f}"
         )
-    for (label, arm, flags), row in zip(jobs, results.values(), strict=True):
+    for (label, arm, _, flags), row in zip(jobs, results.values(), strict=True):
         extra = f" (flags: {flags})" if flags and arm == "ppo" else ""
         print(f"  {label}: {row['hyperparameters']}{extra}; reward window {row['reward_window']} completions")
-    peers = [label for label, arm, _ in jobs if arm == "trl"]
-    for label, arm, _ in jobs:
+    peers = [label for label, arm, _, _ in jobs if arm == "trl"]
+    for label, arm, _, _ in jobs:
         for peer in peers if arm == "ppo" else ():
             ratio = results[label]["tokens_per_s"] / results[peer]["tokens_per_s"]
             print(f"tokens/s ratio {label} / {peer}: {ratio:.2f}x")

@@ -242,11 +242,15 @@ def yes_probability(model, env):
         return model.policy.get_distribution(obs).distribution.probs[0, env.yes_id].item()
 
 
-def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_model):
+def yes_no_tokens():
+    """The tiny tokenizer's "yes" id and every id but "yes", "no" and the end token (2), to block."""
     tokenizer = load_tokenizer("tiny")
     yes_id, no_id = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no"))
-    allowed = {yes_id, no_id, 2}
-    blocked = [i for i in range(len(tokenizer)) if i not in allowed]
+    return yes_id, [i for i in range(len(tokenizer)) if i not in {yes_id, no_id, 2}]
+
+
+def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_model):
+    yes_id, blocked = yes_no_tokens()
     env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
     env = make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
     probe = SayYesEnv(**env_kwargs)
@@ -421,3 +425,30 @@ def test_lora_trains_only_the_adapters_and_the_value_head_and_round_trips(tiny_m
             fresh.policy.get_distribution(obs).distribution.logits,
             model.policy.get_distribution(obs).distribution.logits,
         )
+
+
+def test_logged_reply_rewards_are_the_tasks_not_the_whitened_ones(tiny_model):
+    from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+
+    class RecordReplyRewards(VecEnvWrapper):
+        def __init__(self, venv):
+            super().__init__(venv)
+            self.reply_rewards = []
+
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            obs, rewards, dones, infos = self.venv.step_wait()
+            self.reply_rewards += [float(r) for r, info in zip(rewards, infos, strict=True) if "reply" in info]
+            return obs, rewards, dones, infos
+
+    env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
+    recorder = RecordReplyRewards(make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs))
+    env = VecNormalize(recorder, norm_obs=False, norm_reward=True)
+    policy_kwargs = {"model": "tiny", "blocked_token_ids": yes_no_tokens()[1]}
+    model = FastLMPPO(env, policy_kwargs=policy_kwargs, n_steps=16, batch_size=16, kl_coef=0.0, seed=0, device="cpu")
+    buffer = collect(model)
+    assert set(recorder.reply_rewards) == {0.0, 1.0}  # both replies occur
+    assert model.last_rollout["reply_reward_mean"] == pytest.approx(np.mean(recorder.reply_rewards))
+    assert buffer.rewards.max() > 1.0  # the algorithm itself trains on the whitened rewards
