@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +68,9 @@ def _set(holder: Any, name: str, value: torch.Tensor) -> None:
         setattr(holder, name, value)
 
 
-def _real_tokens(observations: dict[str, np.ndarray], rows: np.ndarray) -> list[list[int]]:
-    """The unpadded token ids of each of ``rows``' observations."""
-    pairs = zip(observations["input_ids"][rows], observations["attention_mask"][rows], strict=True)
-    return [ids[mask == 1].astype(np.int64).tolist() for ids, mask in pairs]
+def _real_tokens(input_ids: Sequence[np.ndarray], attention_mask: Sequence[np.ndarray]) -> list[list[int]]:
+    """The unpadded token ids of each observation (rows of ids and of their mask)."""
+    return [ids[mask == 1].astype(np.int64).tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
 
 
 def _shared_prefix(sequences: list[np.ndarray], limit: int) -> int:
@@ -149,13 +149,8 @@ class ContinuousDecoder:
             (holder, key, value), (fresh_holder, fresh_key, fresh_value) = layers[layer], fresh_layers[layer]
             _set(holder, key, _get(fresh_holder, fresh_key))
             _set(holder, value, _get(fresh_holder, fresh_value))
-        stale = [
-            row
-            for row, (ids, mask) in enumerate(
-                zip(observations["input_ids"], observations["attention_mask"], strict=True)
-            )
-            if ids[mask == 1].tolist() != self.tokens[row]
-        ]
+        current = _real_tokens(observations["input_ids"], observations["attention_mask"])
+        stale = [row for row, tokens in enumerate(current) if tokens != self.tokens[row]]
         if stale:
             self.restart(np.asarray(stale), observations)
 
@@ -170,7 +165,7 @@ class ContinuousDecoder:
     def restart(self, rows: np.ndarray, observations: dict[str, np.ndarray]) -> None:
         """Encode the observations of ``rows`` (past a prefix already cached) and splice them into the cache."""
         rows = np.asarray(rows)
-        observed = _real_tokens(observations, rows)
+        observed = _real_tokens(observations["input_ids"][rows], observations["attention_mask"][rows])
         fresh, mask, positions, kept, (logits, values, states) = self._encode(rows, observed)
         rows_t = torch.as_tensor(rows, device=self.policy.device)
         self.logits[rows_t], self.values[rows_t] = logits, values
@@ -189,7 +184,8 @@ class ContinuousDecoder:
     @torch.no_grad()
     def values_of(self, rows: np.ndarray, observed: list[list[int]]) -> torch.Tensor:
         """Values of other token sequences for ``rows``, reusing the prefix each shares with its row."""
-        return self._encode(np.asarray(rows), observed)[4][1]
+        *_, (_, values, _) = self._encode(np.asarray(rows), observed)
+        return values
 
     def _encode(self, rows: np.ndarray, observed: list[list[int]]) -> tuple[Any, torch.Tensor, torch.Tensor, list, Any]:
         """A fresh cache of ``rows`` holding ``observed``: the kept prefix copied, the rest encoded.
@@ -744,7 +740,7 @@ class FastLMPPO(PPO):
         reply and the next user message) is encoded.
         """
         terminals = [infos[i]["terminal_observation"] for i in cut]
-        observed = [t["input_ids"][t["attention_mask"] == 1].astype(np.int64).tolist() for t in terminals]
+        observed = _real_tokens([t["input_ids"] for t in terminals], [t["attention_mask"] for t in terminals])
         return decoder.values_of(np.asarray(cut), observed).float().cpu().numpy()
 
     def _train_watching_first_minibatch(self) -> dict[str, torch.Tensor]:

@@ -23,6 +23,17 @@ def token_vec_env(n_envs=2, **kwargs):
     return make_vec_env("TextGym/Dialogue-v0", n_envs=n_envs, seed=0, env_kwargs=kwargs)
 
 
+def tiny_ppo(env=None, n_steps=16, batch_size=None, policy_kwargs=None, **kwargs):
+    """FastLMPPO on the tiny model, on CPU, without KL unless told (``batch_size`` defaults to ``n_steps``)."""
+    return FastLMPPO(
+        token_vec_env() if env is None else env,
+        policy_kwargs={"model": "tiny", **(policy_kwargs or {})},
+        n_steps=n_steps,
+        batch_size=batch_size or n_steps,
+        **{"kl_coef": 0.0, "seed": 0, "device": "cpu", **kwargs},
+    )
+
+
 def collect(model):
     _, callback = model._setup_learn(model.n_steps * model.n_envs, callback=None)
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
@@ -45,15 +56,7 @@ def stock_outputs(policy, buffer):
 @pytest.mark.parametrize("trainable_layers", [None, 1], ids=["full-lm", "frozen-trunk-states"])
 def test_fast_path_equals_stock_path(tiny_model, trainable_layers, monkeypatch):
     torch.manual_seed(0)
-    model = FastLMPPO(
-        token_vec_env(),
-        policy_kwargs={"model": "tiny", "trainable_layers": trainable_layers},
-        n_steps=40,
-        batch_size=16,
-        kl_coef=0.0,
-        seed=0,
-        device="cpu",
-    )
+    model = tiny_ppo(n_steps=40, batch_size=16, policy_kwargs={"trainable_layers": trainable_layers})
     # Give the value head non-zero weights so that values are tested too.
     torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
     collect(model)
@@ -242,11 +245,12 @@ def yes_probability(model, env):
         return model.policy.get_distribution(obs).distribution.probs[0, env.yes_id].item()
 
 
-def yes_no_tokens():
-    """The tiny tokenizer's "yes" id and every id but "yes", "no" and the end token (2), to block."""
+def yes_no_tokens(allow_end: bool = True):
+    """The tiny tokenizer's "yes" id and every id but "yes", "no" and (``allow_end``) the end token (2), to block."""
     tokenizer = load_tokenizer("tiny")
     yes_id, no_id = (tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no"))
-    return yes_id, [i for i in range(len(tokenizer)) if i not in {yes_id, no_id, 2}]
+    allowed = {yes_id, no_id, 2} if allow_end else {yes_id, no_id}
+    return yes_id, [i for i in range(len(tokenizer)) if i not in allowed]
 
 
 def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_model):
@@ -255,17 +259,7 @@ def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_mode
     env = make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
     probe = SayYesEnv(**env_kwargs)
     probe.yes_id = yes_id
-    model = FastLMPPO(
-        env,
-        policy_kwargs={"model": "tiny", "blocked_token_ids": blocked},
-        n_steps=32,
-        batch_size=32,
-        n_epochs=4,
-        learning_rate=1e-3,
-        kl_coef=0.0,
-        seed=0,
-        device="cpu",
-    )
+    model = tiny_ppo(env, n_steps=32, policy_kwargs={"blocked_token_ids": blocked}, n_epochs=4, learning_rate=1e-3)
     before = yes_probability(model, probe)
     model.learn(4 * 64)
     after = yes_probability(model, probe)
@@ -276,9 +270,7 @@ def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_mode
 
 
 def test_ratio_check_reads_the_first_minibatch_and_warns_on_a_mismatch(tiny_model):
-    model = FastLMPPO(
-        token_vec_env(), policy_kwargs={"model": "tiny"}, n_steps=16, batch_size=16, kl_coef=0.0, seed=0, device="cpu"
-    )
+    model = tiny_ppo()
     collect(model)
     model.train()
     assert model.logger.name_to_value["train/initial_ratio_error"] < 1e-5
@@ -293,15 +285,7 @@ def test_ratio_check_reads_the_first_minibatch_and_warns_on_a_mismatch(tiny_mode
 
 
 def test_nan_update_restores_the_weights_and_names_the_loss(tiny_model):
-    model = FastLMPPO(
-        token_vec_env(),
-        policy_kwargs={"model": "tiny", "trainable_layers": 1},
-        n_steps=16,
-        batch_size=16,
-        kl_coef=0.0,
-        seed=0,
-        device="cpu",
-    )
+    model = tiny_ppo(policy_kwargs={"trainable_layers": 1})
     buffer = collect(model)
     before = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
     buffer.advantages[:] = np.nan
@@ -313,16 +297,7 @@ def test_nan_update_restores_the_weights_and_names_the_loss(tiny_model):
 
 def test_truncated_replies_bootstrap_from_the_collectors_value(tiny_model, monkeypatch):
     """A reply cut by the token budget adds gamma * V(last observation), as stock SB3 does."""
-    model = FastLMPPO(
-        token_vec_env(max_reply_tokens=3),
-        policy_kwargs={"model": "tiny", "trainable_layers": 1},
-        n_steps=24,
-        batch_size=24,
-        kl_coef=0.0,
-        gamma=0.9,
-        seed=0,
-        device="cpu",
-    )
+    model = tiny_ppo(token_vec_env(max_reply_tokens=3), n_steps=24, policy_kwargs={"trainable_layers": 1}, gamma=0.9)
     torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
     original = FastLMPPO._terminal_values
     checked = {"cut": 0, "shared": 0}
@@ -349,20 +324,10 @@ def test_truncated_replies_bootstrap_from_the_collectors_value(tiny_model, monke
 
 def test_replies_that_all_end_on_the_rollouts_last_step_keep_their_own_trunk_states(tiny_model):
     """Every reply runs exactly its budget, so all rows restart together, also on a rollout's last step."""
-    tokenizer = load_tokenizer("tiny")
-    allowed = {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("yes", "no")}
-    blocked = [i for i in range(len(tokenizer)) if i not in allowed]  # end tokens too
+    _, blocked = yes_no_tokens(allow_end=False)
     env = make_vec_env(SayYesEnv, n_envs=3, seed=0, env_kwargs={"model": "tiny", "max_reply_tokens": 2})
-    model = FastLMPPO(
-        env,
-        policy_kwargs={"model": "tiny", "trainable_layers": 1, "blocked_token_ids": blocked},
-        n_steps=4,
-        batch_size=4,
-        learning_rate=1e-3,
-        kl_coef=0.0,
-        seed=0,
-        device="cpu",
-    )
+    policy_kwargs = {"trainable_layers": 1, "blocked_token_ids": blocked}
+    model = tiny_ppo(env, n_steps=4, policy_kwargs=policy_kwargs, learning_rate=1e-3)
     torch.nn.init.normal_(model.policy.value_head.weight, std=0.5)
     for _ in range(2):
         buffer = collect(model)
@@ -375,15 +340,7 @@ def test_replies_that_all_end_on_the_rollouts_last_step_keep_their_own_trunk_sta
 
 
 def test_a_model_whose_top_layers_cannot_run_alone_trains_the_whole_lm(tiny_model, monkeypatch):
-    model = FastLMPPO(
-        token_vec_env(),
-        policy_kwargs={"model": "tiny", "trainable_layers": 1},
-        n_steps=8,
-        batch_size=8,
-        kl_coef=0.0,
-        seed=0,
-        device="cpu",
-    )
+    model = tiny_ppo(n_steps=8, policy_kwargs={"trainable_layers": 1})
     original = LMActorCriticPolicy.top_forward
     monkeypatch.setattr(LMActorCriticPolicy, "top_forward", lambda self, *a, **k: original(self, *a, **k) + 1.0)
     with pytest.warns(RuntimeWarning, match="cannot be run from layer 1"):
@@ -399,16 +356,7 @@ def test_lora_trains_only_the_adapters_and_the_value_head_and_round_trips(tiny_m
     from baselines.checkpoint import load_checkpoint, save_checkpoint
 
     lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
-    model = FastLMPPO(
-        token_vec_env(),
-        policy_kwargs={"model": "tiny", "lora": lora},
-        n_steps=8,
-        batch_size=8,
-        learning_rate=1e-2,
-        kl_coef=0.05,
-        seed=0,
-        device="cpu",
-    )
+    model = tiny_ppo(n_steps=8, policy_kwargs={"lora": lora}, learning_rate=1e-2, kl_coef=0.05)
     trained = {name for name, p in model.policy.named_parameters() if p.requires_grad}
     assert trained and all("lora_" in name or name.startswith("value_head") for name in trained)
     assert model.policy.frozen_depth == 0  # adapters sit in every layer: no frozen trunk to keep
@@ -446,8 +394,7 @@ def test_logged_reply_rewards_are_the_tasks_not_the_whitened_ones(tiny_model):
     env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
     recorder = RecordReplyRewards(make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs))
     env = VecNormalize(recorder, norm_obs=False, norm_reward=True)
-    policy_kwargs = {"model": "tiny", "blocked_token_ids": yes_no_tokens()[1]}
-    model = FastLMPPO(env, policy_kwargs=policy_kwargs, n_steps=16, batch_size=16, kl_coef=0.0, seed=0, device="cpu")
+    model = tiny_ppo(env, policy_kwargs={"blocked_token_ids": yes_no_tokens()[1]})
     buffer = collect(model)
     assert set(recorder.reply_rewards) == {0.0, 1.0}  # both replies occur
     assert model.last_rollout["reply_reward_mean"] == pytest.approx(np.mean(recorder.reply_rewards))
