@@ -80,8 +80,9 @@ def evaluate_policy(
         reference_model: Name of the frozen reference LM for guard perplexity, or None.
 
     Returns:
-        ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``perplexity_mean``,
-        ``reply_words_mean``, ``distinct_2_mean`` and ``episodes``.
+        ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``perplexity_mean`` and
+        ``perplexity_median`` (over episodes: one rare one-word reply can lift the mean by orders of
+        magnitude), ``reply_words_mean``, ``distinct_2_mean`` and ``episodes``.
     """
     torch.manual_seed(seed)
     envs = make_eval_envs(env_id, env_kwargs, episodes, record_path, reference_model)
@@ -122,6 +123,7 @@ def evaluate_policy(
         "reward_ci95": bootstrap_ci(rewards),
         "rewards": rewards,
         "perplexity_mean": float(np.mean(perplexities)) if perplexities else None,
+        "perplexity_median": float(np.median(perplexities)) if perplexities else None,
         "reply_words_mean": float(np.mean([g.get("reply_words", 0.0) for g in guards])),
         "distinct_2_mean": float(np.mean([g.get("distinct_2", 0.0) for g in guards])),
     }

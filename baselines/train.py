@@ -263,7 +263,11 @@ def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any
         )
     result.update(tag=tag, step=int(model.num_timesteps))
     low, high = result["reward_ci95"]
-    perplexity = f", perplexity {result['perplexity_mean']:.1f}" if result.get("perplexity_mean") else ""
+    perplexity = (
+        f", perplexity mean {result['perplexity_mean']:.1f} median {result['perplexity_median']:.1f}"
+        if result.get("perplexity_mean")
+        else ""
+    )
     print(f"[eval {tag}] reward {result['reward_mean']:.3f} (95% CI {low:.3f}..{high:.3f}){perplexity}")
     return result
 

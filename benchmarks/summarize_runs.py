@@ -23,7 +23,31 @@ from baselines.evaluate import bootstrap_ci
 def load(run: Path) -> dict:
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     summary["run"] = str(run)
+    backfill_median_perplexity(run, summary)
     return summary
+
+
+def backfill_median_perplexity(run: Path, summary: dict) -> None:
+    """Give evaluations from before ``perplexity_median`` existed theirs, from the recorded generations.
+
+    Each evaluation appends its episodes to eval_generations.jsonl in the curve's order; where
+    the counts disagree (a reused initial evaluation, a file copied in part) nothing is filled.
+    """
+    points = summary.get("curve", [])
+    path = run / "eval_generations.jsonl"
+    if all("perplexity_median" in point for point in points) or not path.is_file():
+        return
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(records) != sum(point["episodes"] for point in points):
+        return
+    start = 0
+    for point in points:
+        guards = [record.get("guard", {}) for record in records[start : start + point["episodes"]]]
+        start += point["episodes"]
+        values = [guard["perplexity"] for guard in guards if guard.get("perplexity") is not None]
+        point.setdefault("perplexity_median", float(np.median(values)) if values else None)
+        if point.get("tag") in ("initial", "final"):
+            summary[point["tag"]].setdefault("perplexity_median", point["perplexity_median"])
 
 
 CURVE_COLUMNS = {"reply": "rollout/reply_reward_mean", "episode": "rollout/ep_rew_mean"}
@@ -40,17 +64,18 @@ def rollout_curve(run: Path, column: str = CURVE_COLUMNS["reply"]) -> tuple[list
 
 def table(summaries: list[dict]) -> str:
     lines = [
-        "| run | seed | initial reward | final reward | gain | KL/reply | perplexity (init -> final) "
-        "| train s | steps/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | seed | initial reward | final reward | gain | KL/reply | perplexity mean (init -> final) "
+        "| perplexity median | train s | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for s in summaries:
         initial, final = s["initial"], s["final"]
         ppl = f"{initial.get('perplexity_mean') or nan:.1f} -> {final.get('perplexity_mean') or nan:.1f}"
+        median = f"{initial.get('perplexity_median') or nan:.1f} -> {final.get('perplexity_median') or nan:.1f}"
         lines.append(
             f"| {Path(s['run']).name} | {s['seed']} | {initial['reward_mean']:.3f} | {final['reward_mean']:.3f} | "
-            f"{s['reward_gain']:+.3f} | {s['kl'].get('kl_per_reply', float('nan')):.2f} | {ppl} | "
+            f"{s['reward_gain']:+.3f} | {s['kl'].get('kl_per_reply', float('nan')):.2f} | {ppl} | {median} | "
             f"{s['train_time_s']:.0f} | {s['env_steps_per_s'] or float('nan'):.1f} |"
         )
     gains = [s["reward_gain"] for s in summaries]

@@ -356,16 +356,23 @@ def test_lora_trains_only_the_adapters_and_the_value_head_and_round_trips(tiny_m
     from baselines.checkpoint import load_checkpoint, save_checkpoint
 
     lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
-    model = tiny_ppo(n_steps=8, policy_kwargs={"lora": lora}, learning_rate=1e-2, kl_coef=0.05)
+    # "yes" (reward 1), "no" or the end token: 16 replies whose rewards cannot all tie by chance, so every
+    # update has a signal (a tiny random LM's Dialogue replies score 0 on some machines' numerics).
+    _, blocked = yes_no_tokens()
+    env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
+    env = make_vec_env(SayYesEnv, n_envs=4, seed=0, env_kwargs=env_kwargs)
+    policy_kwargs = {"lora": lora, "blocked_token_ids": blocked}
+    model = tiny_ppo(env, n_steps=8, policy_kwargs=policy_kwargs, learning_rate=1e-2, kl_coef=0.05)
     trained = {name for name, p in model.policy.named_parameters() if p.requires_grad}
     assert trained and all("lora_" in name or name.startswith("value_head") for name in trained)
     assert model.policy.frozen_depth == 0  # adapters sit in every layer: no frozen trunk to keep
     before = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
-    model.learn(16)
+    model.learn(64)
+    assert 0 < model.last_rollout["reply_reward_mean"] < 1  # the last update had a signal
     changed = {name for name, p in model.policy.named_parameters() if not torch.equal(p, before[name])}
     assert changed and changed <= trained and any("lora_B" in name for name in changed)
     save_checkpoint(tmp_path / "checkpoint", model.policy, {"model": "tiny"})
-    fresh = FastLMPPO(token_vec_env(), policy_kwargs={"model": "tiny", "lora": lora}, n_steps=8, batch_size=8)
+    fresh = FastLMPPO(env, policy_kwargs={"model": "tiny", **policy_kwargs}, n_steps=8, batch_size=8)
     load_checkpoint(tmp_path / "checkpoint", fresh.policy)
     obs = obs_as_tensor(model._last_obs, "cpu")
     with torch.no_grad():

@@ -153,3 +153,23 @@ def test_checkpoint_rejects_corruption_and_other_models(tmp_path, tiny_model):
     other = save_checkpoint(tmp_path / "other", torch.nn.Linear(2, 2), {"model": "something-else"})
     with pytest.raises(CheckpointError, match="does not fit this policy"):
         load_checkpoint(other, policy)
+
+
+def test_evaluation_reports_the_median_perplexity_beside_the_mean(tmp_path, tiny_model):
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from baselines.evaluate import evaluate_policy
+    from baselines.train import Args, build, env_kwargs_of
+
+    args = Args(model="tiny", max_reply_tokens=6, kl_coef=0.0, batch_size=16, device="cpu", torch_threads=1)
+    env = make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args))
+    policy = build(args, env).policy
+    record = tmp_path / "generations.jsonl"
+    kwargs = {**env_kwargs_of(args), "split": "validation"}
+    result = evaluate_policy(policy, args.env, kwargs, episodes=5, record_path=str(record), reference_model="tiny")
+    env.close()
+    per_episode = [json.loads(line)["guard"]["perplexity"] for line in record.read_text().splitlines()]
+    assert len(per_episode) == 5 and len(set(per_episode)) > 1
+    assert result["perplexity_median"] == pytest.approx(float(np.median(per_episode)))
+    assert result["perplexity_mean"] == pytest.approx(float(np.mean(per_episode)))
