@@ -356,8 +356,8 @@ def test_lora_trains_only_the_adapters_and_the_value_head_and_round_trips(tiny_m
     from baselines.checkpoint import load_checkpoint, save_checkpoint
 
     lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}
-    # "yes" (reward 1), "no" or the end token: 16 replies whose rewards cannot all tie by chance, so every
-    # update has a signal (a tiny random LM's Dialogue replies score 0 on some machines' numerics).
+    # "yes" (reward 1), "no" or the end token, 16-32 replies per rollout: their rewards all tie with a
+    # chance under 1e-4, so the updates have a signal (a tiny random LM's Dialogue replies can all score 0).
     _, blocked = yes_no_tokens()
     env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
     env = make_vec_env(SayYesEnv, n_envs=4, seed=0, env_kwargs=env_kwargs)
