@@ -41,6 +41,18 @@ def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int =
     return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
 
 
+def perplexity_summary(guards: list[dict[str, Any]]) -> dict[str, float | None]:
+    """``perplexity_mean`` and ``perplexity_median`` over episodes' guard metrics (None where none has one).
+
+    The median is reported because one rare one-word reply can lift the mean by orders of magnitude.
+    """
+    values = [guard["perplexity"] for guard in guards if guard.get("perplexity") is not None]
+    return {
+        "perplexity_mean": float(np.mean(values)) if values else None,
+        "perplexity_median": float(np.median(values)) if values else None,
+    }
+
+
 def make_eval_envs(
     env_id: str, env_kwargs: dict[str, Any], episodes: int, record_path: str | None, reference_model: str | None
 ) -> list[gym.Env]:
@@ -81,8 +93,8 @@ def evaluate_policy(
 
     Returns:
         ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``perplexity_mean`` and
-        ``perplexity_median`` (over episodes: one rare one-word reply can lift the mean by orders of
-        magnitude), ``reply_words_mean``, ``distinct_2_mean`` and ``episodes``.
+        ``perplexity_median`` (:func:`perplexity_summary`), ``reply_words_mean``, ``distinct_2_mean``
+        and ``episodes``.
     """
     torch.manual_seed(seed)
     envs = make_eval_envs(env_id, env_kwargs, episodes, record_path, reference_model)
@@ -115,15 +127,13 @@ def evaluate_policy(
         active = still
     for env in envs:
         env.close()
-    perplexities = [g["perplexity"] for g in guards if g.get("perplexity") is not None]
     return {
         "episodes": episodes,
         "deterministic": deterministic,
         "reward_mean": float(np.mean(rewards)),
         "reward_ci95": bootstrap_ci(rewards),
         "rewards": rewards,
-        "perplexity_mean": float(np.mean(perplexities)) if perplexities else None,
-        "perplexity_median": float(np.median(perplexities)) if perplexities else None,
+        **perplexity_summary(guards),
         "reply_words_mean": float(np.mean([g.get("reply_words", 0.0) for g in guards])),
         "distinct_2_mean": float(np.mean([g.get("distinct_2", 0.0) for g in guards])),
     }

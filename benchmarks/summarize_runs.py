@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.evaluate import bootstrap_ci
+from baselines.evaluate import bootstrap_ci, perplexity_summary
 
 
 def load(run: Path) -> dict:
@@ -44,8 +44,7 @@ def backfill_median_perplexity(run: Path, summary: dict) -> None:
     for point in points:
         guards = [record.get("guard", {}) for record in records[start : start + point["episodes"]]]
         start += point["episodes"]
-        values = [guard["perplexity"] for guard in guards if guard.get("perplexity") is not None]
-        point.setdefault("perplexity_median", float(np.median(values)) if values else None)
+        point.setdefault("perplexity_median", perplexity_summary(guards)["perplexity_median"])
         if point.get("tag") in ("initial", "final"):
             summary[point["tag"]].setdefault("perplexity_median", point["perplexity_median"])
 

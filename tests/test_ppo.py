@@ -238,6 +238,11 @@ class SayYesEnv(TextEnv):
     task_class = SayYesTask
 
 
+def say_yes_vec_env(n_envs=2, **kwargs):
+    kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2, **kwargs}
+    return make_vec_env(SayYesEnv, n_envs=n_envs, seed=0, env_kwargs=kwargs)
+
+
 def yes_probability(model, env):
     observation, _ = env.reset(seed=0)
     obs = obs_as_tensor({k: v[None] for k, v in observation.items()}, "cpu")
@@ -255,9 +260,8 @@ def yes_no_tokens(allow_end: bool = True):
 
 def test_a_few_ppo_updates_raise_the_probability_of_the_rewarded_token(tiny_model):
     yes_id, blocked = yes_no_tokens()
-    env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
-    env = make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs)
-    probe = SayYesEnv(**env_kwargs)
+    env = say_yes_vec_env()
+    probe = SayYesEnv(model="tiny", max_context_tokens=32, max_reply_tokens=2)
     probe.yes_id = yes_id
     model = tiny_ppo(env, n_steps=32, policy_kwargs={"blocked_token_ids": blocked}, n_epochs=4, learning_rate=1e-3)
     before = yes_probability(model, probe)
@@ -359,8 +363,7 @@ def test_lora_trains_only_the_adapters_and_the_value_head_and_round_trips(tiny_m
     # "yes" (reward 1), "no" or the end token, 16-32 replies per rollout: their rewards all tie with a
     # chance under 1e-4, so the updates have a signal (a tiny random LM's Dialogue replies can all score 0).
     _, blocked = yes_no_tokens()
-    env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
-    env = make_vec_env(SayYesEnv, n_envs=4, seed=0, env_kwargs=env_kwargs)
+    env = say_yes_vec_env(n_envs=4)
     policy_kwargs = {"lora": lora, "blocked_token_ids": blocked}
     model = tiny_ppo(env, n_steps=8, policy_kwargs=policy_kwargs, learning_rate=1e-2, kl_coef=0.05)
     trained = {name for name, p in model.policy.named_parameters() if p.requires_grad}
@@ -398,8 +401,7 @@ def test_logged_reply_rewards_are_the_tasks_not_the_whitened_ones(tiny_model):
             self.reply_rewards += [float(r) for r, info in zip(rewards, infos, strict=True) if "reply" in info]
             return obs, rewards, dones, infos
 
-    env_kwargs = {"model": "tiny", "max_context_tokens": 32, "max_reply_tokens": 2}
-    recorder = RecordReplyRewards(make_vec_env(SayYesEnv, n_envs=2, seed=0, env_kwargs=env_kwargs))
+    recorder = RecordReplyRewards(say_yes_vec_env())
     env = VecNormalize(recorder, norm_obs=False, norm_reward=True)
     model = tiny_ppo(env, policy_kwargs={"blocked_token_ids": yes_no_tokens()[1]})
     buffer = collect(model)
