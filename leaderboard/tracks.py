@@ -11,15 +11,18 @@ difficulty, fewer task families, a format reward, a larger reply budget).
 
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
-
 import textgym
-from textgym.core import TextEnv
+from textgym.registration import (  # noqa: F401 - re-exported: the leaderboard's names for them
+    effective_env_kwargs,
+    env_class,
+    env_parameter_names,
+    registered_spec,
+    task_options,
+)
 
 #: ``gym.make`` keyword arguments a submission may choose freely.
 FREE_ENV_KWARGS = ("model", "render_mode")
@@ -108,53 +111,6 @@ def textgym_compatible(version: str, installed: str | None = None) -> bool:
         return False
 
 
-def registered_spec(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The registered spec of a TextGym id.
-
-    Raises:
-        KeyError: ``env_id`` is not a registered TextGym id.
-    """
-    if env_id not in textgym.env_ids() or env_id not in gym.registry:
-        raise KeyError(env_id)
-    return gym.registry[env_id]
-
-
-def env_class(env_id: str) -> type[TextEnv]:
-    """The :class:`~textgym.core.TextEnv` subclass behind a registered TextGym id.
-
-    Only ids of :func:`textgym.env_ids` are resolved, so the entry point loaded is
-    always one of the library's own modules.
-    """
-    spec = registered_spec(env_id)
-    entry_point = spec.entry_point
-    if not isinstance(entry_point, str) or not entry_point.startswith("textgym."):
-        raise KeyError(env_id)
-    cls = gym.envs.registration.load_env_creator(entry_point)
-    if not (isinstance(cls, type) and issubclass(cls, TextEnv)):
-        raise KeyError(env_id)
-    return cls
-
-
-def _defaults(function: Any) -> dict[str, Any]:
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(function).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
-
-
-def env_parameter_names() -> set[str]:
-    """The :class:`~textgym.core.TextEnv` constructor arguments (everything else goes to the task)."""
-    return set(_defaults(TextEnv.__init__))
-
-
-def effective_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Every env and task argument's value for ``gym.make(env_id, **kwargs)``: defaults, then registry, then kwargs."""
-    cls = env_class(env_id)
-    values = {**_defaults(TextEnv.__init__), **_defaults(cls.task_class.__init__)}
-    return {**values, **registered_spec(env_id).kwargs, **kwargs}
-
-
 def pinned_kwargs_problems(env_id: str, kwargs: dict[str, Any], split: str) -> list[str]:
     """What differs between ``kwargs`` and the registered env on ``split`` (empty when nothing does).
 
@@ -181,9 +137,3 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, list):
         return [_normalise(v) for v in value]
     return value
-
-
-def task_options(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments the env passes to its task's constructor for ``gym.make(env_id, **kwargs)``."""
-    merged = {**registered_spec(env_id).kwargs, **kwargs}
-    return {name: value for name, value in merged.items() if name not in env_parameter_names()}

@@ -35,7 +35,7 @@ def _requests(count, k=3, n=5):
 
 def test_propose_many_draws_what_each_request_draws_alone(lm):
     requests = _requests(4)
-    assert len({len(lm.encode_chat(r[0])) for r in requests}) == 1
+    assert len({len(lm.prompt_ids(r[0])) for r in requests}) == 1
     alone = [lm.propose(*r) for r in requests]
     batched = lm.propose_many(requests)
     assert [[c.token_ids for c in group] for group in batched] == [[c.token_ids for c in group] for group in alone]
@@ -115,7 +115,7 @@ def test_batched_vec_env_leaves_token_level_envs_sequential(tiny_model):
 def test_shared_prefill_draws_what_repeated_prompts_draw(lm):
     from textgym.lm import sample
 
-    ids = torch.tensor([lm.encode_chat([{"role": "user", "content": "tell me about word7 and word8"}])])
+    ids = torch.tensor([lm.prompt_ids([{"role": "user", "content": "tell me about word7 and word8"}])])
     settings = {"max_new_tokens": 6, "end_ids": [-5], "pad_id": 0, "greedy": torch.tensor([True, False, False])}
     generator = torch.Generator().manual_seed(5)
     shared = sample(lm.model, ids, torch.ones_like(ids), generator=generator, repeats=3, **settings)

@@ -126,6 +126,10 @@ class TextTask(ABC):
     def step(self, reply: str) -> TurnResult:
         """Score the agent's reply and say what comes next."""
 
+    def prompt_ids(self) -> Sequence[str] | None:
+        """Every prompt id of this task's split, in a fixed order; None when prompts are generated without end."""
+        return None
+
 
 def _reject_non_integer(action: Any, what: str) -> None:
     if action is None:
@@ -224,6 +228,156 @@ def guard_metrics(replies: Sequence[tuple[str, bool, Mapping[str, float]]]) -> d
     }
 
 
+class TextEpisode:
+    """The rules of one episode of a :class:`TextTask`, at the text level: the one episode driver.
+
+    :class:`TextEnv`, the engine adapters (:mod:`textgym.integrations`), the batch reward
+    functions (:mod:`textgym.rewards`) and the leaderboard's re-scoring all play episodes
+    through this class, so how an episode starts, goes on and ends is written once.
+
+    ``reset`` draws the prompt and validates its messages; each ``step`` scores one reply
+    with the task, validates what the task returns and appends the reply and the next
+    messages to :attr:`messages`. ``end`` closes an episode early (a reply cut by a token
+    budget). Stepping before ``reset`` or after the end raises ``ResetNeeded``.
+
+    Args:
+        task: The task to play.
+
+    Attributes:
+        prompt: The validated prompt of the current episode.
+        messages: The conversation so far (prompt, replies, next messages).
+        rewards: The reward of each reply so far.
+        replies: ``(text, finished, reward_components)`` of each reply, for :func:`guard_metrics`.
+        state: ``"not_started"``, ``"running"`` or ``"over"``.
+        terminated: Whether the task said it is over.
+    """
+
+    def __init__(self, task: TextTask) -> None:
+        self.task = task
+        self.state = "not_started"
+        self.terminated = False
+
+    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
+        """Start an episode: the task draws (or, with ``options["prompt_id"]``, takes) a prompt."""
+        prompt = self.task.reset(rng, options)
+        messages = validate_messages(prompt.messages, f"prompt {prompt.prompt_id!r} messages")
+        self.prompt = TaskPrompt(messages, prompt.prompt_id, _json_value(prompt.info, "prompt info"))
+        self.messages: list[Message] = [dict(m) for m in messages]
+        self.rewards: list[float] = []
+        self.replies: list[tuple[str, bool, dict[str, float]]] = []
+        self.state, self.terminated = "running", False
+        return self.prompt
+
+    @property
+    def turn(self) -> int:
+        """Replies given so far in this episode."""
+        return len(self.rewards)
+
+    @property
+    def total_reward(self) -> float:
+        """The sum of the rewards so far."""
+        return float(sum(self.rewards))
+
+    def step(self, reply: str, finished: bool = True) -> TurnResult:
+        """Score one reply and say what comes next.
+
+        Args:
+            reply: The reply text.
+            finished: Whether the reply ended on its own (False when a token budget cut it);
+                recorded for the guard metrics.
+
+        Returns:
+            The task's :class:`TurnResult`, its messages validated and its info JSON-checked.
+
+        Raises:
+            gymnasium.error.ResetNeeded: Before ``reset`` or after the episode ended.
+            ValueError: The task returned a non-finite reward or invalid next messages.
+        """
+        if self.state == "not_started":
+            raise gym.error.ResetNeeded("step() called before reset(); call reset() first")
+        if self.state == "over":
+            raise gym.error.ResetNeeded("step() called after the episode ended; call reset() first")
+        if not isinstance(reply, str):
+            raise TypeError(f"a reply must be a str, got {type(reply).__name__}: {reply!r:.80}")
+        result = self.task.step(reply)
+        reward = float(result.reward)
+        if not math.isfinite(reward):
+            raise ValueError(
+                f"{type(self.task).__name__} returned a non-finite reward {result.reward!r} for {reply!r:.80}"
+            )
+        terminated = bool(result.terminated)
+        next_messages = (
+            validate_messages(result.next_messages, "task next_messages")
+            if result.next_messages and not terminated
+            else []
+        )
+        info = _json_value(result.info, "task info")
+        self.rewards.append(reward)
+        self.replies.append((reply, bool(finished), dict(info.get("reward_components", {}))))
+        self.messages += [{"role": "assistant", "content": reply}, *next_messages]
+        if terminated:
+            self.state, self.terminated = "over", True
+        return TurnResult(reward, terminated, next_messages, info)
+
+    def end(self) -> None:
+        """End the episode before the task is over (e.g. a reply ran into a token budget)."""
+        self.state = "over"
+
+    def guard(self) -> dict[str, Any]:
+        """:func:`guard_metrics` of the replies so far."""
+        return guard_metrics(self.replies)
+
+
+def play_episode(
+    task: TextTask,
+    replies: Sequence[str],
+    *,
+    seed: int | None = None,
+    prompt_id: str | None = None,
+    next_messages: Sequence[Sequence[Message]] | None = None,
+) -> TextEpisode:
+    """Play a whole episode of ``task`` with the given reply texts; return the episode.
+
+    The prompt is the one ``TextEnv.reset(seed=seed)`` draws or, with ``prompt_id``, the
+    one ``reset(options={"prompt_id": prompt_id})`` gives.
+
+    Args:
+        task: The task.
+        replies: The agent's replies, in order; fewer than the episode allows leave it running.
+        seed: The reset seed (with no ``prompt_id``).
+        prompt_id: The prompt to play.
+        next_messages: What the conversation held after each reply but the last (e.g. the
+            user turns of a recorded multi-turn conversation); each must equal what the
+            task says follows.
+
+    Raises:
+        ValueError: More replies than the episode has turns, or recorded next messages
+            that differ from the task's.
+    """
+    from gymnasium.utils import seeding
+
+    episode = TextEpisode(task)
+    rng, _ = seeding.np_random(seed)
+    episode.reset(rng, None if prompt_id is None else {"prompt_id": prompt_id})
+    for index, reply in enumerate(replies):
+        result = episode.step(reply)
+        if index == len(replies) - 1:
+            break
+        if episode.state == "over":
+            raise ValueError(
+                f"prompt {episode.prompt.prompt_id!r}: the episode ended after reply {index}, "
+                f"but {len(replies)} replies were given"
+            )
+        if next_messages is not None:
+            recorded = [dict(m) for m in next_messages[index]] if index < len(next_messages) else None
+            if recorded != result.next_messages:
+                raise ValueError(
+                    f"prompt {episode.prompt.prompt_id!r}: after reply {index} the task says "
+                    f"{result.next_messages!r:.120} follows, the conversation holds {recorded!r:.120}"
+                )
+    return episode
+
+
 class TextEnv(gym.Env[dict, Any]):
     """Base env: a :class:`TextTask` viewed through an LM's token, candidate or utterance actions.
 
@@ -242,6 +396,15 @@ class TextEnv(gym.Env[dict, Any]):
           and ``candidate_mask`` ``Box(0, 1, (K * max_reply_tokens,), int8)``: K right-padded
           candidates flattened row-major (SB3 accepts only 1-D non-image Boxes);
           ``.reshape(K, max_reply_tokens)`` gives one row per candidate.
+
+        Message text is data: special-token strings inside it (e.g. ``<|im_end|>`` in a
+        dataset utterance or spelled out by the agent) are ordinary tokens; only the chat
+        template's own structure yields control tokens (see :mod:`textgym.chat`). After a
+        reply, the next turn's context holds the reply's token ids as the agent produced
+        them (token and utterance level) or as the LM proposed them (candidate level),
+        then the template's end of turn and the next messages: earlier turns are never
+        decoded and re-encoded. A template that rewrites earlier turns cannot grow by
+        appending; then each turn's context is the whole conversation encoded anew.
 
         Texts (messages, candidates, the finished reply) go in ``info``; the reference
         answer never appears in observations or info.
@@ -323,15 +486,17 @@ class TextEnv(gym.Env[dict, Any]):
         else:
             self.action_space = spaces.MultiDiscrete(np.full(self.max_reply_tokens, vocab, dtype=np.int64))
         self.observation_space = spaces.Dict(observation)
-        self._episode: str = "not_started"  # "not_started", "running" or "over"
+        self._episode = TextEpisode(self.task)
 
     # -- language model ---------------------------------------------------------------
 
     def _load_lm(self) -> None:
         """Load the tokenizer (and, at candidate level, the proposing LM) by name."""
+        from textgym.chat import chat_encoder
         from textgym.models import eos_token_ids, load_tokenizer, resolve_model_path
 
         self.tokenizer = load_tokenizer(self.model_name)
+        self.chat = chat_encoder(self.model_name)
         self.vocab_size = len(self.tokenizer)
         self.end_ids = frozenset(eos_token_ids(self.tokenizer, resolve_model_path(self.model_name)))
         self.pad_id = int(self.tokenizer.pad_token_id)
@@ -344,18 +509,13 @@ class TextEnv(gym.Env[dict, Any]):
     def __getstate__(self) -> dict[str, Any]:
         # The tokenizer and LM are reloaded by name (cached per process), not pickled.
         state = self.__dict__.copy()
-        for name in ("tokenizer", "proposer"):
+        for name in ("tokenizer", "chat", "proposer"):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._load_lm()
-
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        """Token ids of ``messages`` under the chat template, ready for the assistant's reply."""
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- Gymnasium API ----------------------------------------------------------------
 
@@ -364,21 +524,14 @@ class TextEnv(gym.Env[dict, Any]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode: the task draws a prompt with ``self.np_random``."""
         super().reset(seed=seed)
-        prompt = self.task.reset(self.np_random, options)
-        self._messages = validate_messages(prompt.messages, f"prompt {prompt.prompt_id!r} messages")
-        self._prompt_id = prompt.prompt_id
-        self._turn = 0
-        self._episode = "running"
-        self._reward_total = 0.0
-        self._replies: list[tuple[str, bool, dict[str, float]]] = []
-        info = {"prompt_id": prompt.prompt_id, **_json_value(prompt.info, "prompt info")}
-        return self._start_turn(info)
+        prompt = self._episode.reset(self.np_random, options)
+        return self._start_turn(self.chat.encode(prompt.messages), {"prompt_id": prompt.prompt_id, **prompt.info})
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply one action; a reply that ends is scored by the task."""
-        if self._episode == "not_started":
+        if self._episode.state == "not_started":
             raise gym.error.ResetNeeded("step() called before reset(); call env.reset() first")
-        if self._episode == "over":
+        if self._episode.state == "over":
             raise gym.error.ResetNeeded("step() called after the episode ended; call env.reset() first")
         if self.granularity == "token":
             token = as_index(action, self.vocab_size)
@@ -388,11 +541,13 @@ class TextEnv(gym.Env[dict, Any]):
             if len(self._reply_ids) >= self.max_reply_tokens:
                 return self._finish_reply(self._reply_ids, finished=False)
             self._push_context(token)
-            return self._observation(), 0.0, False, False, {"turn": self._turn}
+            return self._observation(), 0.0, False, False, {"turn": self._episode.turn}
         if self.granularity == "candidate":
             index = as_index(action, self.num_candidates)
             chosen = self._candidates[index]
-            return self._finish_reply(None, finished=chosen.finished, text=chosen.text, extra={"candidate": index})
+            return self._finish_reply(
+                self._candidate_tokens[index], chosen.finished, text=chosen.text, extra={"candidate": index}
+            )
         tokens = as_token_array(action, self.max_reply_tokens, self.vocab_size).tolist()
         ends = [i for i, token in enumerate(tokens) if token in self.end_ids]
         if ends:
@@ -402,7 +557,7 @@ class TextEnv(gym.Env[dict, Any]):
     def action_masks(self) -> np.ndarray:
         """Valid actions (sb3-contrib convention): at candidate level, the distinct candidates."""
         if self.granularity == "candidate":
-            if self._episode != "running":
+            if self._episode.state != "running":
                 raise gym.error.ResetNeeded("action_masks() needs a running episode; call env.reset() first")
             return self._candidate_valid.copy()
         if self.granularity == "token":
@@ -423,25 +578,25 @@ class TextEnv(gym.Env[dict, Any]):
     # -- mechanics --------------------------------------------------------------------
 
     def _transcript(self) -> str:
-        if self._episode == "not_started":
+        if self._episode.state == "not_started":
             return ""
-        lines = [f"[{m['role']}] {m['content']}" for m in self._messages]
-        if self._episode == "running" and self.granularity == "token" and self._reply_ids:
+        lines = [f"[{m['role']}] {m['content']}" for m in self._episode.messages]
+        if self._episode.state == "running" and self.granularity == "token" and self._reply_ids:
             lines.append(f"[assistant, writing] {self.tokenizer.decode(self._reply_ids)}")
-        if self._episode == "running" and self.granularity == "candidate":
+        if self._episode.state == "running" and self.granularity == "candidate":
             lines += [f"  candidate {i}: {c.text}" for i, c in enumerate(self._candidates)]
         return "\n".join(lines)
 
-    def _start_turn(self, info: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Encode the conversation as this turn's context (and propose candidates)."""
-        context = self.encode_chat(self._messages)
-        info = {**info, "turn": self._turn, "messages": [dict(m) for m in self._messages]}
+    def _start_turn(self, context: list[int], info: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Make ``context`` (the whole conversation's ids) this turn's observation (and propose candidates)."""
+        self._turn_context = list(context)
+        info = {**info, "turn": self._episode.turn, "messages": [dict(m) for m in self._episode.messages]}
         info["context_truncated"] = len(context) > self.max_context_tokens
-        context = context[-self.max_context_tokens :]
+        window = context[-self.max_context_tokens :]
         self._ids = np.full(self.max_context_tokens, self.pad_id, dtype=np.int32)
         self._mask = np.zeros(self.max_context_tokens, dtype=np.int8)
-        self._ids[len(self._ids) - len(context) :] = context
-        self._mask[len(self._mask) - len(context) :] = 1
+        self._ids[len(self._ids) - len(window) :] = window
+        self._mask[len(self._mask) - len(window) :] = 1
         self._reply_ids: list[int] = []
         if self.granularity == "candidate":
             self._propose()
@@ -450,22 +605,24 @@ class TextEnv(gym.Env[dict, Any]):
 
     def _propose(self) -> None:
         seed = int(self.np_random.integers(2**31 - 1))
-        proposals = self.proposer.propose(self._messages, self.num_candidates, self.max_reply_tokens, seed)
+        proposals = self.proposer.propose(self._turn_context, self.num_candidates, self.max_reply_tokens, seed)
         ids = np.full((self.num_candidates, self.max_reply_tokens), self.pad_id, dtype=np.int32)
         mask = np.zeros_like(ids, dtype=np.int8)
         valid = np.zeros(self.num_candidates, dtype=bool)
+        tokens_of: list[list[int]] = []
         seen: set[str] = set()
         # A repeated candidate stays selectable (same text as its twin) but is masked out.
         for index, completion in enumerate(proposals):
             valid[index] = completion.text not in seen
             seen.add(completion.text)
             tokens = completion.token_ids
-            if tokens is None:
-                tokens = self.tokenizer(completion.text, add_special_tokens=False)["input_ids"]
-            tokens = tokens[: self.max_reply_tokens]
+            if tokens is None:  # an LM that gives text alone: its text is data
+                tokens = self.chat.encode_text(completion.text)
+            tokens = list(tokens[: self.max_reply_tokens])
             ids[index, : len(tokens)] = tokens
             mask[index, : len(tokens)] = 1
-        self._candidates = proposals
+            tokens_of.append(tokens)
+        self._candidates, self._candidate_tokens = proposals, tokens_of
         self._candidate_ids, self._candidate_mask, self._candidate_valid = ids, mask, valid
 
     def _push_context(self, token: int) -> None:
@@ -483,47 +640,39 @@ class TextEnv(gym.Env[dict, Any]):
 
     def _finish_reply(
         self,
-        reply_ids: list[int] | None,
+        reply_ids: list[int],
         finished: bool,
         text: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Score a whole reply with the task, then start the next turn or end the episode."""
+        """Score a whole reply with the task, then start the next turn or end the episode.
+
+        ``reply_ids`` are the reply's tokens without its end token, kept as they are in the
+        next turn's context.
+        """
         if text is None:
             text = self.tokenizer.decode(reply_ids, skip_special_tokens=True).strip()
-        result = self.task.step(text)
-        reward = float(result.reward)
-        if not math.isfinite(reward):
-            task = type(self.task).__name__
-            raise ValueError(f"{task} returned a non-finite reward {result.reward!r} for reply {text!r:.80}")
-        self._reward_total += reward
-        info = {
-            "turn": self._turn,
-            "reply": text,
-            "reply_finished": finished,
-            **(extra or {}),
-            **_json_value(result.info, "task info"),
-        }
-        self._messages.append({"role": "assistant", "content": text})
-        self._replies.append((text, finished, info.get("reward_components", {})))
+        answered = list(self._episode.messages)
+        result = self._episode.step(text, finished)
+        info = {"turn": self._episode.turn - 1, "reply": text, "reply_finished": finished, **(extra or {})}
+        info.update(result.info)
         # Only at token level is the reply budget a step budget the agent ran into; at the
         # other levels a reply is one action and its length is part of the action space.
         truncated = self.granularity == "token" and not finished
-        terminated = bool(result.terminated)
-        if terminated:
+        if result.terminated:
             observation = self._observation()
         else:
             # The next turn's context: where a truncated conversation would have gone on, so
             # that value bootstrapping from it counts only the turns that were cut off.
-            self._messages += (
-                validate_messages(result.next_messages, "task next_messages") if result.next_messages else []
-            )
-            self._turn += 1
-            observation, info = self._start_turn(info)
-        if terminated or truncated:
-            self._episode = "over"
+            if self.chat.appendable:
+                context = self._turn_context + list(reply_ids) + self.chat.continuation(answered, result.next_messages)
+            else:
+                context = self.chat.encode(self._episode.messages)
+            observation, info = self._start_turn(context, info)
+        if result.terminated or truncated:
+            self._episode.end()
             info["end_reason"] = "reply_token_budget" if truncated else "task_over"
-            info["episode_reward"] = self._reward_total
-            info["messages"] = [dict(m) for m in self._messages]
-            info["guard"] = guard_metrics(self._replies)
-        return observation, reward, terminated, truncated, info
+            info["episode_reward"] = self._episode.total_reward
+            info["messages"] = [dict(m) for m in self._episode.messages]
+            info["guard"] = self._episode.guard()
+        return observation, float(result.reward), bool(result.terminated), truncated, info

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 Message = dict[str, str]
@@ -37,13 +38,19 @@ class Completion:
     token_ids: tuple[int, ...] | None = None
 
 
+Prompt = Sequence[Message] | Sequence[int]
+"""A conversation to reply to: chat messages, or the token ids of its context (token-in/token-out)."""
+
+
 class LanguageModel(Protocol):
     """What an env needs from an LM: K seeded replies to a conversation."""
 
-    def propose(
-        self, messages: Sequence[Message], num_candidates: int, max_new_tokens: int, seed: int
-    ) -> list[Completion]:
-        """Return ``num_candidates`` replies; the first is the greedy one, the rest are sampled with ``seed``."""
+    def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
+        """Return ``num_candidates`` replies; the first is the greedy one, the rest are sampled with ``seed``.
+
+        ``prompt`` is chat messages or, as a candidate-level env passes it, the token ids of
+        the context (ready for the assistant's reply), which the LM must read as they are.
+        """
         ...
 
 
@@ -307,6 +314,7 @@ class LocalLanguageModel:
     """
 
     def __init__(self, model: str = "default", temperature: float = 1.0) -> None:
+        from textgym.chat import chat_encoder
         from textgym.models import eos_token_ids, load_shared_causal_lm, load_tokenizer, resolve_model_path
 
         if not temperature > 0:
@@ -314,19 +322,20 @@ class LocalLanguageModel:
         self.name = model
         self.temperature = float(temperature)
         self.tokenizer = load_tokenizer(model)
+        self.chat = chat_encoder(model)
         self.model = load_shared_causal_lm(model)
         self.end_ids = eos_token_ids(self.tokenizer, resolve_model_path(model))
 
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        """Token ids of ``messages`` under the chat template, ready for the assistant's reply."""
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt: ids are kept as they are, messages encoded with text as data."""
+        prompt = list(prompt)
+        if prompt and all(isinstance(token, (int, np.integer)) for token in prompt):
+            return [int(token) for token in prompt]
+        return self.chat.encode(prompt)
 
-    def propose(
-        self, messages: Sequence[Message], num_candidates: int, max_new_tokens: int, seed: int
-    ) -> list[Completion]:
+    def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
         """Return the greedy reply followed by ``num_candidates - 1`` sampled ones, in one batch."""
-        return self.propose_many([(messages, num_candidates, max_new_tokens, seed)])[0]
+        return self.propose_many([(prompt, num_candidates, max_new_tokens, seed)])[0]
 
     def propose_many(self, requests: Sequence[ProposalRequest]) -> list[list[Completion]]:
         """Answer several :meth:`propose` requests with one batched, left-padded generation.
@@ -334,7 +343,7 @@ class LocalLanguageModel:
         Each prompt is read once (its KV cache serves all K replies). Each request keeps its
         own seeded generator, so it draws the same random numbers as it would alone; its
         replies match a lone call up to float rounding of the padded batch.
-        Requests may differ in messages and seed but must share K and the token budget.
+        Requests may differ in prompt and seed but must share K and the token budget.
         """
         if not requests:
             return []
@@ -344,7 +353,7 @@ class LocalLanguageModel:
         ((num_candidates, max_new_tokens),) = shapes
         if num_candidates < 1 or max_new_tokens < 1:
             raise ValueError(f"num_candidates and max_new_tokens must be >= 1, got {num_candidates}, {max_new_tokens}")
-        prompts = [self.encode_chat(messages) for messages, _, _, _ in requests]
+        prompts = [self.prompt_ids(prompt) for prompt, _, _, _ in requests]
         width = max(len(p) for p in prompts)
         pad_id = int(self.tokenizer.pad_token_id)
         ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], dtype=torch.long)
@@ -372,8 +381,8 @@ class LocalLanguageModel:
         return [completions[i : i + num_candidates] for i in range(0, len(completions), num_candidates)]
 
 
-ProposalRequest = tuple[Sequence[Message], int, int, int]
-"""Arguments of one :meth:`LanguageModel.propose` call: messages, K, token budget, seed."""
+ProposalRequest = tuple[Prompt, int, int, int]
+"""Arguments of one :meth:`LanguageModel.propose` call: prompt, K, token budget, seed."""
 
 
 class ProposalBatcher:
@@ -403,11 +412,9 @@ class ProposalBatcher:
         self._answers: dict[int, list[Completion] | BaseException] = {}
         self._tickets = 0
 
-    def propose(
-        self, messages: Sequence[Message], num_candidates: int, max_new_tokens: int, seed: int
-    ) -> list[Completion]:
+    def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
         """Queue one request and return its replies once its batch has run."""
-        request = (list(messages), num_candidates, max_new_tokens, seed)
+        request = (list(prompt), num_candidates, max_new_tokens, seed)
         with self._lock:
             if self._running == 0:
                 return self._answer({-1: request})[-1]

@@ -7,6 +7,9 @@ Importing :mod:`textgym` registers every id; no env module is imported until
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import gymnasium as gym
 
 NAMESPACE = "TextGym"
@@ -65,3 +68,74 @@ def register_envs() -> None:
 def env_ids() -> list[str]:
     """Every registered TextGym id."""
     return [env_id for env_id, _, _ in ENV_TABLE]
+
+
+def registered_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of a TextGym id.
+
+    Raises:
+        KeyError: ``env_id`` is not a registered TextGym id.
+    """
+    if env_id not in env_ids() or env_id not in gym.registry:
+        raise KeyError(env_id)
+    return gym.registry[env_id]
+
+
+def env_class(env_id: str) -> type:
+    """The :class:`~textgym.core.TextEnv` subclass behind a registered TextGym id.
+
+    Only ids of :func:`env_ids` are resolved, so the entry point loaded is always one of
+    the library's own modules.
+
+    Raises:
+        KeyError: ``env_id`` is not a registered TextGym id.
+    """
+    from textgym.core import TextEnv
+
+    spec = registered_spec(env_id)
+    entry_point = spec.entry_point
+    if not isinstance(entry_point, str) or not entry_point.startswith("textgym."):
+        raise KeyError(env_id)
+    cls = gym.envs.registration.load_env_creator(entry_point)
+    if not (isinstance(cls, type) and issubclass(cls, TextEnv)):
+        raise KeyError(env_id)
+    return cls
+
+
+def _defaults(function: Any) -> dict[str, Any]:
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def env_parameter_names() -> set[str]:
+    """The :class:`~textgym.core.TextEnv` constructor arguments (everything else goes to the task)."""
+    from textgym.core import TextEnv
+
+    return set(_defaults(TextEnv.__init__))
+
+
+def effective_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every env and task argument's value for ``gym.make(env_id, **kwargs)``: defaults, then registry, then kwargs."""
+    from textgym.core import TextEnv
+
+    cls = env_class(env_id)
+    values = {**_defaults(TextEnv.__init__), **_defaults(cls.task_class.__init__)}
+    return {**values, **registered_spec(env_id).kwargs, **kwargs}
+
+
+def task_options(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments the env passes to its task's constructor for ``gym.make(env_id, **kwargs)``."""
+    merged = {**registered_spec(env_id).kwargs, **kwargs}
+    return {name: value for name, value in merged.items() if name not in env_parameter_names()}
+
+
+def make_task(env_id: str, **kwargs: Any) -> Any:
+    """The text-level task ``gym.make(env_id, **kwargs)`` builds, without loading a tokenizer or LM.
+
+    Raises:
+        KeyError: ``env_id`` is not a registered TextGym id.
+    """
+    return env_class(env_id).task_class(**task_options(env_id, kwargs))

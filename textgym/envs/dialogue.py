@@ -16,6 +16,7 @@ import numpy as np
 
 from textgym.core import Message, TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, load_records, require_field, split_of
+from textgym.rewards import reward_function
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly conversation partner. Reply in one short sentence."
 _EXCHANGES_PER_SESSION = 3
@@ -141,6 +142,10 @@ class DialogueTask(TextTask):
             raise DatasetError(f"dataset {dataset or 'chatterbot-corpus'!r} has no conversations in split {split!r}")
         self._by_id = {c.conversation_id: i for i, c in enumerate(self.conversations)}
 
+    def prompt_ids(self) -> list[str]:
+        """Every prompt id of this split, in the data's order."""
+        return [c.conversation_id for c in self.conversations]
+
     def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
         """Draw a conversation (or take ``options["prompt_id"]``) and return its first user turn."""
         options = dict(options or {})
@@ -221,3 +226,7 @@ class DialogueEnv(TextEnv):
     """
 
     task_class = DialogueTask
+
+
+#: The batch reward in TRL's shape (see :func:`textgym.rewards.reward_function`).
+dialogue_reward = reward_function("TextGym/Dialogue-v0")

@@ -129,6 +129,10 @@ class SentimentTask(TextTask):
         self._by_id = {key: i for i, (key, _) in enumerate(self.prompts)}
         self._prompt_id: str | None = None
 
+    def prompt_ids(self) -> list[str]:
+        """Every prompt id of this split, in the data's order."""
+        return [key for key, _ in self.prompts]
+
     def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
         """Draw a review opening (or take ``options["prompt_id"]``) for the agent to continue."""
         options = dict(options or {})

@@ -45,6 +45,7 @@ import numpy as np
 
 from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
 from textgym.data import check_split, split_of
+from textgym.rewards import reward_function
 
 FAMILIES = ("arithmetic", "reverse", "sort", "count", "date", "units")
 DIFFICULTIES = (1, 2, 3)
@@ -811,3 +812,7 @@ class SparseCompletionEnv(TextEnv):
     """
 
     task_class = SparseCompletionTask
+
+
+#: The batch reward in TRL's shape (see :func:`textgym.rewards.reward_function`).
+sparse_completion_reward = reward_function("TextGym/SparseCompletion-v0")

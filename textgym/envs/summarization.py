@@ -22,6 +22,7 @@ import numpy as np
 from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, load_records, require_field, split_of
 from textgym.metrics.functional import rouge
+from textgym.rewards import reward_function
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful assistant who writes short, faithful summaries."
 DEFAULT_MAX_SOURCE_WORDS = 300
@@ -409,6 +410,10 @@ class SummarizationTask(TextTask):
         self._by_id = {e.example_id: i for i, e in enumerate(self.examples)}
         self._example: SummaryExample | None = None
 
+    def prompt_ids(self) -> list[str]:
+        """Every prompt id of this split, in the data's order."""
+        return [e.example_id for e in self.examples]
+
     def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
         """Draw an example (or take ``options["prompt_id"]``) and ask for its summary."""
         options = dict(options or {})
@@ -508,3 +513,7 @@ class SummarizationEnv(TextEnv):
     """
 
     task_class = SummarizationTask
+
+
+#: The batch reward in TRL's shape (see :func:`textgym.rewards.reward_function`).
+summarization_reward = reward_function("TextGym/Summarization-v0")
