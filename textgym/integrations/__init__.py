@@ -22,6 +22,7 @@ Modules (each needs its engine, installed through the extra of the same name):
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import json
 from collections.abc import Mapping
@@ -140,12 +141,17 @@ class EpisodeSpec:
     def start(self) -> TextEpisode:
         """A fresh episode of this spec's task, reset to its prompt.
 
+        Each episode plays its own shallow copy of the cached task, so episodes can
+        interleave (an engine steps many trajectories at once) while sharing its data.
+
         Raises:
             ValueError: The prompt id is not in the split.
         """
         from gymnasium.utils import seeding
 
-        episode = TextEpisode(self.task())
+        # A task keeps its current episode in attributes that reset/step rebind (the
+        # Dialogue turn, the posed problem): a copy gives each episode its own.
+        episode = TextEpisode(copy.copy(self.task()))
         episode.reset(seeding.np_random(0)[0], {"prompt_id": self.prompt_id})
         return episode
 
