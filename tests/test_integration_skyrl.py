@@ -8,7 +8,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import require_engine
+from engine_check import require_engine
 
 require_engine("skyrl-gym")
 

@@ -116,6 +116,9 @@ class TextTask(ABC):
     Subclasses implement :meth:`reset` and :meth:`step` and draw every random number
     from the ``rng`` they are given, so a task is reproducible from the env's seed.
     Constructor arguments must be JSON values, so a task can be rebuilt from a spec.
+    The current episode's state lives in attributes that ``reset`` and ``step`` assign
+    anew (never mutate in place), so shallow copies of one task, which share its data,
+    can play episodes side by side (an engine steps many trajectories at once).
     """
 
     @abstractmethod
