@@ -47,10 +47,12 @@ from leaderboard.entries import (
 )
 from leaderboard.render import render_html
 from leaderboard.stats import DIVERSITY_RATIO, REPETITION_MARGIN, metrics
-from leaderboard.verify import make_task, rebuild_prompt, verify_bundle
+from leaderboard.verify import entry_identity, make_task, rebuild_prompt, verify_bundle
 from textgym.metrics.functional import distinct_n, repetition_rate, words
 
 QUICK_BUNDLES = ROOT / "benchmarks" / "results" / "quick_track" / "bundles"
+#: The quick track's 40 baseline and reference entries, the first of the repository's file (it only grows).
+BASELINES = 40
 #: The reward-gaming reply of the issue: VADER scores it about 0.99, whatever the prompt.
 LOVE = "love wonderful best love wonderful best love wonderful best"
 OPENINGS = ("It", "This film", "The story", "The ending", "Honestly, it", "The cast")
@@ -196,14 +198,17 @@ def test_resubmission_replaces_its_row_and_keeps_the_earlier_version_reachable(b
 
 
 def test_repository_rows_are_one_per_entry_with_versions():
-    boards = board_rows(load_entries(ENTRIES_PATH))
-    names = [(board.env_id, row.current["name"]) for board in boards for row in board.rows]
-    assert len(names) == len(set(names)) == 24  # 40 entries: 16 were re-submitted versions of the same rows
+    entries = load_entries(ENTRIES_PATH)
+    boards = board_rows(entries)
+    rows = [row for board in boards for row in board.rows]
+    identities = {entry_identity(entry) for entry in entries}
+    assert len(rows) == len(identities) < len(entries)  # the quick track's re-run gave new versions of its rows
+    for row in rows:  # the newest version is shown, the older ones newest first under it
+        versions = [entry["id"] for entry in entries if entry_identity(entry) == entry_identity(row.current)]
+        assert [row.current["id"], *(e["id"] for e in row.earlier)] == versions[::-1]
     dialogue = next(board for board in boards if board.env_id == "TextGym/Dialogue-v0")
-    ppo = next(row for row in dialogue.rows if row.current["name"].startswith("PPO baseline"))
-    assert [e["rescored"]["mean_reward"] for e in (ppo.current, *ppo.earlier)] == pytest.approx(
-        [0.0802, 0.0965], abs=1e-4
-    )
+    ppo = [row for row in dialogue.rows if row.current["name"] == "PPO baseline (Dialogue-v0, default)"]
+    assert len(ppo) == 1 and len(ppo[0].earlier) >= 1
 
 
 # -- guard metrics: recomputed, never taken from the bundle ---------------------------------
@@ -321,7 +326,7 @@ def love_sentiment(tmp_path_factory):
 
 def test_repository_baselines_are_not_flagged_and_the_love_bundle_is(love_sentiment, tmp_path, capsys):
     love, stale = love_sentiment
-    listed = load_entries(ENTRIES_PATH)
+    listed = load_entries(ENTRIES_PATH)[:BASELINES]
     assert all("guard" in entry and "content" in entry for entry in listed)
     boards = board_rows(listed)
     assert [row.current["name"] for board in boards for row in board.rows if row.degenerate] == []
@@ -333,7 +338,7 @@ def test_repository_baselines_are_not_flagged_and_the_love_bundle_is(love_sentim
     assert code == 1 and out.count("[guard]") >= 40 and "distinct_2 0.9" in out
 
     entries, site = tmp_path / "entries.json", tmp_path / "site"
-    shutil.copyfile(ENTRIES_PATH, entries)
+    entries.write_text(json.dumps({**load_document(ENTRIES_PATH), "entries": listed}))
     code, out = submit(capsys, love, entries, site)
     assert code == 0, out
     assert "mean reward 0.99" in out and "WARNING: Degenerate text" in out
@@ -356,7 +361,7 @@ def chromium():
 
 
 def test_degenerate_entry_is_marked_on_the_page_in_headless_chromium(love_sentiment, chromium, tmp_path):
-    listed = [entry for entry in load_entries(ENTRIES_PATH) if entry["env_id"] == "TextGym/Sentiment-v0"]
+    listed = [entry for entry in load_entries(ENTRIES_PATH)[:BASELINES] if entry["env_id"] == "TextGym/Sentiment-v0"]
     report = verify_bundle(love_sentiment[0], listed=listed)
     assert report.ok, report.summary()
     entries = [*listed, make_entry(report, dt.date(2026, 12, 1))]
