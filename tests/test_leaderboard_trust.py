@@ -505,3 +505,21 @@ def test_sigkill_during_submit_leaves_entries_old_or_new(bundles, tmp_path):
         process.wait(timeout=60)
         outcomes.append(assert_old_or_new(entries, old, new))
     assert not all(outcomes) and math.isfinite(total)
+
+
+def test_quick_track_skips_a_bundle_the_leaderboard_refuses(bundles, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quick_track", ROOT / "benchmarks" / "quick_track.py")
+    quick_track = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quick_track", quick_track)  # dataclasses look their module up there
+    spec.loader.exec_module(quick_track)
+    copy = fresh(bundles, "honest", tmp_path)
+    rename(copy, "DQN that never moved", "tests")
+    rows = [
+        {"bundle": name, "verified": True, "report": verify_bundle(path)}
+        for name, path in (("honest", bundles["honest"]), ("copy", copy))
+    ]
+    assert quick_track.submit_rows(rows, tmp_path / "entries.json", tmp_path / "site") == 1
+    assert "copy: not added: the episodes of training seeds 0, 1, 2 are those of" in capsys.readouterr().out
+    assert [entry["name"] for entry in load_entries(tmp_path / "entries.json")] == ["Honest PPO"]
