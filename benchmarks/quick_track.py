@@ -390,9 +390,10 @@ def submit_rows(rows: list[dict[str, Any]], entries: Path | None = None, site: P
 
     Uses the reports ``make_bundles`` already has (each bundle is verified once, the site
     rendered once). A bundle already listed (e.g. a random arm re-run with the same seeds
-    gives the very same bundle) is reported and skipped.
+    gives the very same bundle), or one the leaderboard refuses (its episodes are a listed
+    entry's), is reported and skipped.
     """
-    from leaderboard.entries import ENTRIES_PATH, append_entry, load_entries, make_entry
+    from leaderboard.entries import ENTRIES_PATH, EntriesError, append_entry, load_entries, make_entry
     from leaderboard.render import SITE_DIR, write_site
 
     entries, site = entries or ENTRIES_PATH, site or SITE_DIR
@@ -403,7 +404,11 @@ def submit_rows(rows: list[dict[str, Any]], entries: Path | None = None, site: P
         if row["report"].bundle.digest in listed:
             print(f"{row['bundle']}: this very bundle is already on the leaderboard; not added again")
             continue
-        append_entry(make_entry(row["report"]), entries)
+        try:
+            append_entry(make_entry(row["report"]), entries)
+        except EntriesError as error:  # e.g. a DQN that never left the LM's top candidate: the LM-top entry's episodes
+            print(f"{row['bundle']}: not added: {error}")
+            continue
         listed.add(row["report"].bundle.digest)
         added += 1
     page, table = write_site(load_entries(entries), site)

@@ -2,9 +2,11 @@
 
     textgym-leaderboard bundle RUN_DIR [RUN_DIR ...] --out BUNDLE   # baselines.train runs -> a bundle
     textgym-leaderboard verify BUNDLE                              # re-score; exit 0 only if all holds
-    textgym-leaderboard verify BUNDLE --rerun --secret-seed N       # also re-run the checkpoints
+    textgym-leaderboard verify BUNDLE --perplexity                 # also measure perplexity under the env's LM
+    textgym-leaderboard verify BUNDLE --rerun --secret-seed N       # also re-run the checkpoints (and perplexity)
     textgym-leaderboard submit BUNDLE [--rerun --secret-seed N]     # verify, append the entry, re-render
     textgym-leaderboard render                                     # entries.json -> site/index.html + LEADERBOARD.md
+    textgym-leaderboard migrate BUNDLE [BUNDLE ...]                # format-1 entries.json -> format 2, re-verified
 
 Exit codes: 0 success, 1 the bundle (or the request) was rejected, 2 usage error.
 """
@@ -18,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from leaderboard.entries import Row
     from leaderboard.verify import Report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,15 +50,32 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--rerun-episodes", type=int, default=None, help="episodes per run (default: the track's)")
         command.add_argument("--device", default="auto", help="device of the re-run: auto, cpu or cuda")
+        command.add_argument(
+            "--perplexity",
+            action="store_true",
+            help="also measure the replies' perplexity under the env's LM (loads it; --rerun implies it)",
+        )
+        command.add_argument(
+            "--entries",
+            default=str(ENTRIES_PATH),
+            help="the listed entries, checked for copies and the starting policy (default: %(default)s)",
+        )
 
     verify = commands.add_parser("verify", help="verify a bundle; exit code 0 only if everything holds")
     add_verify_options(verify)
 
     submit = commands.add_parser("submit", help="verify a bundle, add its entry and re-render the site")
     add_verify_options(submit)
-    submit.add_argument("--entries", default=str(ENTRIES_PATH), help="the entries file (default: %(default)s)")
     submit.add_argument("--site", default=str(SITE_DIR), help="where to render (default: %(default)s)")
     submit.add_argument("--date", default=None, help="submission date YYYY-MM-DD (default: today, UTC)")
+
+    migrate = commands.add_parser(
+        "migrate", help="move a format-1 entries file to format 2 by re-verifying each entry's bundle"
+    )
+    migrate.add_argument("bundles", nargs="+", metavar="BUNDLE", help="the bundles of the listed entries")
+    migrate.add_argument("--entries", default=str(ENTRIES_PATH), help="the entries file (default: %(default)s)")
+    migrate.add_argument("--site", default=str(SITE_DIR), help="where to render (default: %(default)s)")
+    migrate.add_argument("--date", default=None, help="migration date YYYY-MM-DD (default: today, UTC)")
 
     render = commands.add_parser("render", help="render the entries to HTML and Markdown")
     render.add_argument("--entries", default=str(ENTRIES_PATH), help="the entries file (default: %(default)s)")
@@ -96,16 +116,68 @@ def _secret_seed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return seed
 
 
-def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Report:
+def _date(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(args.date) if args.date else None
+    except ValueError:
+        parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
+
+
+def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Report, list[dict]]:
+    """Verify the bundle against the listed entries; return the report and those entries."""
+    from leaderboard.entries import EntriesError, load_document
     from leaderboard.verify import verify_bundle
 
     secret_seed = _secret_seed(args, parser)
-    report = verify_bundle(args.bundle)
+    try:
+        document = load_document(args.entries)
+    except EntriesError as error:
+        print(f"{args.command}: the listed entries cannot be read: {error}")
+        raise SystemExit(1) from error
+    listed = document["entries"]
+    if document["format_version"] == 1 and listed:
+        print(f"{args.command}: note: {args.entries} is of format 1; copies are not checked until it is migrated")
+    report = verify_bundle(args.bundle, listed=listed, perplexity=args.perplexity and secret_seed is None)
     if report.ok and secret_seed is not None and report.bundle is not None:
         from leaderboard.rerun import rerun_bundle
+        from leaderboard.verify import measure_perplexity
 
         rerun_bundle(report.bundle, report, secret_seed, episodes=args.rerun_episodes, device=args.device)
-    return report
+        if report.ok:  # the re-run loaded the LMs anyway
+            from leaderboard.tracks import effective_env_kwargs
+
+            env = report.bundle.manifest["env"]
+            measure_perplexity(report, effective_env_kwargs(env["id"], env["kwargs"])["model"])
+    return report, listed
+
+
+def _row_of(report: Report, listed: list[dict]) -> Row | None:
+    """The row the bundle's entry would have among the listed entries (for its flags)."""
+    from leaderboard.entries import board_rows, make_entry
+
+    if not report.ok or report.listed_as is not None:
+        return None
+    entry = make_entry(report)
+    for board in board_rows([*listed, entry]):
+        for row in board.rows:
+            if row.current["id"] == entry["id"]:
+                return row
+    return None
+
+
+def _print_verdict(args: argparse.Namespace, report: Report, listed: list[dict]) -> None:
+    print(f"verify {args.bundle}: {report.summary()}")
+    row = _row_of(report, listed)
+    for _, flag in row.flags if row else ():
+        print(f"WARNING: {flag}")
+    if row is not None and row.earlier:
+        from leaderboard.verify import describe_entry
+
+        count = len(row.earlier)
+        print(
+            f"note: a new version of listed {describe_entry(row.earlier[0])}; it replaces that row on the page "
+            f"({count} earlier version{'s' if count > 1 else ''} kept under it)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,19 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "verify":
-        report = _verify(args, parser)
-        print(f"verify {args.bundle}: {report.summary()}")
+        report, listed = _verify(args, parser)
+        _print_verdict(args, report, listed)
         return 0 if report.ok else 1
     if args.command == "submit":
         from leaderboard.entries import EntriesError, append_entry, make_entry
         from leaderboard.render import write_site
 
-        try:
-            date = dt.date.fromisoformat(args.date) if args.date else None
-        except ValueError:
-            parser.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
-        report = _verify(args, parser)
-        print(f"verify {args.bundle}: {report.summary()}")
+        date = _date(args, parser)
+        report, listed = _verify(args, parser)
+        _print_verdict(args, report, listed)
         if not report.ok:
             print("submit: not added to the leaderboard")
             return 1
@@ -139,6 +208,25 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"submit: added entry {report.bundle.digest[:16]} ({level}) to {args.entries}; rendered {page} and {table}"
         )
+        return 0
+    if args.command == "migrate":
+        from leaderboard.entries import EntriesError, migrate_file
+        from leaderboard.render import write_site
+        from leaderboard.verify import verify_bundle
+
+        date = _date(args, parser) or dt.datetime.now(dt.timezone.utc).date()
+        reports = []
+        for bundle in args.bundles:
+            report = verify_bundle(bundle)
+            print(f"verify {bundle}: {report.summary()}")
+            reports.append(report)
+        try:
+            entries = migrate_file(args.entries, reports, date)
+        except EntriesError as error:
+            print(f"migrate: {args.entries} left unchanged: {error}")
+            return 1
+        page, table = write_site(entries, args.site)
+        print(f"migrate: {len(entries)} entries of {args.entries} now at format 2; rendered {page} and {table}")
         return 0
     if args.command == "render":
         from leaderboard.entries import EntriesError, load_entries

@@ -25,6 +25,15 @@ short code and a sentence:
    recorded turn rewards and ends the episode where the record says it ended.
 6. ``claim``: each episode's reward, each run's mean and CI and the pooled mean and CI
    equal the re-scored numbers.
+7. ``guard``: the guard metrics are recomputed from the generations
+   (:func:`textgym.core.guard_metrics`); an episode whose recorded guard numbers differ is
+   rejected. The entry's text metrics (:func:`leaderboard.stats.text_metrics`) come from the
+   recomputed values only; the bundle's are never used. With ``perplexity=True`` the
+   replies' perplexity is measured under the env's LM (``perplexity``, when it cannot be).
+8. ``copy``: given the listed entries, a bundle whose episodes are those of a listed
+   entry (run for run, exactly or after whitespace and case normalisation) is rejected,
+   naming that entry: entries are identified by the content of their episodes, not by
+   their manifest.
 
 Every number is compared with the absolute tolerance :data:`REWARD_ATOL`.
 """
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,7 +53,7 @@ from gymnasium.utils import seeding
 
 import textgym
 from leaderboard import safejson
-from leaderboard.stats import bootstrap_ci, metrics
+from leaderboard.stats import bootstrap_ci, metrics, text_metrics
 from leaderboard.tracks import (
     TRACKS,
     Track,
@@ -54,7 +64,7 @@ from leaderboard.tracks import (
     task_options,
     textgym_compatible,
 )
-from textgym.core import validate_messages
+from textgym.core import guard_metrics, validate_messages
 
 #: Absolute tolerance on every compared number: turn and episode rewards, means, CI bounds.
 REWARD_ATOL = 1e-4
@@ -65,6 +75,8 @@ MAX_LINE_BYTES = 1 << 20
 MAX_EPISODES = 20_000
 #: At most this many problems are listed; the rest are counted.
 MAX_LISTED_PROBLEMS = 40
+#: Guard metrics recomputed from the text and compared with the record's (others are ignored, never used).
+CHECKED_GUARD_KEYS = ("reply_words", "distinct_1", "distinct_2", "repetition_2", "empty_replies")
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 MANIFEST = "bundle.json"
@@ -110,6 +122,23 @@ class Bundle:
 
 
 @dataclass
+class Rescored:
+    """One episode replayed through the task.
+
+    Attributes:
+        reward: The re-scored episode reward.
+        replies: Its generations.
+        guard: Its guard metrics, recomputed from the generations.
+        messages: The whole conversation (prompt, replies, the task's messages between them).
+    """
+
+    reward: float
+    replies: list[str]
+    guard: dict[str, Any]
+    messages: list[dict[str, str]]
+
+
+@dataclass
 class Report:
     """What verification found.
 
@@ -119,6 +148,12 @@ class Report:
         rescored: Pooled re-scored metrics (``mean_reward``, ``ci95``, ``episodes``).
         rescored_runs: Re-scored metrics per training seed.
         rerun: Re-run results per training seed, when a re-run was asked for.
+        guard: The entry's guard metrics, recomputed from the generations
+            (:func:`leaderboard.stats.text_metrics`), plus ``perplexity_median``,
+            ``perplexity_mean`` and ``perplexity_model`` when measured.
+        content: The content fingerprints of the episodes (:func:`content_fingerprints`).
+        listed_as: The listed entry that is this very bundle (same files), if any.
+        episodes: Each re-scored episode by (training seed, prompt seed).
     """
 
     bundle: Bundle | None = None
@@ -126,6 +161,10 @@ class Report:
     rescored: dict[str, Any] | None = None
     rescored_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     rerun: dict[str, Any] | None = None
+    guard: dict[str, Any] | None = None
+    content: dict[str, Any] | None = None
+    listed_as: dict[str, Any] | None = None
+    episodes: dict[tuple[int, int], Rescored] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -152,6 +191,10 @@ class Report:
             ]
             if self.rerun:
                 lines.append(f"OK: re-run on held-out prompts: {self.rerun['summary']}")
+            if self.guard:
+                lines.append(f"guard metrics (recomputed from the generations): {describe_guard(self.guard)}")
+            if self.listed_as:
+                lines.append(f"note: this very bundle is already listed as {describe_entry(self.listed_as)}")
             return "\n".join(lines)
         lines = [f"REJECTED: {len(self.problems)} problem(s)"]
         lines += [f"  {problem}" for problem in self.problems[:MAX_LISTED_PROBLEMS]]
@@ -356,11 +399,18 @@ def rebuild_prompt(task: Any, seed: int) -> tuple[str, list[dict[str, str]]]:
     return prompt.prompt_id, validate_messages(prompt.messages, f"prompt {prompt.prompt_id!r} messages")
 
 
-def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report: Report) -> float | None:
-    """Rebuild one episode's prompt and replay its generations; return the re-scored reward (None if unusable)."""
-    where = (
-        f"{GENERATIONS} line {record['_line']} (training seed {record['training_seed']}, prompt seed {record['seed']})"
-    )
+def _where(record: dict[str, Any]) -> str:
+    seeds = f"training seed {record['training_seed']}, prompt seed {record['seed']}"
+    return f"{GENERATIONS} line {record['_line']} ({seeds})"
+
+
+def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report: Report) -> Rescored | None:
+    """Rebuild one episode's prompt, replay its generations and recompute its guard metrics.
+
+    Returns:
+        The re-scored episode, or None when it cannot be replayed (the reason is added to ``report``).
+    """
+    where = _where(record)
     try:
         prompt_id, messages = rebuild_prompt(task, record["seed"])
     except Exception as error:  # noqa: BLE001 - any failure of the task is a reason, not a crash
@@ -384,6 +434,8 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
     if len(turn_rewards) != len(generations):
         report.add("reward", f"{where}: {len(generations)} generations but {len(turn_rewards)} turn rewards")
         return None
+    conversation = list(messages)
+    replies: list[tuple[str, bool, dict[str, float]]] = []
     total = 0.0
     for turn, text in enumerate(generations):
         try:
@@ -401,6 +453,10 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
             )
         total += reward
         last = turn == len(generations) - 1
+        # As TextEnv: only a token-level reply cut by the budget is unfinished, and it ends the episode.
+        components = result.info.get("reward_components", {}) if isinstance(result.info, dict) else {}
+        replies.append((text, not (last and record["truncated"]), components))
+        conversation.append({"role": "assistant", "content": text})
         if result.terminated and not last:
             report.add(
                 "reward",
@@ -412,6 +468,8 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
                 "reward", f"{where}: the task is not over after the last generation and the record is not truncated"
             )
             return None
+        if not last and result.next_messages:
+            conversation += [dict(message) for message in result.next_messages]
     # As TextEnv reports it: terminated when the task is over; truncated (token level only) when
     # the last reply ran into the token budget, which ends the episode whether or not the task is over.
     if record["terminated"] != bool(result.terminated):
@@ -426,7 +484,47 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
         report.add("reward", f"{where}: end_reason {record['end_reason']!r} of an episode the task ended")
     if abs(total - record["reward"]) > REWARD_ATOL:
         report.add("claim", f"{where}: the episode claims reward {record['reward']:.6g}, re-scored {total:.6g}")
-    return total
+    guard = guard_metrics(replies)
+    check_guard(record, guard, granularity, report)
+    return Rescored(total, list(generations), guard, conversation)
+
+
+def _guard_mismatch(claimed: Any, value: float) -> bool:
+    return isinstance(claimed, bool) or not isinstance(claimed, int | float) or abs(claimed - value) > REWARD_ATOL
+
+
+def check_guard(record: dict[str, Any], guard: dict[str, Any], granularity: str, report: Report) -> None:
+    """Compare an episode's recorded guard metrics with those recomputed from its generations.
+
+    Only what the text determines is compared: :data:`CHECKED_GUARD_KEYS`, each reward
+    component, and ``unfinished_replies`` at token level (elsewhere a reply's end token is
+    not in the text). Other recorded keys (a perplexity, say) are ignored: nothing the
+    bundle says about its guard metrics is ever used.
+    """
+    claimed = record.get("guard")
+    if not claimed:
+        return
+    where = _where(record)
+    keys = [*CHECKED_GUARD_KEYS, *(("unfinished_replies",) if granularity == "token" else ())]
+    wrong = [
+        f"{key} {claimed[key]!r:.20} (recomputed {guard[key]:.6g})"
+        for key in keys
+        if key in claimed and _guard_mismatch(claimed[key], guard[key])
+    ]
+    components = claimed.get("reward_components")
+    if components is not None:
+        recomputed = guard["reward_components"]
+        if not isinstance(components, dict) or set(components) != set(recomputed):
+            names = sorted(components) if isinstance(components, dict) else components
+            wrong.append(f"reward_components {names!r:.80} (recomputed {sorted(recomputed)})")
+        else:
+            wrong += [
+                f"reward_components.{name} {components[name]!r:.20} (recomputed {recomputed[name]:.6g})"
+                for name in sorted(recomputed)
+                if _guard_mismatch(components[name], recomputed[name])
+            ]
+    if wrong:
+        report.add("guard", f"{where}: the recorded guard metrics differ from the generations': {'; '.join(wrong)}")
 
 
 def _compare_metrics(claimed: dict[str, Any], rescored: dict[str, Any], what: str, report: Report) -> None:
@@ -447,8 +545,214 @@ def _compare_metrics(claimed: dict[str, Any], rescored: dict[str, Any], what: st
             )
 
 
-def verify_bundle(path: str | Path) -> Report:
-    """Verify a bundle by re-scoring (see the module docstring); never raises on bad input."""
+# -- content, copies, text ----------------------------------------------------------------
+
+
+def normalize_text(text: str) -> str:
+    r"""A generation as copies are compared: whitespace runs collapsed to one space, trimmed, case-folded.
+
+    >>> normalize_text("  Love  it\n WONDERFUL ")
+    'love it wonderful'
+    """
+    return " ".join(text.split()).casefold()
+
+
+def _digest(env_id: str, episodes: Sequence[tuple[int, Sequence[str]]]) -> str:
+    text = safejson.dumps([env_id, [[seed, list(generations)] for seed, generations in episodes]])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_fingerprints(env_id: str, runs: Mapping[int, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """Fingerprints of a bundle's episodes, one pair per run: what identifies an entry, whatever its manifest says.
+
+    Each run (training seed) is fingerprinted by SHA-256 over the env id and its episodes'
+    (prompt seed, generations) in prompt-seed order: ``sha256`` of the generations as
+    written, ``normalized_sha256`` after :func:`normalize_text`. The training seed itself
+    is left out, so relabelling or reordering runs changes nothing.
+
+    Returns:
+        ``{"runs": [{"training_seed", "sha256", "normalized_sha256"}, ...]}`` by training seed.
+    """
+    fingerprints = []
+    for training_seed in sorted(runs):
+        episodes = sorted((record["seed"], record["generations"]) for record in runs[training_seed])
+        normalized = [(seed, [normalize_text(text) for text in generations]) for seed, generations in episodes]
+        fingerprints.append(
+            {
+                "training_seed": training_seed,
+                "sha256": _digest(env_id, episodes),
+                "normalized_sha256": _digest(env_id, normalized),
+            }
+        )
+    return {"runs": fingerprints}
+
+
+def identity(env_id: str, track: str, submitter: str, name: str) -> tuple[str, str, str, str]:
+    """The leaderboard row an entry belongs to: env id, track, submitter and name (whitespace and case ignored).
+
+    A submission with the identity of a listed entry is a new version of that entry.
+    """
+    return env_id, track, normalize_text(submitter), normalize_text(name)
+
+
+def bundle_identity(manifest: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """:func:`identity` of the entry a bundle would become."""
+    return identity(manifest["env"]["id"], manifest["track"]["name"], manifest["submitter"], manifest["name"])
+
+
+def entry_identity(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """:func:`identity` of a listed entry."""
+    return identity(entry["env_id"], entry["track"], entry["submitter"], entry["name"])
+
+
+def describe_entry(entry: Mapping[str, Any]) -> str:
+    """A listed entry in a sentence: its name, submitter, id, env and date."""
+    return (
+        f"entry {entry['name']!r:.120} by {entry['submitter']!r:.80} (id {entry['id'][:12]}, {entry['env_id']}, "
+        f"submitted {entry['submitted']})"
+    )
+
+
+def describe_guard(text: Mapping[str, Any]) -> str:
+    """An entry's guard metrics in a sentence."""
+    line = (
+        f"distinct-2 {text['distinct_2']:.3f} (distinct-1 {text['distinct_1']:.3f}), repetition "
+        f"{text['repetition_2']:.3f}, {text['reply_words']:.1f} words per reply"
+    )
+    if text.get("perplexity_median") is not None:
+        line += f", perplexity {text['perplexity_median']:.1f} (median) under {text['perplexity_model']!r}"
+    return line
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    return f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A listed entry whose episodes a would-be entry repeats.
+
+    Attributes:
+        entry: The listed entry.
+        runs: The would-be entry's training seeds whose episodes are the listed entry's.
+        source_runs: The listed entry's training seeds they repeat.
+        exact: True when the generations are the same as written, False when only after normalisation.
+        same_entry: True when the listed entry is an earlier version of the same entry (same :func:`identity`).
+    """
+
+    entry: dict[str, Any]
+    runs: tuple[int, ...]
+    source_runs: tuple[int, ...]
+    exact: bool
+    same_entry: bool
+
+    def sentence(self) -> str:
+        """The reason, naming the listed entry."""
+        how = "exactly" if self.exact else "after whitespace and case normalisation"
+        if self.same_entry:
+            return (
+                f"nothing new: every run's episodes equal ({how}) those of the listed version of this entry, "
+                f"{describe_entry(self.entry)}"
+            )
+        return (
+            f"the episodes of {_seeds(self.runs)} are those of {_seeds(self.source_runs)} of listed "
+            f"{describe_entry(self.entry)}, {how}; entries are identified by their episodes, not by the name or "
+            "submitter in bundle.json"
+        )
+
+
+def find_copies(
+    env_id: str,
+    own: tuple[str, str, str, str],
+    digest: str,
+    content: Mapping[str, Any],
+    listed: Sequence[Mapping[str, Any]],
+) -> tuple[list[Copy], dict[str, Any] | None]:
+    """The listed entries whose episodes a would-be entry repeats, run for run.
+
+    A run copies a listed run of the same env when their fingerprints
+    (:func:`content_fingerprints`) match, exactly or after whitespace and case
+    normalisation. Runs shared with an earlier version of the same entry (same
+    :func:`identity`) are allowed, since a deterministic run can be reproduced, but not all
+    of them: a version must differ from the one it updates. The very same bundle (same
+    files, ``digest``) is not a copy: it is returned as the second item.
+
+    Args:
+        env_id: The would-be entry's env id.
+        own: Its :func:`identity`.
+        digest: Its bundle's digest (the entry id).
+        content: Its :func:`content_fingerprints`.
+        listed: The listed entries, oldest first.
+
+    Returns:
+        The copies found (none when the episodes are new) and the listed entry that is this
+        very bundle, if any.
+    """
+    copies, same_bundle = [], None
+    runs = content["runs"]
+    for entry in listed:
+        if entry["env_id"] != env_id or "content" not in entry:
+            continue
+        if entry["id"] == digest:
+            same_bundle = dict(entry)
+            continue
+        theirs = {run["normalized_sha256"]: run for run in entry["content"]["runs"]}
+        copied = [run for run in runs if run["normalized_sha256"] in theirs]
+        if not copied:
+            continue
+        same_entry = entry_identity(entry) == own
+        everything = sorted(r["normalized_sha256"] for r in runs) == sorted(
+            r["normalized_sha256"] for r in entry["content"]["runs"]
+        )
+        if same_entry and not everything:
+            continue
+        copies.append(
+            Copy(
+                entry=dict(entry),
+                runs=tuple(run["training_seed"] for run in copied),
+                source_runs=tuple(sorted({theirs[run["normalized_sha256"]]["training_seed"] for run in copied})),
+                exact=all(theirs[run["normalized_sha256"]]["sha256"] == run["sha256"] for run in copied),
+                same_entry=same_entry,
+            )
+        )
+    return copies, same_bundle
+
+
+def measure_perplexity(report: Report, model: str) -> None:
+    """Add the replies' perplexity under ``model`` to ``report.guard`` (median and mean over episodes).
+
+    Each episode's value is the mean perplexity of its non-blank replies given the
+    conversation before each (chat template), as :class:`textgym.wrappers.ReferencePerplexity`
+    measures it during evaluation; a problem ``perplexity`` is added when the LM cannot
+    score them.
+    """
+    from baselines.evaluate import perplexity_summary
+    from textgym.wrappers.reference import _ReferenceScorer, _reply_contexts
+
+    try:
+        scorer = _ReferenceScorer(model)
+        guards = []
+        for episode in report.episodes.values():
+            values = [v for v in scorer.perplexities(_reply_contexts(episode.messages)) if v is not None]
+            guards.append({"perplexity": sum(values) / len(values) if values else None})
+    except Exception as error:  # noqa: BLE001 - a model that cannot load or score is a reason, not a crash
+        report.add("perplexity", f"the reference LM {model!r} could not score the replies: {error}")
+        return
+    summary = perplexity_summary(guards)
+    if report.guard is not None and summary["perplexity_median"] is not None:
+        report.guard.update(summary, perplexity_model=model)
+
+
+def verify_bundle(
+    path: str | Path, listed: Sequence[Mapping[str, Any]] | None = None, perplexity: bool = False
+) -> Report:
+    """Verify a bundle by re-scoring (see the module docstring); never raises on bad input.
+
+    Args:
+        path: The bundle directory.
+        listed: The listed entries to check for copies against (none by default).
+        perplexity: Also measure the replies' perplexity under the env's LM (loads it).
+    """
     report = Report()
     bundle = load_bundle(path, report)
     report.bundle = bundle
@@ -474,11 +778,15 @@ def verify_bundle(path: str | Path) -> Report:
     except Exception as error:  # noqa: BLE001
         report.add("env_kwargs", f"the task of {env['id']} cannot be built from these env kwargs: {error}")
         return report
-    granularity = effective_env_kwargs(env["id"], env["kwargs"])["granularity"]
+    effective = effective_env_kwargs(env["id"], env["kwargs"])
     pooled: list[float] = []
     for training_seed in sorted(runs):
-        rewards = [rescore_episode(task, record, granularity, report) for record in runs[training_seed]]
-        scored = [reward for reward in rewards if reward is not None]
+        scored = []
+        for record in runs[training_seed]:
+            episode = rescore_episode(task, record, effective["granularity"], report)
+            if episode is not None:
+                report.episodes[(training_seed, record["seed"])] = episode
+                scored.append(episode.reward)
         if scored:
             report.rescored_runs[training_seed] = metrics(scored)
         pooled += scored
@@ -490,7 +798,32 @@ def verify_bundle(path: str | Path) -> Report:
             _compare_metrics(run["claimed"], rescored, f"run with training seed {run['training_seed']}", report)
     if report.rescored is not None:
         _compare_metrics(bundle.manifest["claimed"], report.rescored, "the bundle", report)
+    if report.episodes:
+        replies: dict[int, list[list[str]]] = {}
+        for (training_seed, _), episode in sorted(report.episodes.items()):
+            replies.setdefault(training_seed, []).append(episode.replies)
+        report.guard = text_metrics(replies, [episode.guard for episode in report.episodes.values()])
+    if runs and all(runs.values()):
+        report.content = content_fingerprints(env["id"], runs)
+        if listed:
+            copies, report.listed_as = find_copies(
+                env["id"], bundle_identity(bundle.manifest), bundle.digest, report.content, listed
+            )
+            for copy in copies:
+                report.add("copy", copy.sentence())
+    if perplexity and report.ok:
+        measure_perplexity(report, effective["model"])
     return report
 
 
-__all__ = ["REWARD_ATOL", "Bundle", "Problem", "Report", "bootstrap_ci", "load_bundle", "verify_bundle"]
+__all__ = [
+    "REWARD_ATOL",
+    "Bundle",
+    "Problem",
+    "Report",
+    "Rescored",
+    "bootstrap_ci",
+    "content_fingerprints",
+    "load_bundle",
+    "verify_bundle",
+]

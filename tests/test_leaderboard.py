@@ -1,82 +1,49 @@
 """The leaderboard: bundles verified by re-scoring and re-running, tampering rejected, the page rendered safely."""
 
 import dataclasses
-import hashlib
-import html.parser
 import json
 import os
 import re
 import shutil
 import struct
-import subprocess
-import tempfile
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from leaderboard_support import (
+    ENV,
+    HOSTILE,
+    PHRASES,
+    QUICK,
+    ROOT,
+    assert_rejected,
+    dom_rows,
+    edit_manifest,
+    edit_records,
+    find_chromium,
+    phrase,
+    read_lines,
+    run_cli,
+    scripted_records,
+    synthetic_entry,
+    write_bundle,
+    write_lines,
+)
 
 import textgym  # noqa: F401
 from leaderboard import safejson
-from leaderboard.bundle import RunData, make_bundle
+from leaderboard.bundle import RunData
 from leaderboard.cli import main
 from leaderboard.entries import ENTRIES_PATH, EntriesError, append_entry, load_entries
 from leaderboard.render import SITE_DIR, markdown_escape, render_html, render_markdown
 from leaderboard.stats import bootstrap_ci, metrics
-from leaderboard.tracks import TRACKS, pinned_kwargs_problems
+from leaderboard.tracks import pinned_kwargs_problems
 from leaderboard.verify import make_task, rebuild_prompt, verify_bundle
 from textgym.envs.sentiment import sentiment_reward
-from textgym.wrappers import RecordGenerations
-from textgym.wrappers.recorder import read_records
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = TRACKS["quick"]
-ENV = "TextGym/SentimentUtterance-v0"
-PHRASES = (
-    "was wonderful and moving.",
-    "was dull.",
-    "felt long, but the cast was great.",
-    "was a mess.",
-    "was fine, nothing more.",
-    "made me laugh a lot.",
-    "was boring and predictable.",
-    "is one I will remember.",
-)
-HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\"> & | *x* [l](u)"
-
-
-# -- building bundles -----------------------------------------------------------------------
-
-
-def scripted_records(directory, env_id, training_seed, reply):
-    """Play the track's prompts with scripted replies through the real env and recorder."""
-    path = Path(directory) / f"recorded-{training_seed}.jsonl"
-    env = RecordGenerations(gym.make(env_id, model="tiny", split=QUICK.split), path)
-    base = env.unwrapped
-    end = min(base.end_ids)
-    for seed in QUICK.prompt_seeds:
-        env.reset(seed=seed)
-        ids = base.tokenizer(reply(training_seed, seed), add_special_tokens=False)["input_ids"]
-        ids = ids[: base.max_reply_tokens - 1]
-        env.step(np.array(ids + [end] * (base.max_reply_tokens - len(ids)), dtype=np.int64))
-    env.close()
-    return read_records(path)
-
-
-def phrase(training_seed, seed):
-    return PHRASES[(seed * 5 + training_seed * 3) % len(PHRASES)]
-
-
-def write_bundle(out, runs, name="Scripted replies", model_id="tiny"):
-    return make_bundle(
-        out,
-        runs,
-        name=name,
-        submitter="tests",
-        model={"id": model_id, "revision": "test", "algo": "scripted", "decoding": "sample"},
-        compute={"hardware": "cpu", "wall_time_s": 1.5, "env_steps": 0},
-    )
+# -- bundles to tamper with -----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -90,41 +57,6 @@ def genuine(tmp_path_factory, tiny_model):
 def bundle(genuine, tmp_path):
     """A fresh copy of the genuine bundle to tamper with."""
     return Path(shutil.copytree(genuine, tmp_path / "bundle"))
-
-
-def edit_manifest(bundle, change):
-    manifest = json.loads((bundle / "bundle.json").read_text())
-    change(manifest)
-    (bundle / "bundle.json").write_text(json.dumps(manifest))
-
-
-def read_lines(bundle):
-    return [json.loads(line) for line in (bundle / "generations.jsonl").read_text().splitlines() if line.strip()]
-
-
-def write_lines(bundle, records):
-    (bundle / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
-def edit_records(bundle, change):
-    records = read_lines(bundle)
-    records = change(records) or records
-    write_lines(bundle, records)
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().out
-
-
-def assert_rejected(bundle, code, *phrases):
-    report = verify_bundle(bundle)
-    out = report.summary()
-    assert not report.ok and out.startswith("REJECTED")
-    assert code in report.codes(), out
-    for text in phrases:
-        assert text in out, out
-    return out
 
 
 # -- genuine bundles --------------------------------------------------------------------------
@@ -437,7 +369,7 @@ def test_submit_appends_entries_and_never_drops_any(genuine, tmp_path, capsys, t
     assert "\\<script\\>" in table and "\\| \\*x\\* \\[l\\]\\(u\\)" in table
     assert re.search(r"(?<!\\)[<>]", table) is None
     rows = [line for line in table.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
-    assert len(rows) == 2 and all(row.count(" | ") == 8 for row in rows)
+    assert len(rows) == 2 and all(row.count(" | ") == 13 for row in rows)
 
     # A bad bundle changes nothing.
     broken = Path(shutil.copytree(genuine, tmp_path / "broken"))
@@ -468,106 +400,14 @@ def test_markdown_escape_keeps_cells_intact():
 # -- the page in a real browser -------------------------------------------------------------
 
 
-def synthetic_entry(name, mean, date, level="rescored", hardware="cpu"):
-    entry = {
-        "id": hashlib.sha256(name.encode()).hexdigest(),
-        "submitted": date,
-        "name": name,
-        "submitter": "tests",
-        "env_id": ENV,
-        "env_version": 0,
-        "track": "quick",
-        "textgym_version": textgym.__version__,
-        "model": {"id": "tiny", "revision": "test", "algo": "ppo", "decoding": "sample"},
-        "compute": {"hardware": hardware, "wall_time_s": 3600.0 * mean, "env_steps": 4096},
-        "training_seeds": [0, 1, 2],
-        "claimed": {"mean_reward": mean, "ci95": [mean - 0.1, mean + 0.1], "episodes": 96},
-        "rescored": {"mean_reward": mean, "ci95": [mean - 0.1, mean + 0.1], "episodes": 96},
-        "verification": {"level": level, "reward_atol": 1e-4},
-    }
-    if level == "rerun":
-        entry["verification"]["rerun"] = {
-            "k": 3.0,
-            "episodes": 32,
-            "secret_seed_sha256": "0" * 64,
-            "runs": [{"training_seed": 0, "mean_reward": mean, "stderr": 0.05, "accepted_range": [0.0, 1.0]}],
-        }
-    return entry
-
-
-class RowReader(html.parser.HTMLParser):
-    """Rows of the first leaderboard table in a DOM dump: the text of each cell."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows, self.cell, self.depth, self.tables, self.elements = [], None, 0, 0, []
-        self.html_attrs, self.table_attrs, self.title = {}, {}, []
-        self._in_title = False
-
-    def handle_starttag(self, tag, attrs):
-        self.elements.append(tag)
-        attrs = dict(attrs)
-        if tag == "html":
-            self.html_attrs = attrs
-        if tag == "title":
-            self._in_title = True
-        if tag == "table":
-            self.tables += 1
-            if self.tables == 1:
-                self.table_attrs = attrs
-        if self.tables == 1 and tag == "tr" and "data-entry" in attrs:
-            self.rows.append([])
-        if self.tables == 1 and tag == "td" and self.rows:
-            self.cell = []
-
-    def handle_endtag(self, tag):
-        if tag == "title":
-            self._in_title = False
-        if tag == "td" and self.cell is not None:
-            self.rows[-1].append("".join(self.cell))
-            self.cell = None
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title.append(data)
-        if self.cell is not None:
-            self.cell.append(data)
-
-
 @pytest.fixture(scope="module")
 def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
+    path = find_chromium()
+    if path:
+        return path
     if os.environ.get("TEXTGYM_REQUIRE_CHROMIUM") == "1":
         pytest.fail("chromium is missing: run .ci/install-chromium.sh first")
     pytest.skip("chromium is not installed (bash .ci/install-chromium.sh; CI sets TEXTGYM_REQUIRE_CHROMIUM=1)")
-
-
-def run_chromium(chromium, *args):
-    with tempfile.TemporaryDirectory() as profile:
-        command = [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            *args,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
-def dom_rows(chromium, url):
-    reader = RowReader()
-    reader.feed(run_chromium(chromium, "--virtual-time-budget=2000", "--dump-dom", url))
-    return reader
 
 
 def test_page_in_headless_chromium(chromium, tmp_path):
@@ -591,14 +431,14 @@ def test_page_in_headless_chromium(chromium, tmp_path):
     names = [row[1] for row in ranked.rows]
     assert [n.split("by tests")[0] for n in names] == [HOSTILE, "Charlie GRPO", "Bravo PPO", "Alpha DQN"]
     assert [row[3] for row in ranked.rows] == ["0.7300", "0.5500", "0.4100", "0.1200"]
-    assert ranked.rows[2][8] == "✔✔ re-run" and ranked.rows[3][8] == "✔ re-scored"
+    assert ranked.rows[2][11] == "✔✔ re-run" and ranked.rows[3][11] == "✔ re-scored"
 
     by_name = dom_rows(chromium, url + "?sort=entry&dir=asc")
     assert by_name.table_attrs.get("data-sorted") == "entry-asc"
     assert [row[1].split("by tests")[0] for row in by_name.rows] == [HOSTILE, "Alpha DQN", "Bravo PPO", "Charlie GRPO"]
 
     by_date = dom_rows(chromium, url + "#sort=date&dir=desc")
-    assert [row[7] for row in by_date.rows] == ["2025-04-01", "2025-03-01", "2025-02-01", "2025-01-15"]
+    assert [row[10] for row in by_date.rows] == ["2025-04-01", "2025-03-01", "2025-02-01", "2025-01-15"]
 
     by_mean = dom_rows(chromium, url + "?sort=mean&dir=asc")
     assert [row[3] for row in by_mean.rows] == ["0.1200", "0.4100", "0.5500", "0.7300"]
@@ -689,6 +529,7 @@ def test_rerun_confirms_the_checkpoints_on_held_out_prompts(run_bundle, capsys, 
     assert entry["verification"]["level"] == "rerun"
     assert [run["training_seed"] for run in entry["verification"]["rerun"]["runs"]] == [0, 1, 2]
     assert "424242" not in json.dumps(entry)  # only a commitment to the secret seed is kept
+    assert entry["guard"]["perplexity_model"] == "tiny" and entry["guard"]["perplexity_median"] > 1  # the LM was loaded
     assert "✔✔ re-run" in (tmp_path / "index.html").read_text()
 
 
@@ -701,7 +542,8 @@ def test_rerun_rejects_cherry_picked_generations(run_bundle, capsys, tmp_path):
             candidates = [record["generations"][0], *pool]
             scores = sentiment_reward(candidates)
             best = int(np.argmax(scores))
-            record.update(generations=[candidates[best]], turn_rewards=[scores[best]], reward=scores[best])
+            # The forger drops the guard numbers of the sampled reply rather than leave them to contradict the text.
+            record.update(generations=[candidates[best]], turn_rewards=[scores[best]], reward=scores[best], guard=None)
 
     edit_records(bundle, best_of_many)
     records = read_lines(bundle)
