@@ -22,6 +22,7 @@ Modules (each needs its engine, installed through the extra of the same name):
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import json
 from collections.abc import Mapping
@@ -140,12 +141,16 @@ class EpisodeSpec:
     def start(self) -> TextEpisode:
         """A fresh episode of this spec's task, reset to its prompt.
 
+        The episode plays a shallow copy of the cached task: a task keeps its episode's
+        state on itself, so episodes that interleave (an engine's asyncio rollouts in one
+        worker) must not share one instance; the copy shares the task's read-only data.
+
         Raises:
             ValueError: The prompt id is not in the split.
         """
         from gymnasium.utils import seeding
 
-        episode = TextEpisode(self.task())
+        episode = TextEpisode(copy.copy(self.task()))
         episode.reset(seeding.np_random(0)[0], {"prompt_id": self.prompt_id})
         return episode
 
