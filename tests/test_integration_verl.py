@@ -4,6 +4,7 @@ Runs in the environment that has verl (``.venv-verl``); elsewhere the module ski
 """
 
 import asyncio
+import copy
 import importlib.metadata
 import json
 
@@ -25,7 +26,15 @@ from verl.experimental.agent_loop.agent_loop import (  # noqa: E402
 )
 from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
 from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder  # noqa: E402
-from verl_stand_in import ScriptedServer, loop_config, make_loop, play_row, run_row, scripted_logprob  # noqa: E402
+from verl_stand_in import (  # noqa: E402
+    ScriptedServer,
+    loop_config,
+    loop_kwargs,
+    make_loop,
+    play_row,
+    run_row,
+    scripted_logprob,
+)
 
 import textgym.integrations.verl as textgym_verl  # noqa: E402
 from textgym.core import play_episode  # noqa: E402
@@ -214,6 +223,25 @@ def test_next_user_turn_that_does_not_fit_ends_the_episode_after_the_reply(dialo
     assert output.extra_fields["textgym"]["end_reason"] == "response_length"
 
 
+def test_reply_stopped_without_end_token_is_unfinished_and_the_conversation_goes_on(dialogue_rows, tokenizer):
+    row, conversation = three_turn(dialogue_rows)
+    cut = ScriptedServer(tokenizer, ["Sure thing, my friend"]).replies[0][:-1]  # no end token, budget left
+    texts = [turn.references[0] for turn in conversation.turns[:3]]
+    output, server = play_row(row, [cut, texts[1], texts[2]], tokenizer)
+    runs = segments(output.response_mask)
+    assert [value for _, _, value in runs] == [1, 0, 1, 0, 1] and output.num_turns == 6
+    assert output.response_ids[: runs[0][1]] == cut
+    # The template's whole end of turn follows the unfinished reply, then the next user turn.
+    user = conversation.turns[1].user
+    expected = f"{IM_END}\n{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
+    assert tokenizer.decode(output.response_ids[runs[1][0] : runs[1][1]]) == expected
+    assert output.extra_fields["textgym"]["guard"]["unfinished_replies"] == 1
+    episode = play_episode(
+        task_for(DIALOGUE, "train"), ["Sure thing, my friend", *texts[1:]], prompt_id=row["extra_info"]["prompt_id"]
+    )
+    assert output.extra_fields["turn_scores"] == pytest.approx(episode.rewards, abs=1e-6)
+
+
 # -- text is data ---------------------------------------------------------------------------
 
 
@@ -239,6 +267,39 @@ def test_injected_im_end_in_user_turns_stays_ordinary_tokens(tmp_path, tokenizer
     # verl's own builder would have read the first utterance's strings as control tokens.
     stock = create_continuous_token_builder(tokenizer).build_initial_tokens(row["prompt"])
     assert stock.count(start) > output.prompt_ids.count(start)
+
+
+# A ChatML template that rewrites earlier replies, so a conversation cannot grow by appending.
+REWRITING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.role == 'assistant' and not loop.last %}(earlier){% else %}{{ m.content }}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_template_that_rewrites_turns_falls_back_to_verls_family_builder(dialogue_rows, tokenizer):
+    rewriting = copy.deepcopy(tokenizer)
+    rewriting.chat_template = REWRITING_TEMPLATE
+    row, conversation = three_turn(dialogue_rows)
+    texts = [turn.references[0] for turn in conversation.turns[:3]]
+
+    async def run():
+        loop = make_loop(ScriptedServer(rewriting, texts), rewriting, loop_config(), hf_model_type="qwen2")
+        assert type(loop.continuous_token_builder).__name__ == "TextAsDataQwenContinuousTokenBuilder"
+        assert not loop.chat.appendable
+        return await loop.run({"logprobs": True}, **loop_kwargs(row))
+
+    output = asyncio.run(run())
+    runs = segments(output.response_mask)
+    assert [value for _, _, value in runs] == [1, 0, 1, 0, 1]
+    for turn, (start, end, _) in zip((1, 2), runs[1::2], strict=True):
+        # verl's Qwen builder supplies the newline its template puts after the policy's end token.
+        user = conversation.turns[turn].user
+        assert (
+            rewriting.decode(output.response_ids[start:end])
+            == f"\n{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
+        )
+    assert output.extra_fields["turn_scores"] == [1.0, 1.0, 1.0]
 
 
 # -- single-turn tasks: compute_score ---------------------------------------------------------

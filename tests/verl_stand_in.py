@@ -72,7 +72,7 @@ def loop_config(prompt_length: int = 1024, response_length: int = 512, **data: A
     )
 
 
-def make_loop(server: Any, tokenizer: Any, config: Any) -> Any:
+def make_loop(server: Any, tokenizer: Any, config: Any, hf_model_type: str | None = None) -> Any:
     """A ``TextgymAgentLoop`` as verl's worker builds one (call inside a running event loop)."""
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -86,6 +86,7 @@ def make_loop(server: Any, tokenizer: Any, config: Any) -> Any:
         processor=None,
         dataset_cls=RLHFDataset,
         data_config=DictConfigWrap(config.data),
+        hf_model_type=hf_model_type,
     )
 
 

@@ -273,7 +273,8 @@ class _TextgymLoop:
     it, is the task's step; unless the task is over, the task's next messages join with
     mask 0. The episode ends when the task is over or ``response_length`` is reached: a
     reply cut by it is scored unfinished, and next messages that do not fit end the
-    episode after the last reply.
+    episode after the last reply. A reply without an end token that leaves room (a
+    server-side stop) is scored unfinished and the template's whole end of turn follows it.
 
     Output: ``reward_score`` is the episode's total reward (verl puts it on the last
     response token); ``num_turns`` counts the prompt, each reply and each env message;
@@ -351,7 +352,9 @@ class _TextgymLoop:
             result = episode.step(text, finished=bool(ends))
             if result.terminated:
                 break
-            if not ends or len(mask) >= self.response_length:
+            # A reply cut by the budget fills it; one the server cut sooner (no end token,
+            # room left) is scored unfinished and the conversation goes on, as in TextEnv.
+            if len(mask) >= self.response_length:
                 end_reason = "response_length"
                 break
             merged, next_mask, next_logprobs = await self.ct_merge_context_msg(
