@@ -7,6 +7,10 @@ import asyncio
 import copy
 import importlib.metadata
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -41,12 +45,12 @@ from textgym.core import play_episode  # noqa: E402
 from textgym.data import split_of  # noqa: E402
 from textgym.integrations import EngineVersionError, EpisodeSpec, prompt_rows  # noqa: E402
 from textgym.integrations.verl import (  # noqa: E402
+    AGENT_LOOP_TARGET,
     AGENT_NAME,
     SPEC_KEY,
     compute_score,
     dataset_rows,
     export_dataset,
-    main,
     write_agent_loop_config,
 )
 from textgym.models import load_tokenizer  # noqa: E402
@@ -416,7 +420,7 @@ def test_interleaved_episodes_in_one_worker_keep_their_own_state(dialogue_rows, 
 
 def test_registered_as_textgym_agent_and_built_from_the_config_file(tmp_path, tokenizer):
     assert issubclass(textgym_verl.TextgymAgentLoop, AgentLoopBase)
-    assert _agent_loop_registry[AGENT_NAME] == {"_target_": "textgym.integrations.verl.TextgymAgentLoop"}
+    assert _agent_loop_registry[AGENT_NAME] == {"_target_": AGENT_LOOP_TARGET}
     # What verl's AgentLoopWorker does with actor_rollout_ref.rollout.agent.agent_loop_config_path:
     (entry,) = OmegaConf.load(write_agent_loop_config(tmp_path / "agent_loop.yaml"))
     config = loop_config()
@@ -475,10 +479,13 @@ def test_exported_parquet_is_read_by_verls_dataset_and_played(tmp_path, tokenize
     assert output.extra_fields["turn_scores"] == pytest.approx([1.0] * len(texts))
 
 
-def test_exporter_cli_and_bad_arguments(tmp_path, capsys):
-    written = main(["TextGym/SparseCompletionUtterance-v0", "--out", str(tmp_path), "--splits", "test", "--n", "2"])
-    assert [path.name for path in written] == ["test.parquet", "agent_loop.yaml"]
-    assert capsys.readouterr().out.split() == [str(path) for path in written]
+def test_exporter_command_and_bad_arguments(tmp_path):
+    command = [sys.executable, "-m", "textgym.integrations.verl", "TextGym/SparseCompletionUtterance-v0"]
+    command += ["--out", str(tmp_path), "--splits", "test", "--n", "2"]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    printed = subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout.split()
+    assert printed == [str(tmp_path / "test.parquet"), str(tmp_path / "agent_loop.yaml")]
+    assert [entry["_target_"] for entry in OmegaConf.load(printed[1])] == [AGENT_LOOP_TARGET]
     assert [row["extra_info"]["prompt_id"] for row in dataset_rows("TextGym/SparseCompletion-v0", "test", 2)] == [
         prompt_id for prompt_id, _ in prompt_rows("TextGym/SparseCompletion-v0", "test", 2)
     ]

@@ -41,6 +41,8 @@ from textgym.integrations import EpisodeSpec, prompt_rows, require_engine
 
 #: The agent loop's name in verl's registry and in each row's ``agent_name``.
 AGENT_NAME = "textgym_agent"
+#: The class path verl's config names the loop by (``python -m`` runs this module as ``__main__``).
+AGENT_LOOP_TARGET = "textgym.integrations.verl.TextgymAgentLoop"
 #: The ``extra_info`` key holding a row's :class:`~textgym.integrations.EpisodeSpec` JSON.
 SPEC_KEY = "textgym_spec"
 #: The guard metrics (see :func:`textgym.core.guard_metrics`) reported per episode as scalars.
@@ -141,7 +143,7 @@ def write_agent_loop_config(path: str | os.PathLike[str]) -> Path:
 
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump([{"name": AGENT_NAME, "_target_": f"{__name__}.TextgymAgentLoop"}]))
+    path.write_text(yaml.safe_dump([{"name": AGENT_NAME, "_target_": AGENT_LOOP_TARGET}]))
     return path
 
 
