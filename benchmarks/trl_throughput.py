@@ -1,12 +1,13 @@
 """End-to-end generated tokens per second on Sentiment: TRL's GRPOTrainer vs FastLMPPO, same wall-clock budget.
 
 Both arms train the same model on the Sentiment task's training prompts (system prompt +
-review opening, under the model's chat template) with the VADER reward
-(:func:`textgym.envs.sentiment.sentiment_reward`), 32 new tokens per completion,
-learning rate 1e-5 (constant), float32, ``--threads`` torch threads, for ``--seconds``
-each, one after the other, each in a fresh subprocess:
+review opening, under the model's chat template) with the task's reward (the VADER
+compound of the reply), 32 new tokens per completion, learning rate 1e-5 (constant),
+float32, ``--threads`` torch threads, for ``--seconds`` each, one after the other, each in
+a fresh subprocess:
 
-* **TRL** ``GRPOTrainer``: 8 completions per optimizer step in groups of 4 (2 prompts x 4;
+* **TRL** ``GRPOTrainer`` on textgym's public TRL API (:func:`textgym.integrations.trl.make_dataset`
+  and ``reward_function``): 8 completions per optimizer step in groups of 4 (2 prompts x 4;
   ``--trl-batches`` for more), one gradient step per generation batch (``num_iterations=1``),
   ``beta = --kl-coef``, no gradient checkpointing, sampling at temperature 1 with no top-k / top-p.
 * **FastLMPPO** as ``python -m baselines.train --env TextGym/Sentiment-v0`` builds it
@@ -20,7 +21,7 @@ includes generation, rewards and updates. A budget ends at the first optimizer s
 (TRL) or env step (FastLMPPO) after it runs out. Reward "before" and "after" are the
 mean rewards of the first and last ``--reward-window`` completions sampled in training.
 
-TRL is a benchmark-only extra (``pip install trl``), not a textgym dependency.
+TRL comes with the ``trl`` (or ``bench``) extra: ``pip install -e '.[trl]'``.
 
     python benchmarks/trl_throughput.py --seconds 600                    # real run
     # one optimizer step per 256 generated tokens in both arms:
@@ -54,7 +55,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from textgym.envs.sentiment import SentimentTask, sentiment_reward  # noqa: E402
 from textgym.models import resolve_model_path  # noqa: E402
 
 ENV_ID = "TextGym/Sentiment-v0"
@@ -78,23 +78,22 @@ def reward_change(rewards: list[float], window: int) -> dict[str, Any]:
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     """GRPO for ``args.seconds``; return tokens, seconds and rewards."""
-    from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    task = SentimentTask(split="train")
-    rows = [
-        {"prompt": [{"role": "system", "content": task.system_prompt}, {"role": "user", "content": text}]}
-        for _, text in task.prompts
-    ]
+    from textgym.integrations.trl import make_dataset, reward_function
+
+    task_reward = reward_function(ENV_ID)
     tokens: list[int] = []
     rewards: list[float] = []
 
-    def vader(completions: list[Any], completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
-        scores = sentiment_reward(completions)
+    def reward(completions: list[Any], completion_ids: list[list[int]], **columns: Any) -> list[float]:
+        scores = task_reward(completions, **columns)
         tokens.extend(len(ids) for ids in completion_ids)
         rewards.extend(scores)
         return scores
+
+    reward.__name__ = task_reward.__name__  # TRL logs the reward under the function's name
 
     class Budget(TrainerCallback):
         start = 0.0
@@ -141,9 +140,9 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             model.model.norm.requires_grad_(True)
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=vader,
+            reward_funcs=reward,
             args=config,
-            train_dataset=Dataset.from_list(rows),
+            train_dataset=make_dataset(ENV_ID, "train"),
             callbacks=[Budget()],
         )
         trainer.train()
@@ -319,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import trl
     except ImportError:
-        raise SystemExit("this benchmark needs TRL: pip install trl (or pip install -e '.[bench]')") from None
+        raise SystemExit("this benchmark needs TRL: pip install -e '.[trl]'") from None
 
     print(f"command: {shlex.join(['python', *sys.argv])}")
     print(
@@ -328,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"model: {args.model} ({resolve_model_path(args.model)}), float32")
     print(
-        f"task: {ENV_ID} training prompts, VADER reward, {args.max_new_tokens} new tokens, "
-        f"lr {args.learning_rate:g} constant, {args.seconds:g} s per arm"
+        f"task: {ENV_ID} training prompts (TRL: make_dataset + reward_function), VADER reward, "
+        f"{args.max_new_tokens} new tokens, lr {args.learning_rate:g} constant, {args.seconds:g} s per arm"
     )
     jobs = []  # (label, arm, the arm's own flags, FastLMPPO flags as given)
     for arm in args.arms.split(","):
