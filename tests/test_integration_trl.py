@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import require_engine
+from engine_check import require_engine
 
 require_engine("trl")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import require_engine
+from engine_check import require_engine
 
 require_engine("verl")
 
