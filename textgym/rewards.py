@@ -19,6 +19,7 @@ place of the completion when present.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -126,7 +127,10 @@ def score_episodes(
     episodes = []
     for index, (completion, prompt_id, split) in enumerate(zip(completions, prompt_ids, splits, strict=True)):
         replies, following = completion_replies(completion, f"completion {index}")
-        episode = play_episode(task_for(env_id, split), replies, prompt_id=prompt_id, next_messages=following)
+        # A copy of the cached task: its episode state is the copy's own (see TextTask), so
+        # scoring from several threads at once cannot mix episodes.
+        task = copy.copy(task_for(env_id, split))
+        episode = play_episode(task, replies, prompt_id=prompt_id, next_messages=following)
         episodes.append(episode)
     return episodes
 
