@@ -58,13 +58,12 @@ from leaderboard.tracks import (
     TRACKS,
     Track,
     effective_env_kwargs,
-    env_class,
     pinned_kwargs_problems,
     registered_spec,
-    task_options,
     textgym_compatible,
 )
-from textgym.core import guard_metrics, validate_messages
+from textgym.core import TextEpisode
+from textgym.registration import make_task
 
 #: Absolute tolerance on every compared number: turn and episode rewards, means, CI bounds.
 REWARD_ATOL = 1e-4
@@ -382,21 +381,11 @@ def check_track(bundle: Bundle, report: Report) -> dict[int, list[dict[str, Any]
     return runs
 
 
-def make_task(env_id: str, env_kwargs: dict[str, Any]) -> Any:
-    """The text-level task ``gym.make(env_id, **env_kwargs)`` would build (no language model is loaded)."""
-    cls = env_class(env_id)
-    return cls.task_class(**task_options(env_id, env_kwargs))
-
-
-def rebuild_prompt(task: Any, seed: int) -> tuple[str, list[dict[str, str]]]:
-    """The prompt id and messages of ``env.reset(seed=seed)``, at the text level.
-
-    ``TextEnv.reset`` seeds ``np_random`` with ``seed`` (``gymnasium.utils.seeding.np_random``),
-    then calls ``task.reset(np_random, options)`` and validates the messages; so does this.
-    """
-    rng, _ = seeding.np_random(seed)
-    prompt = task.reset(rng, None)
-    return prompt.prompt_id, validate_messages(prompt.messages, f"prompt {prompt.prompt_id!r} messages")
+def start_episode(task: Any, seed: int) -> TextEpisode:
+    """The episode ``env.reset(seed=seed)`` starts, at the text level (:class:`textgym.core.TextEpisode`)."""
+    episode = TextEpisode(task)
+    episode.reset(seeding.np_random(seed)[0])
+    return episode
 
 
 def _where(record: dict[str, Any]) -> str:
@@ -412,10 +401,11 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
     """
     where = _where(record)
     try:
-        prompt_id, messages = rebuild_prompt(task, record["seed"])
+        episode = start_episode(task, record["seed"])
     except Exception as error:  # noqa: BLE001 - any failure of the task is a reason, not a crash
         report.add("prompt", f"{where}: the task could not rebuild the prompt: {error}")
         return None
+    prompt_id, messages = episode.prompt.prompt_id, episode.prompt.messages
     if prompt_id != record["prompt_id"]:
         report.add(
             "prompt", f"{where}: the seed gives prompt id {prompt_id!r}, the record says {record['prompt_id']!r:.80}"
@@ -434,42 +424,32 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
     if len(turn_rewards) != len(generations):
         report.add("reward", f"{where}: {len(generations)} generations but {len(turn_rewards)} turn rewards")
         return None
-    conversation = list(messages)
-    replies: list[tuple[str, bool, dict[str, float]]] = []
-    total = 0.0
     for turn, text in enumerate(generations):
+        last = turn == len(generations) - 1
+        if episode.state == "over":
+            report.add(
+                "reward",
+                f"{where}: the task ended after generation {turn - 1}, yet the record holds {len(generations)} "
+                "generations",
+            )
+            return None
         try:
-            result = task.step(text)
-            reward = float(result.reward)
-            if not result.terminated and result.next_messages:
-                validate_messages(result.next_messages, "task next_messages")
+            # As TextEnv: only a token-level reply cut by the budget is unfinished, and it ends the episode.
+            result = episode.step(text, finished=not (last and record["truncated"]))
         except Exception as error:  # noqa: BLE001
             report.add("reward", f"{where}: the task refused generation {turn}: {error}")
             return None
-        if abs(reward - turn_rewards[turn]) > REWARD_ATOL:
+        if abs(result.reward - turn_rewards[turn]) > REWARD_ATOL:
             report.add(
                 "reward",
-                f"{where}: generation {turn} scores {reward:.6g}, the record claims {turn_rewards[turn]:.6g}",
+                f"{where}: generation {turn} scores {result.reward:.6g}, the record claims {turn_rewards[turn]:.6g}",
             )
-        total += reward
-        last = turn == len(generations) - 1
-        # As TextEnv: only a token-level reply cut by the budget is unfinished, and it ends the episode.
-        components = result.info.get("reward_components", {}) if isinstance(result.info, dict) else {}
-        replies.append((text, not (last and record["truncated"]), components))
-        conversation.append({"role": "assistant", "content": text})
-        if result.terminated and not last:
-            report.add(
-                "reward",
-                f"{where}: the task ended after generation {turn}, yet the record holds {len(generations)} generations",
-            )
-            return None
         if last and not result.terminated and not record["truncated"]:
             report.add(
                 "reward", f"{where}: the task is not over after the last generation and the record is not truncated"
             )
             return None
-        if not last and result.next_messages:
-            conversation += [dict(message) for message in result.next_messages]
+    total = episode.total_reward
     # As TextEnv reports it: terminated when the task is over; truncated (token level only) when
     # the last reply ran into the token budget, which ends the episode whether or not the task is over.
     if record["terminated"] != bool(result.terminated):
@@ -484,9 +464,9 @@ def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report:
         report.add("reward", f"{where}: end_reason {record['end_reason']!r} of an episode the task ended")
     if abs(total - record["reward"]) > REWARD_ATOL:
         report.add("claim", f"{where}: the episode claims reward {record['reward']:.6g}, re-scored {total:.6g}")
-    guard = guard_metrics(replies)
+    guard = episode.guard()
     check_guard(record, guard, granularity, report)
-    return Rescored(total, list(generations), guard, conversation)
+    return Rescored(total, list(generations), guard, episode.messages)
 
 
 def _guard_mismatch(claimed: Any, value: float) -> bool:
@@ -774,7 +754,7 @@ def verify_bundle(
                 )
     env = bundle.manifest["env"]
     try:
-        task = make_task(env["id"], env["kwargs"])
+        task = make_task(env["id"], **env["kwargs"])
     except Exception as error:  # noqa: BLE001
         report.add("env_kwargs", f"the task of {env['id']} cannot be built from these env kwargs: {error}")
         return report

@@ -40,8 +40,9 @@ from leaderboard.entries import ENTRIES_PATH, EntriesError, append_entry, load_e
 from leaderboard.render import SITE_DIR, markdown_escape, render_html, render_markdown
 from leaderboard.stats import bootstrap_ci, metrics
 from leaderboard.tracks import pinned_kwargs_problems
-from leaderboard.verify import make_task, rebuild_prompt, verify_bundle
+from leaderboard.verify import start_episode, verify_bundle
 from textgym.envs.sentiment import sentiment_reward
+from textgym.registration import make_task
 
 # -- bundles to tamper with -----------------------------------------------------------------
 
@@ -82,10 +83,11 @@ def test_genuine_bundle_verifies(genuine, capsys):
 def test_text_level_prompt_equals_env_reset(tiny_model):
     for env_id in (ENV, "TextGym/SparseCompletionUtterance-v0"):
         env = gym.make(env_id, model="tiny", split="validation")
-        task = make_task(env_id, {"split": "validation", "model": "tiny"})
+        task = make_task(env_id, split="validation", model="tiny")
         for seed in (10_000, 10_017, 123):
             _, info = env.reset(seed=seed)
-            assert rebuild_prompt(task, seed) == (info["prompt_id"], info["messages"])
+            episode = start_episode(task, seed)
+            assert (episode.prompt.prompt_id, episode.prompt.messages) == (info["prompt_id"], info["messages"])
 
 
 def test_bootstrap_equals_the_baselines():
@@ -166,7 +168,7 @@ def test_prompt_text_swapped_is_rejected(bundle):
 
 
 def test_prompt_id_swapped_is_rejected(bundle):
-    task = make_task(ENV, {"split": "validation"})
+    task = make_task(ENV, split="validation")
     easier_id, text = task.prompts[0]
 
     def change(records):

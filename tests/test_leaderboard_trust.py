@@ -47,8 +47,10 @@ from leaderboard.entries import (
 )
 from leaderboard.render import render_html
 from leaderboard.stats import DIVERSITY_RATIO, REPETITION_MARGIN, metrics
-from leaderboard.verify import entry_identity, make_task, rebuild_prompt, verify_bundle
+from leaderboard.verify import entry_identity, verify_bundle
+from textgym.core import play_episode
 from textgym.metrics.functional import distinct_n, repetition_rate, words
+from textgym.registration import make_task
 
 QUICK_BUNDLES = ROOT / "benchmarks" / "results" / "quick_track" / "bundles"
 #: The quick track's 40 baseline and reference entries, the first of the repository's file (it only grows).
@@ -92,10 +94,9 @@ def submit(capsys, bundle, entries, site, *extra):
 
 def rescore_records(env_id, records, env_kwargs=None):
     """Give each record the rewards its (changed) generations earn and no guard claim, as a forger would."""
-    task = make_task(env_id, env_kwargs or records[0]["env_kwargs"])
+    task = make_task(env_id, **(env_kwargs or records[0]["env_kwargs"]))
     for record in records:
-        rebuild_prompt(task, record["seed"])
-        rewards = [float(task.step(text).reward) for text in record["generations"]]
+        rewards = play_episode(task, record["generations"], seed=record["seed"]).rewards
         record.update(turn_rewards=rewards, reward=sum(rewards), guard=None)
 
 
