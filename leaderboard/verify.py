@@ -43,6 +43,7 @@ from gymnasium.utils import seeding
 
 import textgym
 from leaderboard import safejson
+from leaderboard.checkpoints import check_bundle_checkpoints
 from leaderboard.stats import bootstrap_ci, metrics
 from leaderboard.tracks import (
     TRACKS,
@@ -468,6 +469,7 @@ def verify_bundle(path: str | Path) -> Report:
                 report.add(
                     "path", f"checkpoint {run['checkpoint']!r} of training seed {run['training_seed']} is missing"
                 )
+    check_bundle_checkpoints(bundle, report)  # trained from the model and revision the manifest claims
     env = bundle.manifest["env"]
     try:
         task = make_task(env["id"], env["kwargs"])
