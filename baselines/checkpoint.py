@@ -12,7 +12,7 @@ A checkpoint directory holds:
   adapters and the value head; with full fine-tuning every tensor; for DQN the Q heads and
   feature statistics (its LM trunk is never part of the policy).
 * ``optimizer.safetensors`` and ``optimizer.json``: the optimizer's state, for resuming.
-* ``resume.json`` (written by ``baselines.train``): what an exact resume needs besides the
+* ``resume.json`` (written by ``baselines.train``): what a deterministic resume needs besides the
   weights (random number generator states, counters, the evaluations so far).
 
 No pickle is written or read. A checkpoint is written as a new hidden version directory and
@@ -108,7 +108,7 @@ def save_checkpoint(
         policy: The policy; ``policy.model_name`` names its base model, ``policy.optimizer``
             (if any) is saved too.
         metadata: JSON-serialisable metadata (algorithm, env, config, counters).
-        resume_state: Extra JSON-serialisable state for an exact resume (``resume.json``).
+        resume_state: Extra JSON-serialisable state for a deterministic resume (``resume.json``).
 
     Returns:
         ``directory`` as a :class:`~pathlib.Path`.

@@ -387,7 +387,7 @@ def dqn_run_stats(model: Any) -> dict[str, Any]:
     return run_stats(model)
 
 
-# -- exact resume ------------------------------------------------------------------------
+# -- deterministic resume -----------------------------------------------------------------
 
 #: Counters of SB3 algorithms that schedule their work (updates done, env steps seen by DQN's target updates).
 ALGORITHM_COUNTERS = ("_n_updates", "_n_calls", "_episode_num")
@@ -430,7 +430,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def resume_state(
     model: Any, env: Any, out: Path, initial: dict[str, Any] | None, curve: list[dict[str, Any]], next_eval: float
 ) -> dict[str, Any]:
-    """What an exact resume needs besides the weights and the optimizer (``resume.json``)."""
+    """What a deterministic resume needs besides the weights and the optimizer (``resume.json``)."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     records = out / EVAL_RECORDS

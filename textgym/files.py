@@ -209,12 +209,12 @@ class AppendOnlyFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl_tail(self.path)
-        self._descriptor: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self._file = open(self.path, "ab", buffering=0)  # unbuffered: each write is one system call
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._descriptor is None
+        return self._file.closed
 
     def write(self, text: str) -> None:
         """Append ``text`` (whole lines, each ending with a newline) and fsync it.
@@ -222,20 +222,18 @@ class AppendOnlyFile:
         Raises:
             ValueError: The file is closed, or ``text`` does not end with a newline.
         """
-        if self._descriptor is None:
+        if self._file.closed:
             raise ValueError(f"{self.path} is closed")
         if not text.endswith("\n"):
             raise ValueError("append whole lines: the text must end with a newline")
         data = memoryview(text.encode("utf-8"))
         while data:  # a regular file takes the whole write unless the disk is full
-            data = data[os.write(self._descriptor, data) :]
-        os.fsync(self._descriptor)
+            data = data[self._file.write(data) :]
+        os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Close the descriptor (idempotent)."""
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
+        """Close the file (idempotent)."""
+        self._file.close()
 
     def __enter__(self) -> AppendOnlyFile:
         return self
