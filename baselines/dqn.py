@@ -64,6 +64,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
+from textgym.files import append_lines
 from textgym.lm import forward, new_cache, positions_from_mask
 
 #: Keys a candidate-level observation holds.
@@ -622,11 +623,9 @@ def run_candidate_episodes(
         results = []
         for first in range(0, episodes, parallel):
             results += batcher.map(episode, range(first, min(first + parallel, episodes)))
-        if record_path:
-            Path(record_path).parent.mkdir(parents=True, exist_ok=True)
-            with open(record_path, "a", encoding="utf-8") as out:
-                for index in range(episodes):  # the recorder's lines, as written, in episode order
-                    out.write((Path(scratch) / f"{index:06d}.jsonl").read_text(encoding="utf-8"))
+        if record_path:  # the recorder's lines, as written, in episode order, appended in one durable write
+            lines = [(Path(scratch) / f"{index:06d}.jsonl").read_text(encoding="utf-8") for index in range(episodes)]
+            append_lines(record_path, "".join(lines))
     return results
 
 

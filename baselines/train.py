@@ -8,15 +8,31 @@ Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/``, ``checkpoi
 ``summary.json`` (initial and final validation reward on fixed prompts, KL, perplexity,
 wall time, env steps/s, warnings, the learning curve and the full config). ``--resume``
 continues a run from its checkpoint; Ctrl-C saves a checkpoint before exiting.
+
+Crash safety: ``config.json`` and ``summary.json`` are replaced atomically, evaluation
+records are appended one durable line at a time, and a checkpoint directory is switched
+to its new version in one step (:mod:`textgym.files`), so a run killed at any moment
+(SIGKILL, power loss) keeps its last complete checkpoint, and ``--resume`` continues it up
+to the run's ``--total-timesteps`` (or a new one given with it). That checkpoint's
+``resume.json`` holds the random number generator states, the algorithm's counters, the
+evaluations so far and the length of ``eval_generations.jsonl`` when it was written;
+``--resume`` restores them, cuts the evaluation records written after the checkpoint and
+reseeds the envs from the seed and the step count. Resuming from a given checkpoint is
+deterministic: a run resumed after a crash continues exactly as one resumed from a copy of
+the same checkpoint. (The envs restart their episodes at a resume; the episodes in progress
+when the checkpoint was written are not replayed.)
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import math
 import os
+import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -33,10 +49,17 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 
 import textgym  # noqa: E402
-from baselines.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
+from baselines.checkpoint import (  # noqa: E402
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    read_resume_state,
+    save_checkpoint,
+)
 from baselines.evaluate import evaluate_policy  # noqa: E402
 from baselines.ppo import FastLMPPO  # noqa: E402
 from baselines.vec_env import BatchedProposalVecEnv  # noqa: E402
+from textgym import files  # noqa: E402
 
 ALGOS = ("ppo", "dqn")
 #: Defaults that differ for --algo dqn (a small head on frozen LM features, not LM fine-tuning);
@@ -131,6 +154,31 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
+#: Fields a command line leaves out: where the run is written and how it is resumed, not what it trains.
+_NOT_IN_COMMAND = ("out", "resume", "progress_bar", "sample_every", "initial_eval_from")
+
+
+def command_line(config: dict[str, Any]) -> str:
+    """The ``python -m baselines.train`` command that trains a run with ``config`` (a config.json).
+
+    Names the algorithm, env, model and seed, and every other field that differs from its default.
+    """
+    args = Args(**config)
+    defaults = {**{f.name: f.default for f in dataclasses.fields(Args)}, **(DQN_DEFAULTS if args.algo == "dqn" else {})}
+    words = ["python", "-m", "baselines.train"]
+    for field in dataclasses.fields(Args):
+        value = getattr(args, field.name)
+        always = field.name in ("algo", "env", "model", "seed", "total_timesteps")
+        if field.name in _NOT_IN_COMMAND or (value == defaults[field.name] and not always):
+            continue
+        flag = field.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            words += [f"--{flag}", str(value)]
+    return shlex.join(words)
+
+
 def env_kwargs_of(args: Args) -> dict[str, Any]:
     """``gym.make`` keyword arguments for the training envs."""
     kwargs: dict[str, Any] = {"model": args.model, "render_mode": None}
@@ -209,12 +257,27 @@ def load_trained(checkpoint: str, device: str = "auto") -> tuple[Any, dict[str, 
 
 
 class PeriodicEvaluation(BaseCallback):
-    """Evaluate on fixed validation prompts, checkpoint, and dump sample generations, as configured."""
+    """Evaluate on fixed validation prompts, checkpoint, and dump sample generations, as configured.
 
-    def __init__(self, args: Args, out: Path, curve: list[dict[str, Any]]) -> None:
+    Args:
+        args: The run's arguments.
+        out: The run directory.
+        curve: The evaluations so far (appended to).
+        save: Writes the run's checkpoint (called after each periodic evaluation).
+        next_eval: The step count of the next periodic evaluation (default: ``eval_every``).
+    """
+
+    def __init__(
+        self,
+        args: Args,
+        out: Path,
+        curve: list[dict[str, Any]],
+        save: Any,
+        next_eval: float | None = None,
+    ) -> None:
         super().__init__()
-        self.args, self.out, self.curve = args, out, curve
-        self.next_eval = args.eval_every or math.inf
+        self.args, self.out, self.curve, self.save = args, out, curve, save
+        self.next_eval = next_eval if next_eval is not None else (args.eval_every or math.inf)
         self.rollouts = 0
         self.deadline = time.perf_counter() + args.max_train_seconds if args.max_train_seconds else math.inf
         self.stopped_by_deadline = False
@@ -239,7 +302,7 @@ class PeriodicEvaluation(BaseCallback):
             point = run_evaluation(self.model, self.args, self.out, tag=f"step{self.num_timesteps}")
             self.curve.append(point)
             self.logger.record("eval/reward_mean", point["reward_mean"])
-            save_checkpoint(self.out / "checkpoint", self.model.policy, checkpoint_metadata(self.args, self.model))
+            self.save(self.next_eval)
 
 
 def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any]:
@@ -324,13 +387,118 @@ def dqn_run_stats(model: Any) -> dict[str, Any]:
     return run_stats(model)
 
 
+# -- deterministic resume -----------------------------------------------------------------
+
+#: Counters of SB3 algorithms that schedule their work (updates done, env steps seen by DQN's target updates).
+ALGORITHM_COUNTERS = ("_n_updates", "_n_calls", "_episode_num")
+EVAL_RECORDS = "eval_generations.jsonl"
+
+
+def _bytes_text(tensor: torch.Tensor) -> str:
+    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _text_bytes(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's global random number generators, as JSON."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)],
+        "torch": _bytes_text(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_bytes_text(generator) for generator in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators from :func:`rng_state`'s output."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(_text_bytes(state["torch"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_text_bytes(generator) for generator in state["cuda"]])
+
+
+def resume_state(
+    model: Any, env: Any, out: Path, initial: dict[str, Any] | None, curve: list[dict[str, Any]], next_eval: float
+) -> dict[str, Any]:
+    """What a deterministic resume needs besides the weights and the optimizer (``resume.json``)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    records = out / EVAL_RECORDS
+    state: dict[str, Any] = {
+        "rng": rng_state(),
+        "action_space_rng": model.action_space.np_random.bit_generator.state,
+        "counters": {name: int(getattr(model, name)) for name in ALGORITHM_COUNTERS if hasattr(model, name)},
+        "initial": initial,
+        "curve": curve,
+        "next_eval": None if math.isinf(next_eval) else int(next_eval),
+        "eval_generations_bytes": records.stat().st_size if records.exists() else 0,
+    }
+    monitor = getattr(model, "monitor", None)
+    if monitor is not None:
+        state["monitor"] = {"first_reply_words": monitor.first_reply_words, "issued": list(monitor.issued)}
+    if isinstance(env, VecNormalize):
+        rms = env.ret_rms
+        state["return_rms"] = {"mean": float(rms.mean), "var": float(rms.var), "count": float(rms.count)}
+    return state
+
+
+def restore_resume_state(model: Any, env: Any, state: dict[str, Any]) -> None:
+    """Put :func:`resume_state`'s output back into a freshly built ``model`` and ``env``."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    set_rng_state(state["rng"])
+    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+    for name, value in state["counters"].items():
+        setattr(model, name, value)
+    monitor = getattr(model, "monitor", None)
+    if monitor is not None and "monitor" in state:
+        monitor.first_reply_words = state["monitor"]["first_reply_words"]
+        monitor.issued[:] = state["monitor"]["issued"]
+    if isinstance(env, VecNormalize) and "return_rms" in state:
+        saved = state["return_rms"]
+        env.ret_rms.mean, env.ret_rms.var = np.float64(saved["mean"]), np.float64(saved["var"])
+        env.ret_rms.count = saved["count"]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: strict JSON, as the leaderboard reads it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def resume_env_seed(seed: int, num_timesteps: int) -> int:
+    """The envs' seed when a run resumes at ``num_timesteps``: fixed by the checkpoint, unlike the start's."""
+    return int(np.random.SeedSequence([seed, num_timesteps]).generate_state(1)[0]) % (2**31 - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train, evaluate and save; see the module docstring."""
     args = parse_args(argv)
     out = Path(args.out or f"runs/{args.env.split('/')[-1]}__{args.algo}__s{args.seed}__{int(time.time())}")
     if args.resume:
-        saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        args = Args(**{**saved, "total_timesteps": args.total_timesteps, "resume": True})
+        config_path = out / "config.json"
+        if not config_path.is_file():
+            print(f"error: cannot resume: {out} holds no run (config.json is missing)")
+            return 2
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        given = sys.argv[1:] if argv is None else argv
+        total = args.total_timesteps if any(a.split("=")[0] == "--total-timesteps" for a in given) else None
+        args = Args(**{**saved, "total_timesteps": total or saved["total_timesteps"], "resume": True})
     elif (out / "checkpoint").exists():
         print(f"error: {out} already holds a run; pass --resume to continue it or choose another --out")
         return 2
@@ -342,9 +510,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}")
             return 2
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    files.atomic_write(out / "config.json", json.dumps(dataclasses.asdict(args), indent=2))
 
-    # Seeding: one block, everything derived from --seed.
+    # Seeding: one block, everything derived from --seed (a resume then restores the checkpoint's generators).
     set_random_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
 
@@ -361,10 +529,15 @@ def main(argv: list[str] | None = None) -> int:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=args.gamma)
     model = build(args, env)
     curve: list[dict[str, Any]] = []
+    initial: dict[str, Any] | None = None
+    next_eval: float | None = None
     summary_path = out / "summary.json"
+    records = out / EVAL_RECORDS
+    log_dir = out / "tb"
     if args.resume:
         try:
             meta = load_checkpoint(out / "checkpoint", model.policy)
+            state = read_resume_state(out / "checkpoint")
         except CheckpointError as error:
             print(f"error: cannot resume: {error}")
             return 2
@@ -374,22 +547,48 @@ def main(argv: list[str] | None = None) -> int:
         if args.algo == "dqn":  # the replay buffer is not checkpointed: refill it before updating again
             model.learning_starts = model.num_timesteps + args.learning_starts
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        curve = previous.get("curve", [])
-        initial = previous.get("initial")
+        if previous.get("env_steps") == model.num_timesteps and "eval_generations_bytes" in previous:
+            # The run finished at this checkpoint: its final evaluation stays part of the record.
+            if model.num_timesteps >= args.total_timesteps:
+                print(f"{out} finished at {model.num_timesteps} steps; pass a larger --total-timesteps to go on")
+                return 0
+            curve, initial, keep = previous.get("curve", []), previous.get("initial") or None, previous
+        elif state is not None:  # cut what was recorded after the checkpoint (a crash's half-done evaluation)
+            curve, initial, keep = state["curve"], state["initial"], state
+            next_eval = math.inf if state["next_eval"] is None else state["next_eval"]
+        else:  # a format-1 checkpoint: no record of the evaluations
+            curve, initial, keep = previous.get("curve", []), previous.get("initial") or None, None
+        try:
+            if keep is not None:
+                files.truncate_file(records, keep["eval_generations_bytes"])
+        except ValueError as error:
+            print(f"error: cannot resume: {error}")
+            return 2
+        if state is not None:
+            restore_resume_state(model, env, state)
+        env.seed(resume_env_seed(args.seed, model.num_timesteps))
+        if next_eval is None and args.eval_every:
+            next_eval = (model.num_timesteps // args.eval_every + 1) * args.eval_every
+        log_dir = log_dir / f"resumed_at_{model.num_timesteps}"  # SB3's CSV log would overwrite the earlier one
+    else:  # a fresh run: records of an earlier attempt that never checkpointed are not this run's
+        files.atomic_write(records, "\n".join(reused[1]) + "\n" if reused else "")
     from stable_baselines3.common.logger import configure
 
-    model.set_logger(configure(str(out / "tb"), ["tensorboard", "csv"]))
+    model.set_logger(configure(str(log_dir), ["tensorboard", "csv"]))
+
+    def save(next_eval: float) -> None:
+        state = resume_state(model, env, out, initial, curve, next_eval)
+        save_checkpoint(out / "checkpoint", model.policy, checkpoint_metadata(args, model), state)
 
     start = time.perf_counter()
     if reused is not None:
         initial = reused[0]
-        (out / "eval_generations.jsonl").write_text("\n".join(reused[1]) + "\n", encoding="utf-8")
         print(f"[eval initial] reused from {args.initial_eval_from}: reward {initial['reward_mean']:.3f}")
         curve.append(initial)
     elif not args.resume:
         initial = run_evaluation(model, args, out, tag="initial") if args.initial_eval else None
         curve += [initial] if initial else []
-    callback = PeriodicEvaluation(args, out, curve)
+    callback = PeriodicEvaluation(args, out, curve, save, next_eval)
     remaining = max(0, args.total_timesteps - model.num_timesteps)
     interrupted = False
     train_start = time.perf_counter()
@@ -400,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         print("\ninterrupted: saving a checkpoint")
     train_time = time.perf_counter() - train_start
-    save_checkpoint(out / "checkpoint", model.policy, checkpoint_metadata(args, model))
+    save(callback.next_eval)
     final = run_evaluation(model, args, out, tag="final")
     curve.append(final)
     steps = model.num_timesteps - steps_before
@@ -413,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         "stopped_by_time_limit": callback.stopped_by_deadline,
         "initial": {k: v for k, v in (initial or {}).items() if k != "rewards"},
         "final": {k: v for k, v in final.items() if k != "rewards"},
-        "reward_gain": final["reward_mean"] - (initial or {}).get("reward_mean", float("nan")),
+        "reward_gain": final["reward_mean"] - initial["reward_mean"] if initial else None,
         "kl": {k: v for k, v in getattr(model, "last_rollout", {}).items() if k.startswith("kl")},
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": train_time,
@@ -422,12 +621,13 @@ def main(argv: list[str] | None = None) -> int:
         "warnings": list(getattr(getattr(model, "monitor", None), "issued", [])),
         **({"dqn": dqn_run_stats(model)} if args.algo == "dqn" else {}),
         "curve": [{k: v for k, v in point.items() if k != "rewards"} for point in curve],
+        "eval_generations_bytes": records.stat().st_size if records.exists() else 0,
         "config": dataclasses.asdict(args),
         "textgym_version": textgym.__version__,
         "torch_version": torch.__version__,
         "device": str(model.device),
     }
-    summary_path.write_text(json.dumps(summary, indent=2, default=float))
+    files.atomic_write(summary_path, json.dumps(finite(summary), indent=2, default=float, allow_nan=False))
     print(
         f"wrote {summary_path}: reward {summary['initial'].get('reward_mean', float('nan')):.3f} -> "
         f"{final['reward_mean']:.3f} in {summary['wall_time_s']:.0f} s"

@@ -27,8 +27,10 @@ learning at these budgets is small, and the longer learning benchmarks (``ppo_le
 ``dqn_learning.sh``) are where learning is measured.
 
 Each arm x id becomes one leaderboard bundle (3 training seeds, generations recorded by
-:class:`textgym.wrappers.RecordGenerations`, DQN checkpoints included; PPO checkpoints are
-full LMs and stay in the run directories), verified by re-scoring. ``--out`` receives the
+:class:`textgym.wrappers.RecordGenerations`), verified by re-scoring. The PPO and DQN bundles
+carry their runs' checkpoints, which hold only what was trained (PPO: the top
+``--trainable-layers`` layers, the final norm and the value head; DQN: the Q heads) against
+the named base model, so ``textgym-leaderboard verify --rerun`` can replay them. ``--out`` receives the
 run directories, ``bundles/``, ``table.md``, ``curves.png`` and ``track.json`` (wall times,
 command); ``--results`` copies the table, PNG, JSON and bundles to a directory to check in,
 and ``--submit`` adds every verified bundle to the leaderboard and re-renders it.
@@ -302,7 +304,7 @@ def make_bundles(out: Path, tasks: list[str], seeds: list[int], model: str) -> l
                         bundle_from_run_dirs(
                             run_dirs,
                             target,
-                            include_checkpoints=arm == "dqn",
+                            include_checkpoints=arm in ("ppo", "dqn"),
                             evaluation="initial" if arm in ("zero-shot", "lm-top") else "final",
                             notes="quick track (benchmarks/quick_track.py)",
                         )

