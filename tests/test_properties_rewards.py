@@ -293,3 +293,16 @@ def test_sparse_completion_reward_is_correct_format_or_nothing(prompt_id, reply,
     reward = task.step(reply).reward
     expected = 1.0 if verdict.correct else format_reward if verdict.parsed else 0.0
     assert reward == expected
+
+
+# -- found by these properties, each with its fix -------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.integers(), st.integers(10**27, 10**300), st.integers(-(10**300), -(10**27))))
+def test_integers_read_back_exactly_whatever_the_decimal_context(number):
+    import decimal
+
+    assert extract_answer(str(number), "number") == str(number)
+    with decimal.localcontext(prec=3):
+        assert extract_answer(f"Answer: {number}", "number") == str(number)

@@ -38,7 +38,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -191,11 +191,12 @@ class Problem:
 
 
 def _canonical_number(value: Decimal) -> str:
-    """A number written without exponent, trailing zeros or a negative zero."""
+    """A number written without exponent, trailing zeros or a negative zero, every digit kept."""
     if value == 0:
         return "0"
     with localcontext() as context:
-        context.prec = 200
+        # Precision and exponent range wide enough that dropping trailing zeros never rounds.
+        context.prec, context.Emax, context.Emin = len(value.as_tuple().digits), MAX_EMAX, MIN_EMIN
         return format(value.normalize(), "f")
 
 
@@ -434,7 +435,8 @@ def _number_candidates(text: str) -> list[_Candidate]:
     candidates = []
     for match in _NUMBER.finditer(text):
         digits = match["bare"] or match["whole"].replace(",", "") + (match["fraction"] or "")
-        value = Decimal(digits) * (-1 if match["sign"] else 1)
+        # Signed in the string: arithmetic would round to the ambient decimal context's precision.
+        value = Decimal(("-" if match["sign"] else "") + digits)
         candidates.append(_Candidate(match.start(), match.end(), _canonical_number(value)))
     return candidates
 
