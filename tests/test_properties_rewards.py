@@ -6,6 +6,7 @@ naming them. The text-level tasks are checked end to end too: any reply text giv
 reward in range and a JSON-serialisable info.
 """
 
+import decimal
 import json
 import math
 import re
@@ -301,8 +302,26 @@ def test_sparse_completion_reward_is_correct_format_or_nothing(prompt_id, reply,
 @settings(max_examples=200)
 @given(st.one_of(st.integers(), st.integers(10**27, 10**300), st.integers(-(10**300), -(10**27))))
 def test_integers_read_back_exactly_whatever_the_decimal_context(number):
-    import decimal
-
     assert extract_answer(str(number), "number") == str(number)
     with decimal.localcontext(prec=3):
         assert extract_answer(f"Answer: {number}", "number") == str(number)
+
+
+AMBIENT_CONTEXTS = st.builds(
+    lambda prec, rounding, trap: decimal.Context(prec=prec, rounding=rounding, traps=[trap] if trap else []),
+    st.integers(1, 30),
+    st.sampled_from(
+        [decimal.ROUND_DOWN, decimal.ROUND_UP, decimal.ROUND_HALF_UP, decimal.ROUND_HALF_EVEN, decimal.ROUND_FLOOR]
+    ),
+    st.sampled_from([None, decimal.Inexact, decimal.Rounded]),
+)
+
+
+@settings(max_examples=200)
+@given(PROMPT_IDS, AMBIENT_CONTEXTS)
+def test_a_prompt_id_names_the_same_problem_under_any_decimal_context(prompt_id, context):
+    # The leaderboard rebuilds problems from ids in other processes: a caller's decimal settings must not matter.
+    expected = generate_problem.__wrapped__(prompt_id)
+    with decimal.localcontext(context):
+        assert generate_problem.__wrapped__(prompt_id) == expected
+        assert verify(expected, f"Answer: {expected.answer}").correct

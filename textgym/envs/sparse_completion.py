@@ -38,7 +38,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import MAX_EMAX, MIN_EMIN, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -329,6 +329,8 @@ _ROUNDING_RULES = {
     1: "Round to 1 decimal place.",
     2: "Round to 2 decimal places.",
 }
+# Conversions compute in a context of their own: the problem an id names must not depend on the caller's.
+_UNITS_CONTEXT = Context(prec=60)
 
 
 def _units(draws: _Draws, difficulty: int) -> tuple[str, str, str]:
@@ -343,9 +345,9 @@ def _units(draws: _Draws, difficulty: int) -> tuple[str, str, str]:
             index = draws.below(len(conversions))
             source, target, convert = conversions[index]
             temperature = index >= len(conversions) - len(_TEMPERATURES)
-            value, places = Decimal(draws.integer(-400, 1200) if temperature else draws.integer(10, 3000)) / 10, 2
-        with localcontext() as context:
-            context.prec = 60
+            tenths = draws.integer(-400, 1200) if temperature else draws.integer(10, 3000)
+            value, places = _UNITS_CONTEXT.divide(tenths, 10), 2
+        with localcontext(_UNITS_CONTEXT):
             exact = convert(value)
             scaled = exact.scaleb(places)
             if scaled - scaled.to_integral_value(rounding=ROUND_FLOOR) == Decimal("0.5"):
