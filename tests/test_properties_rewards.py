@@ -29,6 +29,7 @@ from textgym.envs.sparse_completion import (
     extract_answer,
     generate_problem,
     make_prompt_id,
+    parse_prompt_id,
     verify,
 )
 from textgym.envs.summarization import SummarizationTask, summary_reward, summary_reward_components
@@ -325,3 +326,28 @@ def test_a_prompt_id_names_the_same_problem_under_any_decimal_context(prompt_id,
     with decimal.localcontext(context):
         assert generate_problem.__wrapped__(prompt_id) == expected
         assert verify(expected, f"Answer: {expected.answer}").correct
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        # Known families with any digits Python's \d matches: every script's, not ASCII alone.
+        st.builds(
+            "{}/d{}/{}".format,
+            st.sampled_from(FAMILIES),
+            st.from_regex(r"\d", fullmatch=True),
+            st.from_regex(r"\d{1,21}", fullmatch=True),
+        ),
+        PROMPT_IDS,
+        st.text(max_size=30),
+    )
+)
+@example("arithmetic/d1/1\u0663")  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
+@example("arithmetic/d\u0661/7")
+def test_a_prompt_id_parses_only_in_its_one_canonical_spelling(prompt_id):
+    try:
+        family, difficulty, seed = parse_prompt_id(prompt_id)
+    except ValueError as error:
+        assert repr(prompt_id) in str(error)
+    else:
+        assert make_prompt_id(family, difficulty, seed) == prompt_id

@@ -87,7 +87,8 @@ T = TypeVar("T")
 
 # -- prompt ids and deterministic draws ---------------------------------------------------
 
-_PROMPT_ID = re.compile(r"(?P<family>[a-z]+)/d(?P<difficulty>\d)/(?P<seed>0|[1-9]\d{0,19})")
+# ASCII only: Python's \d also matches other scripts' digits, which would give a problem several ids.
+_PROMPT_ID = re.compile(r"(?P<family>[a-z]+)/d(?P<difficulty>\d)/(?P<seed>0|[1-9]\d{0,19})", re.ASCII)
 
 
 def make_prompt_id(family: str, difficulty: int, seed: int) -> str:
