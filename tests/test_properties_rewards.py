@@ -351,3 +351,25 @@ def test_a_prompt_id_parses_only_in_its_one_canonical_spelling(prompt_id):
         assert repr(prompt_id) in str(error)
     else:
         assert make_prompt_id(family, difficulty, seed) == prompt_id
+
+
+@settings(max_examples=50)
+@given(texts)
+def test_reply_score_needs_references(reply):
+    with pytest.raises(ValueError, match="references is empty"):
+        reply_score(reply, [])
+
+
+@settings(max_examples=50)
+@given(NOT_TEXT, texts)
+def test_dialogue_reward_rejects_non_text(value, text):
+    with pytest.raises(TypeError, match="reply must be a str"):
+        unigram_f1(value, text)
+    with pytest.raises(TypeError, match="reference must be a str"):
+        unigram_f1(text, value)
+    with pytest.raises(TypeError, match="reply must be a str"):
+        reply_score(value, [text])
+    with pytest.raises(TypeError, match=r"references\[1\] must be a str"):
+        reply_score(text, ["a reference", value])
+    with pytest.raises(TypeError, match="references must be a list of strings"):
+        reply_score(text, "a reference")  # a string is not a list of one reference
