@@ -373,3 +373,23 @@ def test_dialogue_reward_rejects_non_text(value, text):
         reply_score(text, ["a reference", value])
     with pytest.raises(TypeError, match="references must be a list of strings"):
         reply_score(text, "a reference")  # a string is not a list of one reference
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_task_reset_rejects_any_unknown_prompt_id_with_value_error(name):
+    task = TASKS[name][0]()
+
+    @settings(max_examples=60)
+    @given(
+        st.one_of(
+            st.text(max_size=30),
+            st.integers(),
+            st.lists(st.text(max_size=3), max_size=2),
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+        )
+    )
+    def check(prompt_id):
+        with pytest.raises(ValueError, match="prompt_id"):
+            task.reset(np.random.default_rng(0), {"prompt_id": prompt_id})
+
+    check()

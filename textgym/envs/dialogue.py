@@ -158,7 +158,7 @@ class DialogueTask(TextTask):
         options = dict(options or {})
         if "prompt_id" in options:
             prompt_id = options.pop("prompt_id")
-            if prompt_id not in self._by_id:
+            if not isinstance(prompt_id, str) or prompt_id not in self._by_id:
                 raise ValueError(f"unknown prompt_id {prompt_id!r} in Dialogue split {self.split!r}")
             index = self._by_id[prompt_id]
         else:
