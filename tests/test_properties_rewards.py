@@ -393,3 +393,24 @@ def test_task_reset_rejects_any_unknown_prompt_id_with_value_error(name):
             task.reset(np.random.default_rng(0), {"prompt_id": prompt_id})
 
     check()
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(texts, references), min_size=1, max_size=4), st.data())
+def test_summary_reward_rejects_a_blank_reference_by_its_index(pairs, data):
+    summaries, refs = [s for s, _ in pairs], [r for _, r in pairs]
+    index = data.draw(st.integers(0, len(refs) - 1), label="blank index")
+    refs[index] = data.draw(st.sampled_from(["", " ", "\n\t"]), label="blank")
+    with pytest.raises(ValueError, match=re.escape(f"references[{index}] is empty or whitespace only")):
+        summary_reward(summaries, refs)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(texts, references), min_size=1, max_size=4), NOT_TEXT, st.data())
+def test_summary_reward_rejects_non_text_by_its_index(pairs, value, data):
+    summaries, refs = [s for s, _ in pairs], [r for _, r in pairs]
+    index = data.draw(st.integers(0, len(pairs) - 1), label="index")
+    which, target = data.draw(st.sampled_from([("summaries", summaries), ("references", refs)]), label="list")
+    target[index] = value
+    with pytest.raises(TypeError, match=re.escape(f"{which}[{index}] must be a string")):
+        summary_reward(summaries, refs)
