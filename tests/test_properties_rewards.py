@@ -414,3 +414,11 @@ def test_summary_reward_rejects_non_text_by_its_index(pairs, value, data):
     target[index] = value
     with pytest.raises(TypeError, match=re.escape(f"{which}[{index}] must be a string")):
         summary_reward(summaries, refs)
+
+
+@settings(max_examples=50)
+@given(st.one_of(texts, st.none(), st.integers()))
+def test_sentiment_reward_rejects_a_bare_string(completions):
+    # A string is a sequence of one-character completions: scoring those would be silently wrong.
+    with pytest.raises(TypeError, match="completions must be a list"):
+        sentiment_reward(completions)
