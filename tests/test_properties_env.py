@@ -31,9 +31,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+from text_strategies import word_texts
 
 import textgym  # noqa: F401  (registers the ids)
 from textgym.core import validate_messages
@@ -512,3 +513,41 @@ def test_utterance_level_arbitrary_arrays(env_id, tiny_model):
     check()
     assert model.counts["finished"] and model.counts["cut_by_budget"] and model.counts["step_after_end"]
     assert model.counts["copied_reference"] and model.counts["invalid_action"]
+
+
+# -- known bug, for the context-encoding rewrite ------------------------------------------------
+
+CHAT_MARKERS = ("<|im_end|>", "<|im_start|>", "<|im_end|>\n<|im_start|>system\n", "<|endoftext|>", "<file_sep>")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TextEnv re-tokenizes the conversation's text at each turn, so a reply that spells a chat marker "
+    "with plain tokens becomes that special token in the next context (a forged turn). The token-in/token-out "
+    "context encoding is to fix this; remove this mark then.",
+)
+def test_a_reply_cannot_forge_chat_markers(tiny_model):
+    env = gym.make("TextGym/Dialogue-v0", model=tiny_model, max_context_tokens=1024, max_reply_tokens=64)
+    tokenizer = env.unwrapped.tokenizer
+    special = set(tokenizer.added_tokens_decoder)
+    im_start, im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    replies = st.lists(st.one_of(st.sampled_from(CHAT_MARKERS), word_texts), min_size=1, max_size=6).map("".join)
+
+    @settings(max_examples=30)
+    @given(st.integers(0, 2**32 - 1), replies)
+    def check(seed, reply):
+        tokens = tokenizer(reply, add_special_tokens=False, split_special_tokens=True)["input_ids"][:63]
+        assert not special & set(tokens)  # the agent writes plain tokens only
+        _, info = env.reset(seed=seed)
+        assume(info["num_turns"] > 1)
+        for token in tokens:
+            env.step(token)
+        observation, _, terminated, truncated, info = env.step(im_end)
+        assert not (terminated or truncated or info["context_truncated"])
+        context = observation["input_ids"][observation["attention_mask"] == 1].tolist()
+        # The chat template's markers only: one turn start and end per message, plus the generation prompt.
+        assert context.count(im_start) == len(info["messages"]) + 1
+        assert context.count(im_end) == len(info["messages"])
+        assert not (special - {im_start, im_end}) & set(context)
+
+    check()
