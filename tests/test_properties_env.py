@@ -37,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from text_strategies import word_texts
 
 import textgym  # noqa: F401  (registers the ids)
-from textgym.core import validate_messages
+from textgym.core import as_token_array, validate_messages
 from textgym.envs.dialogue import chatterbot_conversations, reply_score
 from textgym.envs.sentiment import sentiment_reward
 from textgym.envs.sparse_completion import generate_problem, verify
@@ -308,9 +308,9 @@ UTTERANCE_IDS = [f"TextGym/{task}Utterance-v0" for task in TASKS]
 # -- token level: 10,000 seeded random steps per id ----------------------------------------------
 
 
-def seeded_token_run(env_id: str, steps: int, seed: int) -> EnvModel:
+def seeded_token_run(env: gym.Env, task: str, steps: int, seed: int) -> EnvModel:
     """Drive a token-level env with seeded random valid actions, resets and invalid probes."""
-    model = EnvModel(make_env(env_id), task_of(env_id))
+    model = EnvModel(env, task)
     rng = np.random.default_rng(seed)
     tokenizer = model.unwrapped.tokenizer
     common = [tokenizer(text, add_special_tokens=False)["input_ids"][-1] for text in COMMON_TEXT]
@@ -351,7 +351,7 @@ def seeded_token_run(env_id: str, steps: int, seed: int) -> EnvModel:
 @pytest.mark.parametrize("env_id", TOKEN_IDS)
 def test_token_level_10000_random_steps(env_id, tiny_model):
     start = time.perf_counter()
-    model = seeded_token_run(env_id, STEPS_PER_TOKEN_ID, seed=0)
+    model = seeded_token_run(make_env(env_id), task_of(env_id), STEPS_PER_TOKEN_ID, seed=0)
     elapsed = time.perf_counter() - start
     print(f"{env_id}: {model.steps} steps in {elapsed:.2f} s; {dict(model.counts)}")
     assert model.steps == STEPS_PER_TOKEN_ID
@@ -362,6 +362,21 @@ def test_token_level_10000_random_steps(env_id, tiny_model):
         paths.append("cut_mid_conversation")  # truncated, not terminated: the next turn's context is returned
     for path in paths:
         assert model.counts[path] >= 5, (path, model.counts)
+
+
+@pytest.mark.parametrize("env_id", TOKEN_IDS)
+def test_token_level_small_budgets(env_id, tiny_model):
+    # Contexts cut to a few tokens and replies of one token upward: the edges of both budgets.
+    @settings(max_examples=6, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.integers(8, 40), st.integers(1, 6), st.integers(0, 2**32 - 1))
+    def check(max_context_tokens, max_reply_tokens, seed):
+        env = gym.make(
+            env_id, model=tiny_model, max_context_tokens=max_context_tokens, max_reply_tokens=max_reply_tokens
+        )
+        model = seeded_token_run(env, task_of(env_id), 150, seed)
+        assert model.counts["cut_by_budget"] and model.counts["finished"]
+
+    check()
 
 
 # -- token level: a Hypothesis state machine (failures shrink to a short action sequence) ---------
@@ -513,6 +528,39 @@ def test_utterance_level_arbitrary_arrays(env_id, tiny_model):
     check()
     assert model.counts["finished"] and model.counts["cut_by_budget"] and model.counts["step_after_end"]
     assert model.counts["copied_reference"] and model.counts["invalid_action"]
+
+
+# -- action conversion -------------------------------------------------------------------------
+
+SCALARS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.complex_numbers(max_magnitude=1e6),
+    st.sampled_from([np.int8, np.int32, np.int64, np.uint16, np.uint64, np.float16, np.float64, np.bool_]).flatmap(
+        lambda dtype: st.integers(0, 100).map(lambda n: dtype(n))
+    ),
+)
+ARRAYS = st.tuples(
+    st.lists(st.integers(-3, 60_000), max_size=4),
+    st.sampled_from(["int64", "int32", "uint16", "float32", "bool", "object"]),
+).map(lambda t: np.array(t[0], dtype=t[1]))
+
+
+@settings(max_examples=300)
+@given(st.one_of(ARRAYS, st.lists(st.integers(-3, 60_000), min_size=4, max_size=4), SCALARS))
+def test_as_token_array_gives_the_ids_or_names_the_value(action):
+    vocab = 49_152
+    try:
+        ids = as_token_array(action, 4, vocab)
+    except (TypeError, ValueError) as error:
+        assert str(error).startswith("action")
+        return
+    assert ids.dtype == np.int64 and ids.shape == (4,) and ((ids >= 0) & (ids < vocab)).all()
+    assert np.array_equal(ids, np.asarray(action))
+    assert np.issubdtype(np.asarray(action).dtype, np.integer)
 
 
 # -- known bug, for the context-encoding rewrite ------------------------------------------------
