@@ -37,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from text_strategies import word_texts
 
 import textgym  # noqa: F401  (registers the ids)
-from textgym.core import as_token_array, validate_messages
+from textgym.core import as_index, as_token_array, validate_messages
 from textgym.envs.dialogue import chatterbot_conversations, reply_score
 from textgym.envs.sentiment import sentiment_reward
 from textgym.envs.sparse_completion import generate_problem, verify
@@ -546,7 +546,22 @@ SCALARS = st.one_of(
 ARRAYS = st.tuples(
     st.lists(st.integers(-3, 60_000), max_size=4),
     st.sampled_from(["int64", "int32", "uint16", "float32", "bool", "object"]),
-).map(lambda t: np.array(t[0], dtype=t[1]))
+).map(lambda t: np.array(t[0], dtype=np.int64).astype(t[1]))  # astype wraps negatives into unsigned dtypes
+
+
+@settings(max_examples=500)
+@given(st.one_of(SCALARS, ARRAYS, ARRAYS.map(lambda a: a.reshape(-1, 1)), st.integers(0, 60_000).map(np.array)))
+def test_as_index_gives_the_integer_or_names_the_value(action):
+    # What a token-level step accepts: an integer in range, in any documented form, else a named error.
+    vocab = 49_152
+    try:
+        index = as_index(action, vocab)
+    except (TypeError, ValueError) as error:
+        assert str(error).startswith("action ")
+        return
+    value = action.reshape(-1)[0] if isinstance(action, np.ndarray) else action
+    assert isinstance(index, int) and 0 <= index < vocab and index == value
+    assert not isinstance(value, (bool, np.bool_, float, np.floating, complex, str))
 
 
 @settings(max_examples=300)
