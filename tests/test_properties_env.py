@@ -368,16 +368,18 @@ def test_token_level_10000_random_steps(env_id, tiny_model):
 @pytest.mark.parametrize("env_id", TOKEN_IDS)
 def test_token_level_small_budgets(env_id, tiny_model):
     # Contexts cut to a few tokens and replies of one token upward: the edges of both budgets.
+    counts = Counter()
+
     @settings(max_examples=6, suppress_health_check=[HealthCheck.too_slow])
     @given(st.integers(8, 40), st.integers(1, 6), st.integers(0, 2**32 - 1))
     def check(max_context_tokens, max_reply_tokens, seed):
         env = gym.make(
             env_id, model=tiny_model, max_context_tokens=max_context_tokens, max_reply_tokens=max_reply_tokens
         )
-        model = seeded_token_run(env, task_of(env_id), 150, seed)
-        assert model.counts["cut_by_budget"] and model.counts["finished"]
+        counts.update(seeded_token_run(env, task_of(env_id), 150, seed).counts)
 
     check()
+    assert counts["cut_by_budget"] and counts["finished"], counts
 
 
 # -- token level: a Hypothesis state machine (failures shrink to a short action sequence) ---------
@@ -525,10 +527,20 @@ def test_utterance_level_arbitrary_arrays(env_id, tiny_model):
                 tokens = copy + [0] * (length - len(copy))
             action = list(tokens) if form == "list" else np.array(tokens, dtype=form)
             model.step_utterance(action)
+        # Every example ends on each documented path, whatever was drawn: an invalid action, a reply
+        # with no end token, copies of the reference to the episode's end, then a step after it.
+        if model.over:
+            model.reset()
+        model.step_invalid(None, TypeError, "got None")
+        model.step_utterance(np.full(length, 100, dtype=np.int64))
+        while not model.over:
+            copy = model.start_copy()[: length - 1] + [model.end_ids[0]]
+            model.step_utterance(np.array(copy + [0] * (length - len(copy))))
+        model.step_after_end(np.zeros(length, dtype=np.int64))
 
     check()
-    assert model.counts["finished"] and model.counts["cut_by_budget"] and model.counts["step_after_end"]
-    assert model.counts["copied_reference"] and model.counts["invalid_action"]
+    for path in ("finished", "cut_by_budget", "step_after_end", "copied_reference", "invalid_action"):
+        assert model.counts[path], (path, model.counts)
 
 
 # -- action conversion -------------------------------------------------------------------------
