@@ -297,7 +297,7 @@ def test_sparse_completion_reward_is_correct_format_or_nothing(prompt_id, reply,
     assert reward == expected
 
 
-# -- found by these properties, each with its fix -------------------------------------------------
+# -- bugs these properties pin, each fixed in its own commit ------------------------------------
 
 
 @settings(max_examples=200)
