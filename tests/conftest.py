@@ -6,8 +6,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Property tests draw the same examples on every run ("ci", the default), so a failure reproduces and
+# CI time is stable; `pytest --hypothesis-profile=explore` draws fresh examples and remembers failures
+# in .hypothesis/. Each test sets its own max_examples to keep its time in check.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile("ci")
 
 TINY = "tiny"
 

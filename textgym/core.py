@@ -157,7 +157,8 @@ def as_index(action: Any, size: int, what: str = "action") -> int:
         if action.size != 1:
             raise ValueError(f"{what} must be a single integer, got an array of shape {action.shape}")
         if not np.issubdtype(action.dtype, np.integer):
-            _reject_non_integer(action.reshape(-1)[0].item(), what)
+            # tolist(): a Python value for any dtype (an object array's element has no .item()).
+            _reject_non_integer(action.reshape(-1).tolist()[0], what)
         action = action.reshape(-1)[0]
     _reject_non_integer(action, what)
     index = int(action)

@@ -16,6 +16,7 @@ import numpy as np
 
 from textgym.core import Message, TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, load_records, require_field, split_of
+from textgym.metrics.functional import text_list
 from textgym.rewards import reward_function
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly conversation partner. Reply in one short sentence."
@@ -34,7 +35,13 @@ def unigram_f1(reply: str, reference: str) -> float:
     0.8
     >>> unigram_f1("", "hello")
     0.0
+
+    Raises:
+        TypeError: ``reply`` or ``reference`` is not a string.
     """
+    for name, text in (("reply", reply), ("reference", reference)):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be a str, got {type(text).__name__}: {text!r:.80}")
     reply_words, reference_words = _words(reply), _words(reference)
     overlap = sum((Counter(reply_words) & Counter(reference_words)).values())
     if overlap == 0:
@@ -44,8 +51,13 @@ def unigram_f1(reply: str, reference: str) -> float:
 
 
 def reply_score(reply: str, references: list[str]) -> float:
-    """The Dialogue reward of one reply: the best :func:`unigram_f1` over the turn's references."""
-    return max(unigram_f1(reply, reference) for reference in references)
+    """The Dialogue reward of one reply: the best :func:`unigram_f1` over the turn's references.
+
+    Raises:
+        TypeError: ``reply`` is not a string or ``references`` is not a list of strings.
+        ValueError: ``references`` is empty.
+    """
+    return max(unigram_f1(reply, reference) for reference in text_list(references, "references"))
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ class DialogueTask(TextTask):
         options = dict(options or {})
         if "prompt_id" in options:
             prompt_id = options.pop("prompt_id")
-            if prompt_id not in self._by_id:
+            if not isinstance(prompt_id, str) or prompt_id not in self._by_id:
                 raise ValueError(f"unknown prompt_id {prompt_id!r} in Dialogue split {self.split!r}")
             index = self._by_id[prompt_id]
         else:

@@ -112,7 +112,14 @@ def sentiment_reward(completions: Sequence[str] | Sequence[Sequence[Message]], *
     [0.6249, -0.4767, 0.0]
     >>> sentiment_reward([[{"role": "assistant", "content": "was great."}]])
     [0.6249]
+
+    Raises:
+        TypeError: ``completions`` is a string or not a sequence, or a completion is neither
+            a string nor a list of messages.
     """
+    if isinstance(completions, str) or not isinstance(completions, Sequence):
+        # A string is a sequence too: of one-character completions, each silently scored.
+        raise TypeError(f"completions must be a list, got {type(completions).__name__}: {completions!r:.80}")
     analyzer = _analyzer()
     return [float(analyzer.polarity_scores(_completion_text(c))["compound"]) for c in completions]
 

@@ -38,7 +38,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -88,7 +88,8 @@ T = TypeVar("T")
 
 # -- prompt ids and deterministic draws ---------------------------------------------------
 
-_PROMPT_ID = re.compile(r"(?P<family>[a-z]+)/d(?P<difficulty>\d)/(?P<seed>0|[1-9]\d{0,19})")
+# ASCII only: Python's \d also matches other scripts' digits, which would give a problem several ids.
+_PROMPT_ID = re.compile(r"(?P<family>[a-z]+)/d(?P<difficulty>\d)/(?P<seed>0|[1-9]\d{0,19})", re.ASCII)
 
 
 def make_prompt_id(family: str, difficulty: int, seed: int) -> str:
@@ -192,11 +193,12 @@ class Problem:
 
 
 def _canonical_number(value: Decimal) -> str:
-    """A number written without exponent, trailing zeros or a negative zero."""
+    """A number written without exponent, trailing zeros or a negative zero, every digit kept."""
     if value == 0:
         return "0"
     with localcontext() as context:
-        context.prec = 200
+        # Precision and exponent range wide enough that dropping trailing zeros never rounds.
+        context.prec, context.Emax, context.Emin = len(value.as_tuple().digits), MAX_EMAX, MIN_EMIN
         return format(value.normalize(), "f")
 
 
@@ -329,6 +331,8 @@ _ROUNDING_RULES = {
     1: "Round to 1 decimal place.",
     2: "Round to 2 decimal places.",
 }
+# Conversions compute in a context of their own: the problem an id names must not depend on the caller's.
+_UNITS_CONTEXT = Context(prec=60)
 
 
 def _units(draws: _Draws, difficulty: int) -> tuple[str, str, str]:
@@ -343,9 +347,9 @@ def _units(draws: _Draws, difficulty: int) -> tuple[str, str, str]:
             index = draws.below(len(conversions))
             source, target, convert = conversions[index]
             temperature = index >= len(conversions) - len(_TEMPERATURES)
-            value, places = Decimal(draws.integer(-400, 1200) if temperature else draws.integer(10, 3000)) / 10, 2
-        with localcontext() as context:
-            context.prec = 60
+            tenths = draws.integer(-400, 1200) if temperature else draws.integer(10, 3000)
+            value, places = _UNITS_CONTEXT.divide(tenths, 10), 2
+        with localcontext(_UNITS_CONTEXT):
             exact = convert(value)
             scaled = exact.scaleb(places)
             if scaled - scaled.to_integral_value(rounding=ROUND_FLOOR) == Decimal("0.5"):
@@ -435,7 +439,8 @@ def _number_candidates(text: str) -> list[_Candidate]:
     candidates = []
     for match in _NUMBER.finditer(text):
         digits = match["bare"] or match["whole"].replace(",", "") + (match["fraction"] or "")
-        value = Decimal(digits) * (-1 if match["sign"] else 1)
+        # Signed in the string: arithmetic would round to the ambient decimal context's precision.
+        value = Decimal(("-" if match["sign"] else "") + digits)
         candidates.append(_Candidate(match.start(), match.end(), _canonical_number(value)))
     return candidates
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, load_records, require_field, split_of
-from textgym.metrics.functional import rouge
+from textgym.metrics.functional import rouge, text_list
 from textgym.rewards import reward_function
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful assistant who writes short, faithful summaries."
@@ -107,14 +107,16 @@ def summary_reward_components(
         words) and ``"length"`` (``-length_penalty * |words(summary) / words(reference) - 1|``).
 
     Raises:
-        ValueError: The lists differ in length, a reference is blank, or ``length_penalty``
-            is negative or not finite.
+        TypeError: An argument is not a list of strings (a non-string is named by its index).
+        ValueError: The lists differ in length, a reference is blank (named by its index), or
+            ``length_penalty`` is negative or not finite.
     """
+    summaries = text_list(summaries, "summaries", min_len=0)
+    references = text_list(references, "references", blank_ok=False, min_len=0)
     if len(summaries) != len(references):
         raise ValueError(f"got {len(summaries)} summaries but {len(references)} references")
     if not isinstance(length_penalty, (int, float)) or not math.isfinite(length_penalty) or length_penalty < 0:
         raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
-    summaries, references = [str(s) for s in summaries], [str(r) for r in references]
     scored = [i for i, summary in enumerate(summaries) if summary.split()]
     rouge_l = [0.0] * len(summaries)
     if scored:

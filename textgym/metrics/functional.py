@@ -40,8 +40,21 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 # --------------------------------------------------------------------------- validation
 
 
-def _text_list(value: Any, name: str, *, blank_ok: bool = True, min_len: int = 1) -> list[str]:
-    """Check that ``value`` is a sequence of at least ``min_len`` strings; return it as a list."""
+def text_list(value: Any, name: str, *, blank_ok: bool = True, min_len: int = 1) -> list[str]:
+    """Check that ``value`` is a sequence of at least ``min_len`` strings; return it as a list.
+
+    The one check of text arguments behind every metric and reward.
+
+    Args:
+        value: The argument to check.
+        name: Its name, for the error message.
+        blank_ok: Whether empty or whitespace-only strings are allowed.
+        min_len: The fewest strings allowed.
+
+    Raises:
+        TypeError: ``value`` is a string or not a sequence, or holds a non-string (named by index).
+        ValueError: Fewer than ``min_len`` strings, or a blank one when ``blank_ok`` is False.
+    """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(value).__name__}: {value!r:.80}")
     if len(value) < min_len:
@@ -65,15 +78,15 @@ def _same_length(predictions: list[Any], references: list[Any]) -> None:
 
 def _pairs(predictions: Any, references: Any) -> tuple[list[str], list[str]]:
     """Validate one reference string per prediction; predictions may be empty strings."""
-    predictions = _text_list(predictions, "predictions")
-    references = _text_list(references, "references", blank_ok=False)
+    predictions = text_list(predictions, "predictions")
+    references = text_list(references, "references", blank_ok=False)
     _same_length(predictions, references)
     return predictions, references
 
 
 def _multi_references(predictions: Any, references: Any) -> tuple[list[str], list[list[str]]]:
     """Validate references given as one string or a non-empty list of strings per prediction."""
-    predictions = _text_list(predictions, "predictions")
+    predictions = text_list(predictions, "predictions")
     if isinstance(references, (str, bytes)) or not isinstance(references, Sequence):
         raise TypeError(
             f"references must be a list of strings or of lists of strings, got {type(references).__name__}: "
@@ -310,7 +323,7 @@ def distinct_n(texts: list[str], n: int) -> float:
     >>> distinct_n(["a b a", "b c"], 1)  # tokens a b a b c: 3 unique of 5
     0.6
     """
-    texts = _text_list(texts, "texts")
+    texts = text_list(texts, "texts")
     n = _positive_int(n, "n")
     grams = [gram for text in texts for gram in _ngrams(words(text), n)]
     return len(set(grams)) / len(grams) if grams else 0.0
@@ -362,7 +375,7 @@ def self_bleu(texts: list[str]) -> float:
     """
     from sacrebleu.metrics import BLEU
 
-    texts = _text_list(texts, "texts", min_len=2)
+    texts = text_list(texts, "texts", min_len=2)
     metric = BLEU(effective_order=True)
     scores = [
         _clip(metric.sentence_score(text, texts[:i] + texts[i + 1 :]).score, 100.0) for i, text in enumerate(texts)
@@ -417,9 +430,9 @@ def perplexity(
     from textgym.lm import forward, positions_from_mask
     from textgym.models import load_shared_causal_lm, load_tokenizer
 
-    texts = _text_list(texts, "texts", blank_ok=False)
+    texts = text_list(texts, "texts", blank_ok=False)
     if contexts is not None:
-        contexts = _text_list(contexts, "contexts")
+        contexts = text_list(contexts, "contexts")
         if len(contexts) != len(texts):
             raise ValueError(f"contexts and texts differ in length: {len(contexts)} contexts, {len(texts)} texts")
     batch_size = _positive_int(batch_size, "batch_size")
@@ -526,7 +539,7 @@ def embed(texts: list[str], batch_size: int = 32) -> Any:
     """
     import torch
 
-    texts = _text_list(texts, "texts")
+    texts = text_list(texts, "texts")
     batch_size = _positive_int(batch_size, "batch_size")
     tokenizer, model = _sentence_encoder()
     parts = []
