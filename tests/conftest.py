@@ -27,3 +27,16 @@ def tiny_model() -> str:
 
     ensure_tiny_model()
     return TINY
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless Chromium for the leaderboard's browser tests (CI requires one: TEXTGYM_REQUIRE_CHROMIUM=1)."""
+    from leaderboard_support import find_chromium
+
+    path = find_chromium()
+    if path:
+        return path
+    if os.environ.get("TEXTGYM_REQUIRE_CHROMIUM") == "1":
+        pytest.fail("chromium is missing: run .ci/install-chromium.sh first")
+    pytest.skip("chromium is not installed (bash .ci/install-chromium.sh; CI sets TEXTGYM_REQUIRE_CHROMIUM=1)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_runs import TINY_RUN
 
 from baselines.train import main as train_main
 from textgym import files
@@ -134,35 +135,7 @@ def test_a_torn_last_line_is_cut_on_reopening_and_skipped_by_readers(tmp_path, t
 
 # -- training runs killed at any moment -----------------------------------------------------
 
-RUN = [
-    "--env",
-    "TextGym/Sentiment-v0",
-    "--model",
-    "tiny",
-    "--n-envs",
-    "2",
-    "--n-steps",
-    "8",
-    "--batch-size",
-    "16",
-    "--n-epochs",
-    "1",
-    "--learning-rate",
-    "1e-3",
-    "--eval-episodes",
-    "2",
-    "--max-reply-tokens",
-    "6",
-    "--torch-threads",
-    "1",
-    "--no-progress-bar",
-    "--sample-every",
-    "0",
-    "--total-timesteps",
-    "64",
-    "--eval-every",
-    "16",
-]
+RUN = [*TINY_RUN, "--learning-rate", "1e-3", "--sample-every", "0", "--total-timesteps", "64", "--eval-every", "16"]
 
 #: baselines.train, stopping (reading a line from stdin) in the middle of each checkpoint write, after
 #: policy.safetensors and before the rest and the switch, and again after each completed switch.

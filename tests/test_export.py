@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.utils import obs_as_tensor
+from tiny_runs import TINY_RUN
 
 from baselines import export
 from baselines.checkpoint import save_checkpoint
@@ -16,33 +17,7 @@ from baselines.train import Args, build, checkpoint_metadata, env_kwargs_of, loa
 from baselines.train import main as train_main
 from textgym.models import ensure_tiny_model, weights_sha256
 
-RUN = [
-    "--env",
-    "TextGym/Sentiment-v0",
-    "--model",
-    "tiny",
-    "--n-envs",
-    "2",
-    "--n-steps",
-    "8",
-    "--batch-size",
-    "16",
-    "--n-epochs",
-    "1",
-    "--learning-rate",
-    "1e-2",
-    "--eval-episodes",
-    "2",
-    "--max-reply-tokens",
-    "6",
-    "--torch-threads",
-    "1",
-    "--no-progress-bar",
-    "--sample-every",
-    "0",
-    "--total-timesteps",
-    "32",
-]
+RUN = [*TINY_RUN, "--learning-rate", "1e-2", "--sample-every", "0", "--total-timesteps", "32"]
 
 
 def observations(policy, env_id="TextGym/Sentiment-v0", seeds=range(4), **kwargs):

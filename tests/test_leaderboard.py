@@ -22,7 +22,6 @@ from leaderboard_support import (
     dom_rows,
     edit_manifest,
     edit_records,
-    find_chromium,
     phrase,
     read_lines,
     run_cli,
@@ -400,16 +399,6 @@ def test_markdown_escape_keeps_cells_intact():
 
 
 # -- the page in a real browser -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = find_chromium()
-    if path:
-        return path
-    if os.environ.get("TEXTGYM_REQUIRE_CHROMIUM") == "1":
-        pytest.fail("chromium is missing: run .ci/install-chromium.sh first")
-    pytest.skip("chromium is not installed (bash .ci/install-chromium.sh; CI sets TEXTGYM_REQUIRE_CHROMIUM=1)")
 
 
 def test_page_in_headless_chromium(chromium, tmp_path):

@@ -23,7 +23,6 @@ from leaderboard_support import (
     dom_rows,
     edit_manifest,
     edit_records,
-    find_chromium,
     phrase,
     read_lines,
     run_chromium,
@@ -349,16 +348,6 @@ def test_repository_baselines_are_not_flagged_and_the_love_bundle_is(love_sentim
     assert top.degenerate == {"diversity", "repetition"} and top.current["guard"]["distinct_2"] < 0.02
     assert [row.current["name"] for row in sentiment.rows if row.degenerate] == ["Positive words"]
     assert sentiment.starting["name"] == "Zero-shot LM, sampled (Sentiment-v0, default)"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = find_chromium()
-    if path:
-        return path
-    if os.environ.get("TEXTGYM_REQUIRE_CHROMIUM") == "1":
-        pytest.fail("chromium is missing: run .ci/install-chromium.sh first")
-    pytest.skip("chromium is not installed (bash .ci/install-chromium.sh; CI sets TEXTGYM_REQUIRE_CHROMIUM=1)")
 
 
 def test_degenerate_entry_is_marked_on_the_page_in_headless_chromium(love_sentiment, chromium, tmp_path):

@@ -7,31 +7,10 @@ import sys
 
 import pytest
 import torch
+from tiny_runs import TINY_RUN
 
 from baselines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from baselines.policies import LMActorCriticPolicy
-
-TINY_RUN = [
-    "--env",
-    "TextGym/Sentiment-v0",
-    "--model",
-    "tiny",
-    "--n-envs",
-    "2",
-    "--n-steps",
-    "8",
-    "--batch-size",
-    "16",
-    "--n-epochs",
-    "1",
-    "--eval-episodes",
-    "2",
-    "--max-reply-tokens",
-    "6",
-    "--torch-threads",
-    "1",
-    "--no-progress-bar",
-]
 
 
 def run(module, *args, check=True):
