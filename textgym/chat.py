@@ -172,6 +172,14 @@ class ChatEncoder:
         position = next(i for i, (_, index) in enumerate(pieces) if index == reply)
         return self._encode_pieces(pieces[position + 1 :])
 
+    def decode_reply(self, reply_ids: Sequence[int]) -> str:
+        """The text of a reply's token ids (its end token excluded), as every textgym env and adapter scores it.
+
+        Special tokens are dropped and surrounding whitespace stripped, so a reply's text does
+        not depend on how its generator marked the end or padded it.
+        """
+        return self.tokenizer.decode(list(reply_ids), skip_special_tokens=True).strip()
+
     @property
     def special_ids(self) -> frozenset[int]:
         """Ids of the tokenizer's special tokens (those no text encoded as data can produce)."""

@@ -655,7 +655,7 @@ class TextEnv(gym.Env[dict, Any]):
         next turn's context.
         """
         if text is None:
-            text = self.tokenizer.decode(reply_ids, skip_special_tokens=True).strip()
+            text = self.chat.decode_reply(reply_ids)
         answered = list(self._episode.messages)
         result = self._episode.step(text, finished)
         info = {"turn": self._episode.turn - 1, "reply": text, "reply_finished": finished, **(extra or {})}

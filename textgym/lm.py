@@ -376,7 +376,7 @@ class LocalLanguageModel:
         completions = []
         for row, length, finished in zip(drawn.tokens, drawn.lengths.tolist(), drawn.finished.tolist(), strict=True):
             token_ids = row[: length - int(finished)].tolist()
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+            text = self.chat.decode_reply(token_ids)
             completions.append(Completion(text=text, finished=bool(finished), token_ids=tuple(token_ids)))
         return [completions[i : i + num_candidates] for i in range(0, len(completions), num_candidates)]
 

@@ -193,17 +193,6 @@ def _prompt_key(messages: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps([[m["role"], m["content"]] for m in messages])
 
 
-def _start_episode(env_id: str, split: str, prompt_id: str) -> TextEpisode:
-    """An episode on a task of its own: tasks keep per-episode state, and the rollout plays many at once."""
-    from gymnasium.utils import seeding
-
-    from textgym.registration import make_task
-
-    episode = TextEpisode(make_task(env_id, split=split))
-    episode.reset(seeding.np_random(0)[0], {"prompt_id": prompt_id})
-    return episode
-
-
 def rollout_function(
     env_id: str, split: str = "train", n: int | None = None, max_reply_tokens: int | None = None
 ) -> Callable[[list, Any], dict[str, list]]:
@@ -314,7 +303,7 @@ def _play_episodes(env_id: str, split: str, prompt_ids: Sequence[str], trainer: 
             "rollout_function needs a chat template that appends turns (token-in/token-out); this one rewrites them"
         )
     end_ids, pad_id = list(trainer.eos_token_ids), int(tokenizer.pad_token_id)
-    episodes = [_start_episode(env_id, split, prompt_id) for prompt_id in prompt_ids]
+    episodes = [EpisodeSpec(env_id, prompt_id, split).start() for prompt_id in prompt_ids]
     prompt_ids_out = [chat.encode(episode.messages) for episode in episodes]
     completions: list[list[int]] = [[] for _ in episodes]
     logprobs: list[list[float]] = [[] for _ in episodes]
@@ -353,8 +342,7 @@ def _play_episodes(env_id: str, split: str, prompt_ids: Sequence[str], trainer: 
                 env_mask[i] += [1] * length
                 episode = episodes[i]
                 answered = list(episode.messages)
-                # The reply text as TextEnv reads it: without its end token, special tokens dropped.
-                text = tokenizer.decode(reply[:-1] if finished else reply, skip_special_tokens=True).strip()
+                text = chat.decode_reply(reply[:-1] if finished else reply)
                 result = episode.step(text, finished)
                 if result.terminated:
                     continue

@@ -349,7 +349,7 @@ class _TextgymLoop:
             num_turns += 1
 
             ends = [i for i, token in enumerate(reply_ids) if token in self.end_ids]
-            text = self.tokenizer.decode(reply_ids[: ends[0]] if ends else reply_ids, skip_special_tokens=True).strip()
+            text = self.chat.decode_reply(reply_ids[: ends[0]] if ends else reply_ids)
             answered = len(episode.messages) + 1  # the conversation up to and with this reply
             result = episode.step(text, finished=bool(ends))
             if result.terminated:
