@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from stable_baselines3.common.env_util import make_vec_env
+from tiny_runs import tiny_algorithm
 
 from baselines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from baselines.train import Args, build, checkpoint_metadata, env_kwargs_of
+from baselines.train import checkpoint_metadata
 from baselines.train import main as train_main
 from leaderboard.checkpoints import check_checkpoint_base
 from leaderboard.cli import main as leaderboard_main
@@ -25,20 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def tiny_ppo(**overrides):
     """A FastLMPPO of baselines.train on the tiny model, with its Args."""
-    args = Args(
-        env="TextGym/Sentiment-v0",
-        model="tiny",
-        n_envs=1,
-        n_steps=8,
-        batch_size=8,
-        kl_coef=0.0,
-        max_reply_tokens=4,
-        device="cpu",
-        torch_threads=1,
-        **overrides,
-    )
-    env = make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args))
-    return args, build(args, env)
+    return tiny_algorithm(n_steps=8, batch_size=8, kl_coef=0.0, max_reply_tokens=4, **overrides)
 
 
 def perturb(policy, trained_only=True, seed=0):
@@ -152,21 +139,15 @@ def test_format_1_checkpoints_load_and_resaving_never_drops_trained_weights(tmp_
 
 
 def test_dqn_checkpoints_hold_the_heads_only_against_a_named_base(tmp_path, tiny_model):
-    from stable_baselines3.common.env_util import make_vec_env
 
-    args = Args(
+    args, model = tiny_algorithm(
         algo="dqn",
         env="TextGym/SentimentCandidate-v0",
-        model="tiny",
-        n_envs=1,
         max_context_tokens=48,
         max_reply_tokens=2,
         num_candidates=3,
         learning_rate=1e-3,
-        device="cpu",
-        torch_threads=1,
     )
-    model = build(args, make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args)))
     path = save_checkpoint(tmp_path / "checkpoint", model.policy, checkpoint_metadata(args, model))
     saved = load_file(path / "policy.safetensors")
     assert saved and {name.split(".")[0] for name in saved} == {"q_net", "q_net_target", "feature_statistics"}

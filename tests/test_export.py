@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.utils import obs_as_tensor
-from tiny_runs import TINY_RUN
+from tiny_runs import TINY_RUN, tiny_algorithm
 
 from baselines import export
 from baselines.checkpoint import save_checkpoint
-from baselines.train import Args, build, checkpoint_metadata, env_kwargs_of, load_trained
+from baselines.train import checkpoint_metadata, load_trained
 from baselines.train import main as train_main
 from textgym.models import ensure_tiny_model, weights_sha256
 
@@ -85,20 +85,7 @@ def test_exported_model_replies_as_the_policy_and_its_card_names_env_reward_comm
 
 def lora_checkpoint(tmp_path):
     """A LoRA policy whose adapters moved (as training would move them), saved as baselines.train saves it."""
-    from stable_baselines3.common.env_util import make_vec_env
-
-    args = Args(
-        env="TextGym/Sentiment-v0",
-        model="tiny",
-        lora_r=4,
-        n_envs=1,
-        n_steps=8,
-        batch_size=8,
-        max_reply_tokens=6,
-        device="cpu",
-        torch_threads=1,
-    )
-    model = build(args, make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args)))
+    args, model = tiny_algorithm(lora_r=4, n_steps=8, batch_size=8, max_reply_tokens=6)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.policy.named_parameters():
@@ -151,20 +138,9 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path, tiny_model, capsys):
     (full / "checkpoint.json").write_text(json.dumps(meta))
     assert "--adapter needs a LoRA checkpoint" in refused("--checkpoint", full, "--out", tmp_path / "b", "--adapter")
 
-    from stable_baselines3.common.env_util import make_vec_env
-
-    args = Args(
-        algo="dqn",
-        env="TextGym/SentimentCandidate-v0",
-        model="tiny",
-        n_envs=1,
-        max_context_tokens=48,
-        max_reply_tokens=2,
-        num_candidates=3,
-        device="cpu",
-        torch_threads=1,
+    args, dqn = tiny_algorithm(
+        algo="dqn", env="TextGym/SentimentCandidate-v0", max_context_tokens=48, max_reply_tokens=2, num_candidates=3
     )
-    dqn = build(args, make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args)))
     path = save_checkpoint(tmp_path / "dqn" / "checkpoint", dqn.policy, checkpoint_metadata(args, dqn))
     message = refused("--checkpoint", path, "--out", tmp_path / "c")
     assert "is a DQN checkpoint" in message and "holds no language model to export" in message

@@ -21,3 +21,14 @@ TINY_RUN = [
     "1",
     "--no-progress-bar",
 ]
+
+
+def tiny_algorithm(**fields):
+    """``(args, algorithm)`` as ``baselines.train`` builds them, on one env of the tiny model, CPU, one thread."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from baselines.train import Args, build, env_kwargs_of
+
+    defaults = {"env": "TextGym/Sentiment-v0", "model": "tiny", "n_envs": 1, "device": "cpu", "torch_threads": 1}
+    args = Args(**{**defaults, **fields})
+    return args, build(args, make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args)))
