@@ -87,14 +87,13 @@ class LongPromptTask(TextTask):
 @functools.lru_cache(maxsize=8)
 def filler_text(model: str, prompt_tokens: int) -> tuple[str, int]:
     """The shortest filler message whose chat-template context has at least ``prompt_tokens`` tokens."""
-    from textgym.models import load_tokenizer
+    from textgym.chat import chat_encoder
 
-    tokenizer = load_tokenizer(model)
+    encoder = chat_encoder(model)
 
-    def length(text: str) -> int:  # as TextEnv.encode_chat counts it
+    def length(text: str) -> int:  # as TextEnv encodes its context
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
-        chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return len(tokenizer(chat, add_special_tokens=False)["input_ids"])
+        return len(encoder.encode(messages))
 
     words = (FILLER * (1 + prompt_tokens // 40)).split()
     low, high = 1, len(words)  # binary search on the number of words
