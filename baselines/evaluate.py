@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,8 @@ import torch
 from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401
+from textgym.stats import bootstrap_ci
 from textgym.wrappers import RecordGenerations, ReferencePerplexity
-
-
-def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> list[float]:
-    """Percentile bootstrap confidence interval of the mean.
-
-    >>> bootstrap_ci([1.0, 1.0, 1.0])
-    [1.0, 1.0]
-    """
-    if not values:
-        return [math.nan, math.nan]
-    rng = np.random.default_rng(seed)
-    data = np.asarray(values, dtype=float)
-    means = data[rng.integers(len(data), size=(resamples, len(data)))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
 
 
 def perplexity_summary(guards: list[dict[str, Any]]) -> dict[str, float | None]:

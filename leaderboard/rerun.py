@@ -42,10 +42,10 @@ from leaderboard.checkpoints import (
     checkpoint_directory,
     read_checkpoint_metadata,
 )
-from leaderboard.stats import standard_error
 from leaderboard.tracks import effective_env_kwargs, textgym_compatible
 from leaderboard.verify import Bundle, Report
 from textgym.data import looks_like_local_path
+from textgym.stats import standard_error
 
 #: Standard errors of the re-run by which the claimed CI is widened.
 RERUN_K = 3.0

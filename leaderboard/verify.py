@@ -54,7 +54,7 @@ from gymnasium.utils import seeding
 import textgym
 from leaderboard import safejson
 from leaderboard.checkpoints import check_bundle_checkpoints
-from leaderboard.stats import bootstrap_ci, metrics, text_metrics
+from leaderboard.stats import metrics, text_metrics
 from leaderboard.tracks import (
     TRACKS,
     Track,
@@ -65,6 +65,7 @@ from leaderboard.tracks import (
 )
 from textgym.core import TextEpisode
 from textgym.registration import make_task
+from textgym.stats import bootstrap_ci
 
 #: Absolute tolerance on every compared number: turn and episode rewards, means, CI bounds.
 REWARD_ATOL = 1e-4

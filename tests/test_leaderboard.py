@@ -37,7 +37,7 @@ from leaderboard.bundle import RunData
 from leaderboard.cli import main
 from leaderboard.entries import ENTRIES_PATH, EntriesError, append_entry, load_entries
 from leaderboard.render import SITE_DIR, markdown_escape, render_html, render_markdown
-from leaderboard.stats import bootstrap_ci, metrics
+from leaderboard.stats import metrics
 from leaderboard.tracks import pinned_kwargs_problems
 from leaderboard.verify import start_episode, verify_bundle
 from textgym.envs.sentiment import sentiment_reward
@@ -87,13 +87,6 @@ def test_text_level_prompt_equals_env_reset(tiny_model):
             _, info = env.reset(seed=seed)
             episode = start_episode(task, seed)
             assert (episode.prompt.prompt_id, episode.prompt.messages) == (info["prompt_id"], info["messages"])
-
-
-def test_bootstrap_equals_the_baselines():
-    from baselines.evaluate import bootstrap_ci as baseline_ci
-
-    values = list(np.random.default_rng(3).normal(size=37))
-    assert bootstrap_ci(values) == baseline_ci(values)
 
 
 def test_track_pins_every_env_argument_but_the_model():
