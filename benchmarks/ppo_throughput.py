@@ -54,8 +54,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 
-from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult  # noqa: E402
+from textgym.core import TaskPrompt, TextTask, TurnResult  # noqa: E402
 from textgym.envs.sentiment import sentiment_reward  # noqa: E402
+from textgym.text_env import TextEnv  # noqa: E402
 
 ARMS = ("naive-collect", "fast-collect", "stock-learn", "fast-learn")
 RESULT_TAG = "RESULT "

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from leaderboard.entries import Row
-    from leaderboard.verify import Report
+    from leaderboard.report import Report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -171,7 +171,7 @@ def _print_verdict(args: argparse.Namespace, report: Report, listed: list[dict])
     for _, flag in row.flags if row else ():
         print(f"WARNING: {flag}")
     if row is not None and row.earlier:
-        from leaderboard.verify import describe_entry
+        from leaderboard.copies import describe_entry
 
         count = len(row.earlier)
         print(

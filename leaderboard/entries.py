@@ -13,7 +13,7 @@ to format 2 once, explicitly, by :func:`migrate_to_v2` (``textgym-leaderboard mi
 which re-verifies each entry's bundle; it is the only change ever made to a listed entry,
 and it only adds these two fields.
 
-Entries are shown as rows: a submission with the :func:`~leaderboard.verify.identity` (env
+Entries are shown as rows: a submission with the :func:`~leaderboard.copies.identity` (env
 id, track, submitter, name) of a listed entry is a new *version* of it; the newest version
 is ranked and the older ones stay reachable from its row (:func:`board_rows`).
 """
@@ -29,8 +29,10 @@ from typing import Any
 
 from leaderboard import safejson
 from leaderboard.bundle import STARTING_POLICY
+from leaderboard.copies import entry_identity, find_copies
+from leaderboard.report import REWARD_ATOL, Report
 from leaderboard.stats import degenerate_reasons
-from leaderboard.verify import REWARD_ATOL, Report, entry_identity, find_copies, schema_errors
+from leaderboard.verify import schema_errors
 from textgym.files import atomic_write
 
 ROOT = Path(__file__).resolve().parent
@@ -306,7 +308,7 @@ def starting_policy(boards: Sequence[Board], board: Board) -> tuple[dict[str, An
 def board_rows(entries: Sequence[dict[str, Any]]) -> list[Board]:
     """The leaderboard as boards (one per env id and track, sorted) of ranked, flagged rows.
 
-    Entries of one :func:`~leaderboard.verify.identity` make one row, its newest version
+    Entries of one :func:`~leaderboard.copies.identity` make one row, its newest version
     ranked. Each row is flagged (:attr:`Row.flags`) when its text is degenerate against the
     board's starting policy (:func:`leaderboard.stats.degenerate_reasons`), when its episodes
     are those of another row (possible only for entries listed before copies were refused;

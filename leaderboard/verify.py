@@ -18,11 +18,10 @@ short code and a sentence:
    as the track's training seeds, with distinct seeds; each run has exactly one
    episode per prompt seed of the track, each reset with its own seed
    (``episode_index`` 0); no episode is duplicated, none is missing, none extra.
-4. ``prompt``: each episode's prompt, rebuilt at the text level exactly as
-   ``TextEnv.reset(seed=s)`` builds it (the task class, ``np_random(s)``), has the
-   recorded prompt id and messages.
-5. ``reward``: replaying the generations turn by turn through ``task.step`` gives the
-   recorded turn rewards and ends the episode where the record says it ended.
+4. ``prompt``: each episode's prompt, started by :class:`textgym.core.TextEpisode` (the
+   driver ``TextEnv.reset(seed=s)`` uses), has the recorded prompt id and messages.
+5. ``reward``: replaying the generations turn by turn through the same driver gives the
+   recorded turn rewards and ends the episode where and why the record says it ended.
 6. ``claim``: each episode's reward, each run's mean and CI and the pooled mean and CI
    equal the re-scored numbers.
 7. ``guard``: the guard metrics are recomputed from the generations
@@ -35,7 +34,10 @@ short code and a sentence:
    naming that entry: entries are identified by the content of their episodes, not by
    their manifest.
 
-Every number is compared with the absolute tolerance :data:`REWARD_ATOL`.
+Every number is compared with the absolute tolerance :data:`REWARD_ATOL`. This module
+reads and orchestrates; episodes are replayed through the one episode driver in
+:mod:`leaderboard.replay`, entry identity and copies live in :mod:`leaderboard.copies`
+and the report types in :mod:`leaderboard.report`.
 """
 
 from __future__ import annotations
@@ -43,165 +45,42 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from gymnasium.utils import seeding
 
 import textgym
 from leaderboard import safejson
 from leaderboard.checkpoints import check_bundle_checkpoints
+from leaderboard.copies import bundle_identity, content_fingerprints, find_copies
+from leaderboard.replay import compare_metrics, rescore_episode
+from leaderboard.report import (
+    GENERATIONS,
+    MANIFEST,
+    MAX_EPISODES,
+    MAX_GENERATIONS_BYTES,
+    MAX_LINE_BYTES,
+    MAX_LISTED_PROBLEMS,
+    MAX_MANIFEST_BYTES,
+    REWARD_ATOL,
+    Bundle,
+    Problem,
+    Report,
+    Rescored,
+)
 from leaderboard.stats import metrics, text_metrics
 from leaderboard.tracks import (
     TRACKS,
-    Track,
     effective_env_kwargs,
     pinned_kwargs_problems,
     registered_spec,
     textgym_compatible,
 )
-from textgym.core import TextEpisode
 from textgym.registration import make_task
-from textgym.stats import bootstrap_ci
-
-#: Absolute tolerance on every compared number: turn and episode rewards, means, CI bounds.
-REWARD_ATOL = 1e-4
-#: Size limits of what is read from a bundle.
-MAX_MANIFEST_BYTES = 1 << 20
-MAX_GENERATIONS_BYTES = 64 << 20
-MAX_LINE_BYTES = 1 << 20
-MAX_EPISODES = 20_000
-#: At most this many problems are listed; the rest are counted.
-MAX_LISTED_PROBLEMS = 40
-#: Guard metrics recomputed from the text and compared with the record's (others are ignored, never used).
-CHECKED_GUARD_KEYS = ("reply_words", "distinct_1", "distinct_2", "repetition_2", "empty_replies")
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
-MANIFEST = "bundle.json"
-GENERATIONS = "generations.jsonl"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a bundle is rejected.
-
-    Attributes:
-        code: A short category (see the module docstring).
-        message: One sentence that says what is wrong and where.
-    """
-
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.message}"
-
-
-@dataclass
-class Bundle:
-    """A bundle read from disk: its manifest, its episodes and the digest of both files.
-
-    Attributes:
-        path: The bundle directory.
-        manifest: ``bundle.json``.
-        records: The lines of ``generations.jsonl``, each with ``_line`` (its line number) added.
-        digest: SHA-256 of ``bundle.json`` and ``generations.jsonl``.
-    """
-
-    path: Path
-    manifest: dict[str, Any]
-    records: list[dict[str, Any]]
-    digest: str
-
-    @property
-    def track(self) -> Track | None:
-        """The official track the bundle claims, or None if it names none."""
-        return TRACKS.get(self.manifest["track"]["name"])
-
-
-@dataclass
-class Rescored:
-    """One episode replayed through the task.
-
-    Attributes:
-        reward: The re-scored episode reward.
-        replies: Its generations.
-        guard: Its guard metrics, recomputed from the generations.
-        messages: The whole conversation (prompt, replies, the task's messages between them).
-    """
-
-    reward: float
-    replies: list[str]
-    guard: dict[str, Any]
-    messages: list[dict[str, str]]
-
-
-@dataclass
-class Report:
-    """What verification found.
-
-    Attributes:
-        bundle: The bundle, when it could be read.
-        problems: Every reason to reject; empty when the bundle verifies.
-        rescored: Pooled re-scored metrics (``mean_reward``, ``ci95``, ``episodes``).
-        rescored_runs: Re-scored metrics per training seed.
-        rerun: Re-run results per training seed, when a re-run was asked for.
-        guard: The entry's guard metrics, recomputed from the generations
-            (:func:`leaderboard.stats.text_metrics`), plus ``perplexity_median``,
-            ``perplexity_mean`` and ``perplexity_model`` when measured.
-        content: The content fingerprints of the episodes (:func:`content_fingerprints`).
-        listed_as: The listed entry that is this very bundle (same files), if any.
-        episodes: Each re-scored episode by (training seed, prompt seed).
-    """
-
-    bundle: Bundle | None = None
-    problems: list[Problem] = field(default_factory=list)
-    rescored: dict[str, Any] | None = None
-    rescored_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
-    rerun: dict[str, Any] | None = None
-    guard: dict[str, Any] | None = None
-    content: dict[str, Any] | None = None
-    listed_as: dict[str, Any] | None = None
-    episodes: dict[tuple[int, int], Rescored] = field(default_factory=dict, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is wrong."""
-        return not self.problems
-
-    def add(self, code: str, message: str) -> None:
-        """Record a problem."""
-        self.problems.append(Problem(code, message))
-
-    def codes(self) -> set[str]:
-        """The codes of the problems found."""
-        return {problem.code for problem in self.problems}
-
-    def summary(self) -> str:
-        """Human-readable lines: the verdict, then the reasons."""
-        if self.ok:
-            rescored = self.rescored or {}
-            low, high = rescored.get("ci95", [float("nan")] * 2)
-            lines = [
-                f"OK: {rescored.get('episodes', 0)} episodes re-scored with textgym {textgym.__version__}; "
-                f"mean reward {rescored.get('mean_reward', float('nan')):.4f} (95% CI {low:.4f}..{high:.4f}) "
-                f"matches the claim within {REWARD_ATOL:g}"
-            ]
-            if self.rerun:
-                lines.append(f"OK: re-run on held-out prompts: {self.rerun['summary']}")
-            if self.guard:
-                lines.append(f"guard metrics (recomputed from the generations): {describe_guard(self.guard)}")
-            if self.listed_as:
-                lines.append(f"note: this very bundle is already listed as {describe_entry(self.listed_as)}")
-            return "\n".join(lines)
-        lines = [f"REJECTED: {len(self.problems)} problem(s)"]
-        lines += [f"  {problem}" for problem in self.problems[:MAX_LISTED_PROBLEMS]]
-        if len(self.problems) > MAX_LISTED_PROBLEMS:
-            lines.append(f"  ... and {len(self.problems) - MAX_LISTED_PROBLEMS} more")
-        return "\n".join(lines)
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -383,323 +262,6 @@ def check_track(bundle: Bundle, report: Report) -> dict[int, list[dict[str, Any]
     return runs
 
 
-def start_episode(task: Any, seed: int) -> TextEpisode:
-    """The episode ``env.reset(seed=seed)`` starts, at the text level (:class:`textgym.core.TextEpisode`)."""
-    episode = TextEpisode(task)
-    episode.reset(seeding.np_random(seed)[0])
-    return episode
-
-
-def _where(record: dict[str, Any]) -> str:
-    seeds = f"training seed {record['training_seed']}, prompt seed {record['seed']}"
-    return f"{GENERATIONS} line {record['_line']} ({seeds})"
-
-
-def rescore_episode(task: Any, record: dict[str, Any], granularity: str, report: Report) -> Rescored | None:
-    """Rebuild one episode's prompt, replay its generations and recompute its guard metrics.
-
-    Returns:
-        The re-scored episode, or None when it cannot be replayed (the reason is added to ``report``).
-    """
-    where = _where(record)
-    try:
-        episode = start_episode(task, record["seed"])
-    except Exception as error:  # noqa: BLE001 - any failure of the task is a reason, not a crash
-        report.add("prompt", f"{where}: the task could not rebuild the prompt: {error}")
-        return None
-    prompt_id, messages = episode.prompt.prompt_id, episode.prompt.messages
-    if prompt_id != record["prompt_id"]:
-        report.add(
-            "prompt", f"{where}: the seed gives prompt id {prompt_id!r}, the record says {record['prompt_id']!r:.80}"
-        )
-        return None
-    if messages != record["prompt"]:
-        index = next(
-            (i for i, (a, b) in enumerate(zip(messages, record["prompt"], strict=False)) if a != b), len(messages)
-        )
-        report.add(
-            "prompt",
-            f"{where}: the recorded prompt messages differ from those of prompt {prompt_id!r} (message {index})",
-        )
-        return None
-    generations, turn_rewards = record["generations"], record["turn_rewards"]
-    if len(turn_rewards) != len(generations):
-        report.add("reward", f"{where}: {len(generations)} generations but {len(turn_rewards)} turn rewards")
-        return None
-    for turn, text in enumerate(generations):
-        last = turn == len(generations) - 1
-        if episode.state == "over":
-            report.add(
-                "reward",
-                f"{where}: the task ended after generation {turn - 1}, yet the record holds {len(generations)} "
-                "generations",
-            )
-            return None
-        try:
-            # As TextEnv: only a token-level reply cut by the budget is unfinished, and it ends the episode.
-            result = episode.step(text, finished=not (last and record["truncated"]))
-        except Exception as error:  # noqa: BLE001
-            report.add("reward", f"{where}: the task refused generation {turn}: {error}")
-            return None
-        if abs(result.reward - turn_rewards[turn]) > REWARD_ATOL:
-            report.add(
-                "reward",
-                f"{where}: generation {turn} scores {result.reward:.6g}, the record claims {turn_rewards[turn]:.6g}",
-            )
-        if last and not result.terminated and not record["truncated"]:
-            report.add(
-                "reward", f"{where}: the task is not over after the last generation and the record is not truncated"
-            )
-            return None
-    total = episode.total_reward
-    # As TextEnv reports it: terminated when the task is over; truncated (token level only) when
-    # the last reply ran into the token budget, which ends the episode whether or not the task is over.
-    if record["terminated"] != bool(result.terminated):
-        report.add(
-            "reward",
-            f"{where}: the record says terminated={record['terminated']}, the task says {bool(result.terminated)}",
-        )
-    if record["truncated"]:
-        if granularity != "token" or record["end_reason"] != "reply_token_budget":
-            report.add("reward", f"{where}: only a token-level reply budget truncates an episode")
-    elif record["end_reason"] != "task_over":
-        report.add("reward", f"{where}: end_reason {record['end_reason']!r} of an episode the task ended")
-    if abs(total - record["reward"]) > REWARD_ATOL:
-        report.add("claim", f"{where}: the episode claims reward {record['reward']:.6g}, re-scored {total:.6g}")
-    guard = episode.guard()
-    check_guard(record, guard, granularity, report)
-    return Rescored(total, list(generations), guard, episode.messages)
-
-
-def _guard_mismatch(claimed: Any, value: float) -> bool:
-    return isinstance(claimed, bool) or not isinstance(claimed, int | float) or abs(claimed - value) > REWARD_ATOL
-
-
-def check_guard(record: dict[str, Any], guard: dict[str, Any], granularity: str, report: Report) -> None:
-    """Compare an episode's recorded guard metrics with those recomputed from its generations.
-
-    Only what the text determines is compared: :data:`CHECKED_GUARD_KEYS`, each reward
-    component, and ``unfinished_replies`` at token level (elsewhere a reply's end token is
-    not in the text). Other recorded keys (a perplexity, say) are ignored: nothing the
-    bundle says about its guard metrics is ever used.
-    """
-    claimed = record.get("guard")
-    if not claimed:
-        return
-    where = _where(record)
-    keys = [*CHECKED_GUARD_KEYS, *(("unfinished_replies",) if granularity == "token" else ())]
-    wrong = [
-        f"{key} {claimed[key]!r:.20} (recomputed {guard[key]:.6g})"
-        for key in keys
-        if key in claimed and _guard_mismatch(claimed[key], guard[key])
-    ]
-    components = claimed.get("reward_components")
-    if components is not None:
-        recomputed = guard["reward_components"]
-        if not isinstance(components, dict) or set(components) != set(recomputed):
-            names = sorted(components) if isinstance(components, dict) else components
-            wrong.append(f"reward_components {names!r:.80} (recomputed {sorted(recomputed)})")
-        else:
-            wrong += [
-                f"reward_components.{name} {components[name]!r:.20} (recomputed {recomputed[name]:.6g})"
-                for name in sorted(recomputed)
-                if _guard_mismatch(components[name], recomputed[name])
-            ]
-    if wrong:
-        report.add("guard", f"{where}: the recorded guard metrics differ from the generations': {'; '.join(wrong)}")
-
-
-def _compare_metrics(claimed: dict[str, Any], rescored: dict[str, Any], what: str, report: Report) -> None:
-    if claimed["episodes"] != rescored["episodes"]:
-        report.add("claim", f"{what} claims {claimed['episodes']} episodes; the bundle holds {rescored['episodes']}")
-    if abs(claimed["mean_reward"] - rescored["mean_reward"]) > REWARD_ATOL:
-        report.add(
-            "claim",
-            f"{what} claims mean reward {claimed['mean_reward']:.6g}; re-scored it is "
-            f"{rescored['mean_reward']:.6g} (tolerance {REWARD_ATOL:g})",
-        )
-    for bound, name in enumerate(("lower", "upper")):
-        if abs(claimed["ci95"][bound] - rescored["ci95"][bound]) > REWARD_ATOL:
-            report.add(
-                "claim",
-                f"{what} claims a 95% CI {name} bound of {claimed['ci95'][bound]:.6g}; re-scored it is "
-                f"{rescored['ci95'][bound]:.6g} (tolerance {REWARD_ATOL:g})",
-            )
-
-
-# -- content, copies, text ----------------------------------------------------------------
-
-
-def normalize_text(text: str) -> str:
-    r"""A generation as copies are compared: whitespace runs collapsed to one space, trimmed, case-folded.
-
-    >>> normalize_text("  Love  it\n WONDERFUL ")
-    'love it wonderful'
-    """
-    return " ".join(text.split()).casefold()
-
-
-def _digest(env_id: str, episodes: Sequence[tuple[int, Sequence[str]]]) -> str:
-    text = safejson.dumps([env_id, [[seed, list(generations)] for seed, generations in episodes]])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def content_fingerprints(env_id: str, runs: Mapping[int, Sequence[dict[str, Any]]]) -> dict[str, Any]:
-    """Fingerprints of a bundle's episodes, one pair per run: what identifies an entry, whatever its manifest says.
-
-    Each run (training seed) is fingerprinted by SHA-256 over the env id and its episodes'
-    (prompt seed, generations) in prompt-seed order: ``sha256`` of the generations as
-    written, ``normalized_sha256`` after :func:`normalize_text`. The training seed itself
-    is left out, so relabelling or reordering runs changes nothing.
-
-    Returns:
-        ``{"runs": [{"training_seed", "sha256", "normalized_sha256"}, ...]}`` by training seed.
-    """
-    fingerprints = []
-    for training_seed in sorted(runs):
-        episodes = sorted((record["seed"], record["generations"]) for record in runs[training_seed])
-        normalized = [(seed, [normalize_text(text) for text in generations]) for seed, generations in episodes]
-        fingerprints.append(
-            {
-                "training_seed": training_seed,
-                "sha256": _digest(env_id, episodes),
-                "normalized_sha256": _digest(env_id, normalized),
-            }
-        )
-    return {"runs": fingerprints}
-
-
-def identity(env_id: str, track: str, submitter: str, name: str) -> tuple[str, str, str, str]:
-    """The leaderboard row an entry belongs to: env id, track, submitter and name (whitespace and case ignored).
-
-    A submission with the identity of a listed entry is a new version of that entry.
-    """
-    return env_id, track, normalize_text(submitter), normalize_text(name)
-
-
-def bundle_identity(manifest: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """:func:`identity` of the entry a bundle would become."""
-    return identity(manifest["env"]["id"], manifest["track"]["name"], manifest["submitter"], manifest["name"])
-
-
-def entry_identity(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """:func:`identity` of a listed entry."""
-    return identity(entry["env_id"], entry["track"], entry["submitter"], entry["name"])
-
-
-def describe_entry(entry: Mapping[str, Any]) -> str:
-    """A listed entry in a sentence: its name, submitter, id, env and date."""
-    return (
-        f"entry {entry['name']!r:.120} by {entry['submitter']!r:.80} (id {entry['id'][:12]}, {entry['env_id']}, "
-        f"submitted {entry['submitted']})"
-    )
-
-
-def describe_guard(text: Mapping[str, Any]) -> str:
-    """An entry's guard metrics in a sentence."""
-    line = (
-        f"distinct-2 {text['distinct_2']:.3f} (distinct-1 {text['distinct_1']:.3f}), repetition "
-        f"{text['repetition_2']:.3f}, {text['reply_words']:.1f} words per reply"
-    )
-    if text.get("perplexity_median") is not None:
-        line += f", perplexity {text['perplexity_median']:.1f} (median) under {text['perplexity_model']!r}"
-    return line
-
-
-def _seeds(seeds: Sequence[int]) -> str:
-    return f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-
-
-@dataclass(frozen=True)
-class Copy:
-    """A listed entry whose episodes a would-be entry repeats.
-
-    Attributes:
-        entry: The listed entry.
-        runs: The would-be entry's training seeds whose episodes are the listed entry's.
-        source_runs: The listed entry's training seeds they repeat.
-        exact: True when the generations are the same as written, False when only after normalisation.
-        same_entry: True when the listed entry is an earlier version of the same entry (same :func:`identity`).
-    """
-
-    entry: dict[str, Any]
-    runs: tuple[int, ...]
-    source_runs: tuple[int, ...]
-    exact: bool
-    same_entry: bool
-
-    def sentence(self) -> str:
-        """The reason, naming the listed entry."""
-        how = "exactly" if self.exact else "after whitespace and case normalisation"
-        if self.same_entry:
-            return (
-                f"nothing new: every run's episodes equal ({how}) those of the listed version of this entry, "
-                f"{describe_entry(self.entry)}"
-            )
-        return (
-            f"the episodes of {_seeds(self.runs)} are those of {_seeds(self.source_runs)} of listed "
-            f"{describe_entry(self.entry)}, {how}; entries are identified by their episodes, not by the name or "
-            "submitter in bundle.json"
-        )
-
-
-def find_copies(
-    env_id: str,
-    own: tuple[str, str, str, str],
-    digest: str,
-    content: Mapping[str, Any],
-    listed: Sequence[Mapping[str, Any]],
-) -> tuple[list[Copy], dict[str, Any] | None]:
-    """The listed entries whose episodes a would-be entry repeats, run for run.
-
-    A run copies a listed run of the same env when their fingerprints
-    (:func:`content_fingerprints`) match, exactly or after whitespace and case
-    normalisation. Runs shared with an earlier version of the same entry (same
-    :func:`identity`) are allowed, since a deterministic run can be reproduced, but not all
-    of them: a version must differ from the one it updates. The very same bundle (same
-    files, ``digest``) is not a copy: it is returned as the second item.
-
-    Args:
-        env_id: The would-be entry's env id.
-        own: Its :func:`identity`.
-        digest: Its bundle's digest (the entry id).
-        content: Its :func:`content_fingerprints`.
-        listed: The listed entries, oldest first.
-
-    Returns:
-        The copies found (none when the episodes are new) and the listed entry that is this
-        very bundle, if any.
-    """
-    copies, same_bundle = [], None
-    runs = content["runs"]
-    for entry in listed:
-        if entry["env_id"] != env_id or "content" not in entry:
-            continue
-        if entry["id"] == digest:
-            same_bundle = dict(entry)
-            continue
-        theirs = {run["normalized_sha256"]: run for run in entry["content"]["runs"]}
-        copied = [run for run in runs if run["normalized_sha256"] in theirs]
-        if not copied:
-            continue
-        same_entry = entry_identity(entry) == own
-        everything = sorted(r["normalized_sha256"] for r in runs) == sorted(
-            r["normalized_sha256"] for r in entry["content"]["runs"]
-        )
-        if same_entry and not everything:
-            continue
-        copies.append(
-            Copy(
-                entry=dict(entry),
-                runs=tuple(run["training_seed"] for run in copied),
-                source_runs=tuple(sorted({theirs[run["normalized_sha256"]]["training_seed"] for run in copied})),
-                exact=all(theirs[run["normalized_sha256"]]["sha256"] == run["sha256"] for run in copied),
-                same_entry=same_entry,
-            )
-        )
-    return copies, same_bundle
-
-
 def measure_perplexity(report: Report, model: str) -> None:
     """Add the replies' perplexity under ``model`` to ``report.guard`` (median and mean over episodes).
 
@@ -778,9 +340,9 @@ def verify_bundle(
     for run in bundle.manifest["runs"]:
         rescored = report.rescored_runs.get(run["training_seed"])
         if rescored is not None:
-            _compare_metrics(run["claimed"], rescored, f"run with training seed {run['training_seed']}", report)
+            compare_metrics(run["claimed"], rescored, f"run with training seed {run['training_seed']}", report)
     if report.rescored is not None:
-        _compare_metrics(bundle.manifest["claimed"], report.rescored, "the bundle", report)
+        compare_metrics(bundle.manifest["claimed"], report.rescored, "the bundle", report)
     if report.episodes:
         replies: dict[int, list[list[str]]] = {}
         for (training_seed, _), episode in sorted(report.episodes.items()):
@@ -800,13 +362,17 @@ def verify_bundle(
 
 
 __all__ = [
+    "GENERATIONS",
+    "MANIFEST",
     "REWARD_ATOL",
     "Bundle",
     "Problem",
     "Report",
     "Rescored",
-    "bootstrap_ci",
-    "content_fingerprints",
+    "check_env",
+    "check_track",
     "load_bundle",
+    "measure_perplexity",
+    "schema_errors",
     "verify_bundle",
 ]

@@ -18,8 +18,9 @@ from baselines.dqn import (
     evaluate_q_policy,
     replay_bytes_per_transition,
 )
-from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult
+from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.lm import Completion
+from textgym.text_env import TextEnv
 
 #: The value of each reply; the env proposes 4 of these words in a seeded random order.
 WORD_VALUES = {"yes": 1.0, "sure": 0.7, "maybe": 0.4, "no": 0.0, "never": 0.0, "later": 0.2}

@@ -304,7 +304,7 @@ def test_export_bad_input(tmp_path):
         adapter.export_dataset("TextGym/Nope-v0", "train", tmp_path / "x.parquet")
     with pytest.raises(ValueError, match="pass n"):
         adapter.export_dataset(SPARSE, "train", tmp_path / "x.parquet")
-    with pytest.raises(ValueError, match="n must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         adapter.export_dataset(DIALOGUE, "train", tmp_path / "x.parquet", n=0)
     assert not (tmp_path / "x.parquet").exists()
 

@@ -126,14 +126,18 @@ def test_make_dataset_holds_every_prompt_of_the_split_in_trls_conversational_for
         (("TextGym/Nope-v0", "train"), "unknown env id 'TextGym/Nope-v0'"),
         ((SENTIMENT, "dev"), "split must be one of .* got 'dev'"),
         (("TextGym/SparseCompletion-v0", "train"), "generates its prompts without end; pass n"),
-        ((SENTIMENT, "train", 0), "n must be a positive integer or None, got 0"),
-        ((SENTIMENT, "train", 2.0), "n must be a positive integer or None, got 2.0"),
+        ((SENTIMENT, "train", 0), "n must be an integer >= 1, got 0"),
         ((SENTIMENT, "validation", 10_000), "n=10000 but TextGym/Sentiment-v0 split 'validation' has only"),
     ],
 )
 def test_make_dataset_rejects_bad_input_naming_the_value(args, match):
     with pytest.raises(ValueError, match=match):
         make_dataset(*args)
+
+
+def test_make_dataset_rejects_a_non_integer_n_naming_it():
+    with pytest.raises(TypeError, match="n must be an integer, got float: 2.0"):
+        make_dataset(SENTIMENT, "train", 2.0)
 
 
 def test_importing_the_adapter_with_trl_outside_the_supported_range_names_the_version(monkeypatch):
@@ -362,7 +366,7 @@ def test_rollout_function_rejects_bad_input_naming_the_value(tmp_path):
         rollout([other, other], trainer())
     with pytest.raises(ValueError, match="rollout prompt"):
         rollout(["Hello", "Hello"], trainer())
-    with pytest.raises(ValueError, match="max_reply_tokens must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="max_reply_tokens must be an integer >= 1, got 0"):
         rollout_function(DIALOGUE, "train", max_reply_tokens=0)
     with pytest.raises(ValueError, match="unknown env id 'TextGym/Nope-v0'"):
         rollout_function("TextGym/Nope-v0")

@@ -39,7 +39,8 @@ from leaderboard.entries import ENTRIES_PATH, EntriesError, append_entry, load_e
 from leaderboard.render import SITE_DIR, markdown_escape, render_html, render_markdown
 from leaderboard.stats import metrics
 from leaderboard.tracks import pinned_kwargs_problems
-from leaderboard.verify import start_episode, verify_bundle
+from leaderboard.verify import verify_bundle
+from textgym.core import start_episode
 from textgym.envs.sentiment import sentiment_reward
 from textgym.registration import make_task
 
@@ -85,7 +86,7 @@ def test_text_level_prompt_equals_env_reset(tiny_model):
         task = make_task(env_id, split="validation", model="tiny")
         for seed in (10_000, 10_017, 123):
             _, info = env.reset(seed=seed)
-            episode = start_episode(task, seed)
+            episode = start_episode(task, seed=seed)
             assert (episode.prompt.prompt_id, episode.prompt.messages) == (info["prompt_id"], info["messages"])
 
 

@@ -33,6 +33,7 @@ from leaderboard_support import (
 
 from leaderboard import safejson
 from leaderboard.bundle import RunData
+from leaderboard.copies import entry_identity
 from leaderboard.entries import (
     ENTRIES_PATH,
     EntriesError,
@@ -45,7 +46,7 @@ from leaderboard.entries import (
 )
 from leaderboard.render import render_html
 from leaderboard.stats import DIVERSITY_RATIO, REPETITION_MARGIN, metrics
-from leaderboard.verify import entry_identity, verify_bundle
+from leaderboard.verify import verify_bundle
 from textgym.core import play_episode
 from textgym.files import atomic_write
 from textgym.metrics.functional import distinct_n, repetition_rate, words

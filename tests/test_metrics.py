@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from textgym.metrics import METRICS, functional, load, module_path
+from textgym.metrics import METRICS, functional, load, module_path, overlap
+from textgym.metrics import perplexity as perplexity_module
 
 
 def approx_lists(expected: dict) -> dict:
@@ -87,7 +88,7 @@ def test_bleu_module_single_and_multiple_references(modules):
 
 
 def test_meteor_module_names_its_variant(modules, monkeypatch):
-    monkeypatch.setattr(functional, "_load_wordnet", lambda: None)
+    monkeypatch.setattr(overlap, "_load_wordnet", lambda: None)
     # 3 matches, 1 chunk: 1 - 0.5 * (1/3) ** 3 = 53/54.
     result = modules["meteor"].compute(predictions=["the cat sat"], references=["the cats sat"])
     assert result == pytest.approx({"meteor_exact_stem": 53 / 54})
@@ -229,7 +230,7 @@ class _FakeWordNet:
 
 
 def test_meteor_exact_stem_without_wordnet(monkeypatch):
-    monkeypatch.setattr(functional, "_load_wordnet", lambda: None)
+    monkeypatch.setattr(overlap, "_load_wordnet", lambda: None)
     # nltk METEOR: Fmean = PR / (0.9 P + 0.1 R), penalty = 0.5 * (chunks / matches) ** 3.
     # 1. "the cat sat" / "the cats sat": 3 matches (cats -> cat by stem), 1 chunk: 1 - 1/54 = 53/54.
     # 2. "sat the cat" / "the cat sat": 3 matches, chunks {the cat} {sat} = 2: 1 - 0.5 * 8/27 = 23/27.
@@ -246,7 +247,7 @@ def test_meteor_exact_stem_without_wordnet(monkeypatch):
 
 
 def test_meteor_with_wordnet_uses_synonyms(monkeypatch):
-    monkeypatch.setattr(functional, "_load_wordnet", lambda: _FakeWordNet())
+    monkeypatch.setattr(overlap, "_load_wordnet", lambda: _FakeWordNet())
     # dog ~ hound now matches: 3 matches in 1 chunk, 53/54 (versus 1/3 without synonyms).
     result = functional.meteor(["the dog sat"], ["the hound sat"])
     assert set(result) == {"meteor"}
@@ -254,7 +255,7 @@ def test_meteor_with_wordnet_uses_synonyms(monkeypatch):
 
 
 def test_meteor_best_of_several_references_and_empty_prediction(monkeypatch):
-    monkeypatch.setattr(functional, "_load_wordnet", lambda: None)
+    monkeypatch.setattr(overlap, "_load_wordnet", lambda: None)
     result = functional.meteor(["the cat sat", ""], [["a dog", "the cat sat"], "the cat"])
     assert result["meteor_exact_stem"] == pytest.approx([53 / 54, 0.0])
 
@@ -297,12 +298,12 @@ def test_self_bleu_hand_checked():
     ("call", "error", "message"),
     [
         (lambda: functional.distinct_n([], 1), ValueError, "texts is empty"),
-        (lambda: functional.distinct_n(["a"], 0), ValueError, "n must be >= 1, got 0"),
-        (lambda: functional.distinct_n(["a"], True), TypeError, "n must be an int, got bool"),
+        (lambda: functional.distinct_n(["a"], 0), ValueError, "n must be an integer >= 1, got 0"),
+        (lambda: functional.distinct_n(["a"], True), TypeError, "n must be an integer, got bool: True"),
         (lambda: functional.distinct_n(["a", 1.5], 1), TypeError, r"texts\[1\] must be a string, got float"),
         (lambda: functional.self_bleu(["one"]), ValueError, "texts needs at least 2 strings, got 1"),
         (lambda: functional.repetition_rate(None), TypeError, "text must be a string, got NoneType"),
-        (lambda: functional.repetition_rate("a", n=-1), ValueError, "n must be >= 1, got -1"),
+        (lambda: functional.repetition_rate("a", n=-1), ValueError, "n must be an integer >= 1, got -1"),
     ],
 )
 def test_diversity_rejects_bad_input(call, error, message):
@@ -311,7 +312,7 @@ def test_diversity_rejects_bad_input(call, error, message):
 
 
 def test_no_nan_on_degenerate_text(monkeypatch):
-    monkeypatch.setattr(functional, "_load_wordnet", lambda: None)
+    monkeypatch.setattr(overlap, "_load_wordnet", lambda: None)
     predictions, references = ["", "!!!", "ça va"], ["!!!", "?", "ça va"]
     values = [
         *functional.rouge(predictions, references)["rouge1"],
@@ -363,8 +364,8 @@ def test_perplexity_start_token_detection():
         def __call__(self, text, add_special_tokens=True):
             return {"input_ids": [ord(c) for c in text]}
 
-    assert functional._start_ids(LlamaLike()) == [1]
-    assert functional._start_ids(NoSpecials()) == []
+    assert perplexity_module._start_ids(LlamaLike()) == [1]
+    assert perplexity_module._start_ids(NoSpecials()) == []
 
 
 @pytest.mark.parametrize(
@@ -375,7 +376,7 @@ def test_perplexity_start_token_detection():
         ({"texts": ["hello"]}, ValueError, r"texts\[0\] \('hello'\) has no token to score"),
         ({"texts": ["a b", "c d"], "contexts": ["x"]}, ValueError, "1 contexts, 2 texts"),
         ({"texts": ["a b"], "contexts": [None]}, TypeError, r"contexts\[0\] must be a string"),
-        ({"texts": ["a b"], "batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+        ({"texts": ["a b"], "batch_size": 0}, ValueError, "batch_size must be an integer >= 1, got 0"),
     ],
 )
 def test_perplexity_rejects_bad_input(kwargs, error, message, tiny_model):

@@ -13,8 +13,9 @@ import textgym  # noqa: F401
 from baselines import ppo
 from baselines.policies import LMActorCriticPolicy
 from baselines.ppo import FastLMPPO
-from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult
+from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.models import load_tokenizer
+from textgym.text_env import TextEnv
 
 
 def token_vec_env(n_envs=2, **kwargs):

@@ -37,11 +37,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from text_strategies import word_texts
 
 import textgym  # noqa: F401  (registers the ids)
-from textgym.core import as_index, as_token_array, validate_messages
+from textgym.core import validate_messages
 from textgym.envs.dialogue import chatterbot_conversations, reply_score
 from textgym.envs.sentiment import sentiment_reward
 from textgym.envs.sparse_completion import generate_problem, verify
 from textgym.envs.summarization import stdlib_examples, summary_reward
+from textgym.text_env import as_index, as_token_array
 
 TASKS = ("Dialogue", "Summarization", "SparseCompletion", "Sentiment")
 STEPS_PER_TOKEN_ID = 10_000
@@ -273,7 +274,7 @@ class EnvModel:
 
 
 def invalid_token_actions(vocab: int, token: int) -> list[tuple[Any, type[Exception], str]]:
-    """Documented errors of token-level actions (see textgym.core.as_index)."""
+    """Documented errors of token-level actions (see textgym.text_env.as_index)."""
     return [
         (vocab, ValueError, f"action {vocab} is out of range [0, {vocab})"),
         (-1 - token, ValueError, f"action {-1 - token} is out of range"),
@@ -473,7 +474,7 @@ def utterance_actions(env: gym.Env) -> st.SearchStrategy:
 
 
 def invalid_utterance_actions(length: int, vocab: int) -> st.SearchStrategy:
-    """Documented errors of utterance-level actions (see textgym.core.as_token_array)."""
+    """Documented errors of utterance-level actions (see textgym.text_env.as_token_array)."""
     ids = st.lists(st.integers(0, vocab - 1), min_size=length, max_size=length)
     out_of_range = st.tuples(
         ids, st.integers(0, length - 1), st.one_of(st.integers(vocab, 2**62), st.integers(-(2**62), -1))

@@ -1,19 +1,14 @@
-"""The text-level task contract and the one Gymnasium env that views it at three granularities.
+"""The text-level task contract and the one episode driver.
 
 A task is written once, at the text level (:class:`TextTask`): ``reset`` gives the
 conversation so far as chat messages, ``step`` takes the agent's reply text and returns
 the reward, whether the task is over and a JSON-serialisable info. It knows nothing of
 tokens, spaces, torch or SB3, so an RL engine can drive it with text alone.
 
-:class:`TextEnv` turns a task into a Gymnasium env whose actions live in a language
-model's space, at one of three granularities:
-
-* ``"token"``: ``Discrete(V)``, one token of the LM vocabulary per step; an end token
-  (or the reply token budget) ends the reply.
-* ``"candidate"``: ``Discrete(K)``, the env's LM proposes K replies per turn (its greedy
-  reply first) and the action picks one.
-* ``"utterance"``: ``MultiDiscrete([V] * max_reply_tokens)``, a whole reply per step as
-  token ids, read up to the first end token.
+:class:`TextEpisode` is the one place that says how an episode of a task starts, goes on
+and ends. The Gymnasium env (:class:`textgym.text_env.TextEnv`, which views a task at
+token, candidate or utterance level), the engine adapters, the batch reward functions
+and the leaderboard's verifier all play episodes through it.
 """
 
 from __future__ import annotations
@@ -23,14 +18,16 @@ import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+from gymnasium.utils import seeding
+
+from textgym.metrics.diversity import distinct_n, repetition_rate
+from textgym.text import words
 
 Message = dict[str, str]
-GRANULARITIES = ("token", "candidate", "utterance")
 ROLES = ("system", "user", "assistant")
 
 
@@ -134,56 +131,6 @@ class TextTask(ABC):
         return None
 
 
-def _reject_non_integer(action: Any, what: str) -> None:
-    if action is None:
-        raise TypeError(f"{what} must be an integer, got None")
-    if isinstance(action, (bool, np.bool_)):
-        raise TypeError(f"{what} must be an integer, got bool {action!r}")
-    if isinstance(action, (float, np.floating)):
-        if math.isnan(action):
-            raise ValueError(f"{what} is NaN; it must be an integer")
-        raise TypeError(f"{what} must be an integer, got float {action!r}")
-    if not isinstance(action, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, got {type(action).__name__} {action!r:.80}")
-
-
-def as_index(action: Any, size: int, what: str = "action") -> int:
-    """Return ``action`` as an int in ``[0, size)`` or raise naming the bad value.
-
-    Accepts Python and NumPy integers and 0-d or one-element integer arrays (as SB3's
-    vector envs pass them).
-    """
-    if isinstance(action, np.ndarray):
-        if action.size != 1:
-            raise ValueError(f"{what} must be a single integer, got an array of shape {action.shape}")
-        if not np.issubdtype(action.dtype, np.integer):
-            # tolist(): a Python value for any dtype (an object array's element has no .item()).
-            _reject_non_integer(action.reshape(-1).tolist()[0], what)
-        action = action.reshape(-1)[0]
-    _reject_non_integer(action, what)
-    index = int(action)
-    if not 0 <= index < size:
-        raise ValueError(f"{what} {index} is out of range [0, {size})")
-    return index
-
-
-def as_token_array(action: Any, length: int, vocab_size: int, what: str = "action") -> np.ndarray:
-    """Return ``action`` as an int64 array of ``length`` token ids or raise naming the bad value."""
-    if action is None:
-        raise TypeError(f"{what} must be an array of {length} token ids, got None")
-    array = np.asarray(action)
-    if array.shape != (length,):
-        raise ValueError(f"{what} must have shape ({length},), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
-            raise ValueError(f"{what} holds NaN at index {int(np.flatnonzero(np.isnan(array))[0])}")
-        raise TypeError(f"{what} must hold integer token ids, got dtype {array.dtype}")
-    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
-    if bad.size:
-        raise ValueError(f"{what}[{bad[0]}] = {array[bad[0]]} is out of range [0, {vocab_size})")
-    return array.astype(np.int64)
-
-
 def _json_value(value: Any, what: str) -> Any:
     """Convert NumPy scalars to Python and check the value is JSON-serialisable and finite."""
     if isinstance(value, np.generic):
@@ -214,8 +161,6 @@ def guard_metrics(replies: Sequence[tuple[str, bool, Mapping[str, float]]]) -> d
     >>> guard_metrics([("ok ok ok ok", True, {"f1": 0.5}), ("", False, {"f1": 0.0})])["repetition_2"]
     0.6666666666666666
     """
-    from textgym.metrics.functional import distinct_n, repetition_rate, words
-
     texts = [text for text, _, _ in replies]
     components: dict[str, float] = {}
     for _, _, reply_components in replies:
@@ -232,20 +177,33 @@ def guard_metrics(replies: Sequence[tuple[str, bool, Mapping[str, float]]]) -> d
     }
 
 
+#: ``end_reason`` of an episode the task ended.
+TASK_OVER = "task_over"
+#: ``end_reason`` of an episode a reply cut by its token budget ended (see ``cut_reply_ends``).
+REPLY_TOKEN_BUDGET = "reply_token_budget"
+
+
 class TextEpisode:
     """The rules of one episode of a :class:`TextTask`, at the text level: the one episode driver.
 
-    :class:`TextEnv`, the engine adapters (:mod:`textgym.integrations`), the batch reward
-    functions (:mod:`textgym.rewards`) and the leaderboard's re-scoring all play episodes
-    through this class, so how an episode starts, goes on and ends is written once.
+    :class:`~textgym.text_env.TextEnv`, the engine adapters (:mod:`textgym.integrations`),
+    the batch reward functions (:mod:`textgym.rewards`) and the leaderboard's verifier all
+    play episodes through this class, so how an episode starts, goes on and ends is
+    written once.
 
     ``reset`` draws the prompt and validates its messages; each ``step`` scores one reply
     with the task, validates what the task returns and appends the reply and the next
-    messages to :attr:`messages`. ``end`` closes an episode early (a reply cut by a token
-    budget). Stepping before ``reset`` or after the end raises ``ResetNeeded``.
+    messages to :attr:`messages`. The episode ends when the task says it is over
+    (``end_reason`` :data:`TASK_OVER`), when a reply that did not finish is scored and
+    ``cut_reply_ends`` is set (:data:`REPLY_TOKEN_BUDGET`, the episode is truncated), or
+    when the caller ends it with :meth:`end` (an engine's turn or length budget).
+    Stepping before ``reset`` or after the end raises ``ResetNeeded``.
 
     Args:
         task: The task to play.
+        cut_reply_ends: Whether a reply cut by its token budget (``finished=False``) ends
+            the episode, as at ``TextEnv``'s token level (see
+            :func:`textgym.text_env.reply_budget_truncates`).
 
     Attributes:
         prompt: The validated prompt of the current episode.
@@ -254,12 +212,17 @@ class TextEpisode:
         replies: ``(text, finished, reward_components)`` of each reply, for :func:`guard_metrics`.
         state: ``"not_started"``, ``"running"`` or ``"over"``.
         terminated: Whether the task said it is over.
+        truncated: Whether the episode ended before the task was over, or by a cut reply.
+        end_reason: Why the episode ended (:data:`TASK_OVER`, :data:`REPLY_TOKEN_BUDGET`
+            or the reason given to :meth:`end`); None while it runs.
     """
 
-    def __init__(self, task: TextTask) -> None:
+    def __init__(self, task: TextTask, cut_reply_ends: bool = False) -> None:
         self.task = task
+        self.cut_reply_ends = bool(cut_reply_ends)
         self.state = "not_started"
-        self.terminated = False
+        self.terminated = self.truncated = False
+        self.end_reason: str | None = None
 
     def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
         """Start an episode: the task draws (or, with ``options["prompt_id"]``, takes) a prompt."""
@@ -269,7 +232,7 @@ class TextEpisode:
         self.messages: list[Message] = [dict(m) for m in messages]
         self.rewards: list[float] = []
         self.replies: list[tuple[str, bool, dict[str, float]]] = []
-        self.state, self.terminated = "running", False
+        self.state, self.terminated, self.truncated, self.end_reason = "running", False, False, None
         return self.prompt
 
     @property
@@ -288,7 +251,8 @@ class TextEpisode:
         Args:
             reply: The reply text.
             finished: Whether the reply ended on its own (False when a token budget cut it);
-                recorded for the guard metrics.
+                recorded for the guard metrics, and it ends the episode when
+                ``cut_reply_ends`` is set.
 
         Returns:
             The task's :class:`TurnResult`, its messages validated and its info JSON-checked.
@@ -320,16 +284,48 @@ class TextEpisode:
         self.replies.append((reply, bool(finished), dict(info.get("reward_components", {}))))
         self.messages += [{"role": "assistant", "content": reply}, *next_messages]
         if terminated:
-            self.state, self.terminated = "over", True
+            self.state, self.terminated, self.end_reason = "over", True, TASK_OVER
+        if not finished and self.cut_reply_ends:
+            # A cut reply is still scored; the budget, not the task, ended the episode.
+            self.state, self.truncated, self.end_reason = "over", True, REPLY_TOKEN_BUDGET
         return TurnResult(reward, terminated, next_messages, info)
 
-    def end(self) -> None:
-        """End the episode before the task is over (e.g. a reply ran into a token budget)."""
-        self.state = "over"
+    def end(self, reason: str) -> None:
+        """End a running episode before the task is over (an engine's turn or length budget ran out).
+
+        Args:
+            reason: The ``end_reason`` to report, e.g. ``"max_turns"``.
+        """
+        if self.state != "running":
+            raise gym.error.ResetNeeded(f"end({reason!r}) called on an episode that is {self.state}")
+        self.state, self.truncated, self.end_reason = "over", True, reason
 
     def guard(self) -> dict[str, Any]:
         """:func:`guard_metrics` of the replies so far."""
         return guard_metrics(self.replies)
+
+    def outcome(self) -> dict[str, Any]:
+        """What an ended episode reports: ``end_reason``, ``episode_reward`` and ``guard``."""
+        return {"end_reason": self.end_reason, "episode_reward": self.total_reward, "guard": self.guard()}
+
+
+def start_episode(
+    task: TextTask, *, seed: int | None = None, prompt_id: str | None = None, cut_reply_ends: bool = False
+) -> TextEpisode:
+    """An episode of ``task``, reset as ``TextEnv.reset`` resets it.
+
+    The prompt is the one ``TextEnv.reset(seed=seed)`` draws or, with ``prompt_id``, the
+    one ``reset(options={"prompt_id": prompt_id})`` gives.
+
+    Args:
+        task: The task.
+        seed: The reset seed (with no ``prompt_id``).
+        prompt_id: The prompt to play.
+        cut_reply_ends: See :class:`TextEpisode`.
+    """
+    episode = TextEpisode(task, cut_reply_ends)
+    episode.reset(seeding.np_random(seed)[0], None if prompt_id is None else {"prompt_id": prompt_id})
+    return episode
 
 
 def play_episode(
@@ -342,13 +338,10 @@ def play_episode(
 ) -> TextEpisode:
     """Play a whole episode of ``task`` with the given reply texts; return the episode.
 
-    The prompt is the one ``TextEnv.reset(seed=seed)`` draws or, with ``prompt_id``, the
-    one ``reset(options={"prompt_id": prompt_id})`` gives.
-
     Args:
         task: The task.
         replies: The agent's replies, in order; fewer than the episode allows leave it running.
-        seed: The reset seed (with no ``prompt_id``).
+        seed: The reset seed (with no ``prompt_id``), see :func:`start_episode`.
         prompt_id: The prompt to play.
         next_messages: What the conversation held after each reply but the last (e.g. the
             user turns of a recorded multi-turn conversation); each must equal what the
@@ -358,11 +351,7 @@ def play_episode(
         ValueError: More replies than the episode has turns, or recorded next messages
             that differ from the task's.
     """
-    from gymnasium.utils import seeding
-
-    episode = TextEpisode(task)
-    rng, _ = seeding.np_random(seed)
-    episode.reset(rng, None if prompt_id is None else {"prompt_id": prompt_id})
+    episode = start_episode(task, seed=seed, prompt_id=prompt_id)
     for index, reply in enumerate(replies):
         result = episode.step(reply)
         if index == len(replies) - 1:
@@ -380,303 +369,3 @@ def play_episode(
                     f"{result.next_messages!r:.120} follows, the conversation holds {recorded!r:.120}"
                 )
     return episode
-
-
-class TextEnv(gym.Env[dict, Any]):
-    """Base env: a :class:`TextTask` viewed through an LM's token, candidate or utterance actions.
-
-    Subclasses set :attr:`task_class` and write the task's documentation; everything
-    else (tokenization, chat template, spaces, budgets, seeding, rendering) lives here.
-
-    Observation Space:
-        A ``Dict`` of fixed shapes, ids left-padded so the newest token is always last:
-
-        * ``input_ids``: ``Box(0, V - 1, (max_context_tokens,), int32)``, the chat-template
-          context (conversation so far, plus the reply written so far at token level).
-          A longer context keeps its last ``max_context_tokens`` tokens and reset/step
-          info says ``context_truncated``.
-        * ``attention_mask``: ``Box(0, 1, (max_context_tokens,), int8)``.
-        * candidate level only: ``candidate_ids`` ``Box(0, V - 1, (K * max_reply_tokens,), int32)``
-          and ``candidate_mask`` ``Box(0, 1, (K * max_reply_tokens,), int8)``: K right-padded
-          candidates flattened row-major (SB3 accepts only 1-D non-image Boxes);
-          ``.reshape(K, max_reply_tokens)`` gives one row per candidate.
-
-        Message text is data: special-token strings inside it (e.g. ``<|im_end|>`` in a
-        dataset utterance or spelled out by the agent) are ordinary tokens; only the chat
-        template's own structure yields control tokens (see :mod:`textgym.chat`). After a
-        reply, the next turn's context holds the reply's token ids as the agent produced
-        them (token and utterance level) or as the LM proposed them (candidate level),
-        then the template's end of turn and the next messages: earlier turns are never
-        decoded and re-encoded. A template that rewrites earlier turns cannot grow by
-        appending; then each turn's context is the whole conversation encoded anew.
-
-        Texts (messages, candidates, the finished reply) go in ``info``; the reference
-        answer never appears in observations or info.
-
-    Episode End:
-        Terminated when the task is over (its last turn answered, or a task-defined end).
-        Truncated, at token level only, when a reply reaches ``max_reply_tokens`` tokens
-        without an end token: the reply is still scored, then the episode stops. If that
-        was the last reply, the task is over too and the step is both terminated and
-        truncated (nothing is left to bootstrap); otherwise the returned observation is the
-        next turn's context, the state a value function should bootstrap from. At the
-        candidate and utterance levels a reply is one action, so its length never truncates
-        the episode. ``info["end_reason"]`` says why an episode ended and
-        ``info["reply_finished"]`` whether a reply ended with an end token.
-
-    Arguments:
-        granularity: ``"token"``, ``"candidate"`` or ``"utterance"``.
-        model: The LM whose tokenizer (and, at candidate level, generations) define the
-            action space: ``"default"``, ``"tiny"``, a local directory or a hub id.
-        max_context_tokens: Observation length.
-        max_reply_tokens: Token budget of one reply.
-        num_candidates: K, candidate level only.
-        proposal_temperature: Sampling temperature of candidates 2..K.
-        render_mode: ``None``, ``"ansi"`` or ``"human"``.
-        **task_options: Passed to the task's constructor.
-    """
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
-    task_class: ClassVar[type[TextTask]]
-
-    def __init__(
-        self,
-        granularity: str = "token",
-        model: str = "default",
-        max_context_tokens: int = 256,
-        max_reply_tokens: int = 32,
-        num_candidates: int = 4,
-        proposal_temperature: float = 0.7,
-        render_mode: str | None = None,
-        **task_options: Any,
-    ) -> None:
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-        for name, value, low in (
-            ("max_context_tokens", max_context_tokens, 8),
-            ("max_reply_tokens", max_reply_tokens, 1),
-            ("num_candidates", num_candidates, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        try:
-            self.task = self.task_class(**task_options)
-        except TypeError as error:
-            raise TypeError(f"{type(self).__name__}: {error}") from error
-        self.granularity = granularity
-        self.model_name = model
-        self.max_context_tokens = int(max_context_tokens)
-        self.max_reply_tokens = int(max_reply_tokens)
-        self.num_candidates = int(num_candidates)
-        self.proposal_temperature = float(proposal_temperature)
-        self.render_mode = render_mode
-        self._load_lm()
-
-        length, vocab = self.max_context_tokens, self.vocab_size
-        observation = {
-            "input_ids": spaces.Box(0, vocab - 1, (length,), np.int32),
-            "attention_mask": spaces.Box(0, 1, (length,), np.int8),
-        }
-        if granularity == "token":
-            self.action_space = spaces.Discrete(vocab)
-        elif granularity == "candidate":
-            # Flattened row-major (K * L,): SB3 warns on 2-D non-image Boxes.
-            shape = (self.num_candidates * self.max_reply_tokens,)
-            observation["candidate_ids"] = spaces.Box(0, vocab - 1, shape, np.int32)
-            observation["candidate_mask"] = spaces.Box(0, 1, shape, np.int8)
-            self.action_space = spaces.Discrete(self.num_candidates)
-        else:
-            self.action_space = spaces.MultiDiscrete(np.full(self.max_reply_tokens, vocab, dtype=np.int64))
-        self.observation_space = spaces.Dict(observation)
-        self._episode = TextEpisode(self.task)
-
-    # -- language model ---------------------------------------------------------------
-
-    def _load_lm(self) -> None:
-        """Load the tokenizer (and, at candidate level, the proposing LM) by name."""
-        from textgym.chat import chat_encoder
-        from textgym.models import eos_token_ids, load_tokenizer, resolve_model_path
-
-        self.tokenizer = load_tokenizer(self.model_name)
-        self.chat = chat_encoder(self.model_name)
-        self.vocab_size = len(self.tokenizer)
-        self.end_ids = frozenset(eos_token_ids(self.tokenizer, resolve_model_path(self.model_name)))
-        self.pad_id = int(self.tokenizer.pad_token_id)
-        self.proposer = None
-        if self.granularity == "candidate":
-            from textgym.lm import LocalLanguageModel
-
-            self.proposer = LocalLanguageModel(self.model_name, temperature=self.proposal_temperature)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The tokenizer and LM are reloaded by name (cached per process), not pickled.
-        state = self.__dict__.copy()
-        for name in ("tokenizer", "chat", "proposer"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._load_lm()
-
-    # -- Gymnasium API ----------------------------------------------------------------
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode: the task draws a prompt with ``self.np_random``."""
-        super().reset(seed=seed)
-        prompt = self._episode.reset(self.np_random, options)
-        return self._start_turn(self.chat.encode(prompt.messages), {"prompt_id": prompt.prompt_id, **prompt.info})
-
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Apply one action; a reply that ends is scored by the task."""
-        if self._episode.state == "not_started":
-            raise gym.error.ResetNeeded("step() called before reset(); call env.reset() first")
-        if self._episode.state == "over":
-            raise gym.error.ResetNeeded("step() called after the episode ended; call env.reset() first")
-        if self.granularity == "token":
-            token = as_index(action, self.vocab_size)
-            self._reply_ids.append(token)
-            if token in self.end_ids:
-                return self._finish_reply(self._reply_ids[:-1], finished=True)
-            if len(self._reply_ids) >= self.max_reply_tokens:
-                return self._finish_reply(self._reply_ids, finished=False)
-            self._push_context(token)
-            return self._observation(), 0.0, False, False, {"turn": self._episode.turn}
-        if self.granularity == "candidate":
-            index = as_index(action, self.num_candidates)
-            chosen = self._candidates[index]
-            return self._finish_reply(
-                self._candidate_tokens[index], chosen.finished, text=chosen.text, extra={"candidate": index}
-            )
-        tokens = as_token_array(action, self.max_reply_tokens, self.vocab_size).tolist()
-        ends = [i for i, token in enumerate(tokens) if token in self.end_ids]
-        if ends:
-            return self._finish_reply(tokens[: ends[0]], finished=True)
-        return self._finish_reply(tokens, finished=False)
-
-    def action_masks(self) -> np.ndarray:
-        """Valid actions (sb3-contrib convention): at candidate level, the distinct candidates."""
-        if self.granularity == "candidate":
-            if self._episode.state != "running":
-                raise gym.error.ResetNeeded("action_masks() needs a running episode; call env.reset() first")
-            return self._candidate_valid.copy()
-        if self.granularity == "token":
-            return np.ones(self.vocab_size, dtype=bool)
-        raise NotImplementedError("action_masks() is defined for token and candidate levels, not utterance")
-
-    def render(self) -> str | None:
-        """Return (``"ansi"``) or print (``"human"``) the conversation so far."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human' to make()")
-            return None
-        text = self._transcript()
-        if self.render_mode == "ansi":
-            return text
-        print(text)
-        return None
-
-    # -- mechanics --------------------------------------------------------------------
-
-    def _transcript(self) -> str:
-        if self._episode.state == "not_started":
-            return ""
-        lines = [f"[{m['role']}] {m['content']}" for m in self._episode.messages]
-        if self._episode.state == "running" and self.granularity == "token" and self._reply_ids:
-            lines.append(f"[assistant, writing] {self.tokenizer.decode(self._reply_ids)}")
-        if self._episode.state == "running" and self.granularity == "candidate":
-            lines += [f"  candidate {i}: {c.text}" for i, c in enumerate(self._candidates)]
-        return "\n".join(lines)
-
-    def _start_turn(self, context: list[int], info: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Make ``context`` (the whole conversation's ids) this turn's observation (and propose candidates)."""
-        self._turn_context = list(context)
-        info = {**info, "turn": self._episode.turn, "messages": [dict(m) for m in self._episode.messages]}
-        info["context_truncated"] = len(context) > self.max_context_tokens
-        window = context[-self.max_context_tokens :]
-        self._ids = np.full(self.max_context_tokens, self.pad_id, dtype=np.int32)
-        self._mask = np.zeros(self.max_context_tokens, dtype=np.int8)
-        self._ids[len(self._ids) - len(window) :] = window
-        self._mask[len(self._mask) - len(window) :] = 1
-        self._reply_ids: list[int] = []
-        if self.granularity == "candidate":
-            self._propose()
-            info["candidates"] = [c.text for c in self._candidates]
-        return self._observation(), info
-
-    def _propose(self) -> None:
-        seed = int(self.np_random.integers(2**31 - 1))
-        proposals = self.proposer.propose(self._turn_context, self.num_candidates, self.max_reply_tokens, seed)
-        ids = np.full((self.num_candidates, self.max_reply_tokens), self.pad_id, dtype=np.int32)
-        mask = np.zeros_like(ids, dtype=np.int8)
-        valid = np.zeros(self.num_candidates, dtype=bool)
-        tokens_of: list[list[int]] = []
-        seen: set[str] = set()
-        # A repeated candidate stays selectable (same text as its twin) but is masked out.
-        for index, completion in enumerate(proposals):
-            valid[index] = completion.text not in seen
-            seen.add(completion.text)
-            tokens = completion.token_ids
-            if tokens is None:  # an LM that gives text alone: its text is data
-                tokens = self.chat.encode_text(completion.text)
-            tokens = list(tokens[: self.max_reply_tokens])
-            ids[index, : len(tokens)] = tokens
-            mask[index, : len(tokens)] = 1
-            tokens_of.append(tokens)
-        self._candidates, self._candidate_tokens = proposals, tokens_of
-        self._candidate_ids, self._candidate_mask, self._candidate_valid = ids, mask, valid
-
-    def _push_context(self, token: int) -> None:
-        self._ids[:-1] = self._ids[1:]
-        self._mask[:-1] = self._mask[1:]
-        self._ids[-1] = token
-        self._mask[-1] = 1
-
-    def _observation(self) -> dict[str, np.ndarray]:
-        observation = {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
-        if self.granularity == "candidate":
-            observation["candidate_ids"] = self._candidate_ids.flatten()
-            observation["candidate_mask"] = self._candidate_mask.flatten()
-        return observation
-
-    def _finish_reply(
-        self,
-        reply_ids: list[int],
-        finished: bool,
-        text: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Score a whole reply with the task, then start the next turn or end the episode.
-
-        ``reply_ids`` are the reply's tokens without its end token, kept as they are in the
-        next turn's context.
-        """
-        if text is None:
-            text = self.chat.decode_reply(reply_ids)
-        answered = list(self._episode.messages)
-        result = self._episode.step(text, finished)
-        info = {"turn": self._episode.turn - 1, "reply": text, "reply_finished": finished, **(extra or {})}
-        info.update(result.info)
-        # Only at token level is the reply budget a step budget the agent ran into; at the
-        # other levels a reply is one action and its length is part of the action space.
-        truncated = self.granularity == "token" and not finished
-        if result.terminated:
-            observation = self._observation()
-        else:
-            # The next turn's context: where a truncated conversation would have gone on, so
-            # that value bootstrapping from it counts only the turns that were cut off.
-            if self.chat.appendable:
-                context = self._turn_context + list(reply_ids) + self.chat.continuation(answered, result.next_messages)
-            else:
-                context = self.chat.encode(self._episode.messages)
-            observation, info = self._start_turn(context, info)
-        if result.terminated or truncated:
-            self._episode.end()
-            info["end_reason"] = "reply_token_budget" if truncated else "task_over"
-            info["episode_reward"] = self._episode.total_reward
-            info["messages"] = [dict(m) for m in self._episode.messages]
-            info["guard"] = self._episode.guard()
-        return observation, float(result.reward), bool(result.terminated), truncated, info

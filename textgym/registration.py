@@ -12,6 +12,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from textgym.text_env import TextEnv
+
 NAMESPACE = "TextGym"
 
 #: (id, entry point, kwargs)
@@ -82,7 +84,7 @@ def registered_spec(env_id: str) -> gym.envs.registration.EnvSpec:
 
 
 def env_class(env_id: str) -> type:
-    """The :class:`~textgym.core.TextEnv` subclass behind a registered TextGym id.
+    """The :class:`~textgym.text_env.TextEnv` subclass behind a registered TextGym id.
 
     Only ids of :func:`env_ids` are resolved, so the entry point loaded is always one of
     the library's own modules.
@@ -90,8 +92,6 @@ def env_class(env_id: str) -> type:
     Raises:
         KeyError: ``env_id`` is not a registered TextGym id.
     """
-    from textgym.core import TextEnv
-
     spec = registered_spec(env_id)
     entry_point = spec.entry_point
     if not isinstance(entry_point, str) or not entry_point.startswith("textgym."):
@@ -111,16 +111,12 @@ def _defaults(function: Any) -> dict[str, Any]:
 
 
 def env_parameter_names() -> set[str]:
-    """The :class:`~textgym.core.TextEnv` constructor arguments (everything else goes to the task)."""
-    from textgym.core import TextEnv
-
+    """The :class:`~textgym.text_env.TextEnv` constructor arguments (everything else goes to the task)."""
     return set(_defaults(TextEnv.__init__))
 
 
 def effective_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Every env and task argument's value for ``gym.make(env_id, **kwargs)``: defaults, then registry, then kwargs."""
-    from textgym.core import TextEnv
-
     cls = env_class(env_id)
     values = {**_defaults(TextEnv.__init__), **_defaults(cls.task_class.__init__)}
     return {**values, **registered_spec(env_id).kwargs, **kwargs}

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from textgym.core import Message, TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
+from textgym.core import Message, TaskPrompt, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, load_records, require_field, split_of
 from textgym.metrics.functional import text_list
 from textgym.rewards import reward_function
+from textgym.text_env import TextEnv
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly conversation partner. Reply in one short sentence."
 _EXCHANGES_PER_SESSION = 3
@@ -193,7 +194,7 @@ class DialogueEnv(TextEnv):
     ChatterBot English corpus (PyPI ``chatterbot-corpus``, 21 topics). After a short
     system prompt, the user speaks; the agent writes a reply; the corpus' next user
     message follows; and so on. Replies are scored against the corpus' replies. The
-    same task backs three ids, one per action granularity (see :class:`textgym.core.TextEnv`).
+    same task backs three ids, one per action granularity (see :class:`textgym.text_env.TextEnv`).
 
     ## Action Space
     * ``TextGym/Dialogue-v0``: ``Discrete(V)``, the next token of the reply (V = 49,152
@@ -223,13 +224,13 @@ class DialogueEnv(TextEnv):
     ## Episode End
     Terminated after the reply to the last user message. At token level, truncated when a
     reply reaches ``max_reply_tokens`` without an end token (the reply is still scored; a
-    cut last reply is both terminated and truncated, see :class:`textgym.core.TextEnv`).
+    cut last reply is both terminated and truncated, see :class:`textgym.text_env.TextEnv`).
 
     ## Arguments
     ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the conversation
     id decides), ``dataset`` (``None`` for ChatterBot, or a local JSON/JSONL file or hub id
     in DailyDialog's schema: records with ``dialog``, a list of utterances), ``num_turns``
-    (default 3), ``system_prompt``, plus the :class:`textgym.core.TextEnv` arguments
+    (default 3), ``system_prompt``, plus the :class:`textgym.text_env.TextEnv` arguments
     (``granularity``, ``model``, ``max_context_tokens``, ``max_reply_tokens``,
     ``num_candidates``, ``proposal_temperature``, ``render_mode``).
 

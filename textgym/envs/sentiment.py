@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from textgym.core import Message, TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
+from textgym.core import Message, TaskPrompt, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, split_of
+from textgym.text_env import TextEnv
 
 DEFAULT_SYSTEM_PROMPT = "Continue the movie review. Write only the words that come next."
 
@@ -175,7 +176,7 @@ class SentimentEnv(TextEnv):
     conversation is a system message (default "Continue the movie review. Write only
     the words that come next.") and the review opening as the user message; the agent's
     reply is the continuation. The same task backs three ids, one per action
-    granularity (see :class:`textgym.core.TextEnv`).
+    granularity (see :class:`textgym.text_env.TextEnv`).
 
     ## Action Space
     * ``TextGym/Sentiment-v0``: ``Discrete(V)``, the next token of the continuation
@@ -209,7 +210,7 @@ class SentimentEnv(TextEnv):
     ## Arguments
     ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the prompt id
     decides: about 240 / 30 / 30 prompts), ``system_prompt``, plus the
-    :class:`textgym.core.TextEnv` arguments (``granularity``, ``model``,
+    :class:`textgym.text_env.TextEnv` arguments (``granularity``, ``model``,
     ``max_context_tokens``, ``max_reply_tokens``, ``num_candidates``,
     ``proposal_temperature``, ``render_mode``).
 

@@ -43,9 +43,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
+from textgym.core import TaskPrompt, TextTask, TurnResult, validate_text
 from textgym.data import check_split, split_of
 from textgym.rewards import reward_function
+from textgym.text_env import TextEnv
 
 FAMILIES = ("arithmetic", "reverse", "sort", "count", "date", "units")
 DIFFICULTIES = (1, 2, 3)
@@ -764,7 +765,7 @@ class SparseCompletionEnv(TextEnv):
     and the question as the user message; the agent's one reply is its answer. Problems
     are infinite and rebuilt from their prompt id alone (``"family/dN/seed"``, see
     :func:`generate_problem`). The same task backs three ids, one per action granularity
-    (see :class:`textgym.core.TextEnv`).
+    (see :class:`textgym.text_env.TextEnv`).
 
     ## Action Space
     * ``TextGym/SparseCompletion-v0``: ``Discrete(V)``, the next token of the reply (V =
@@ -808,7 +809,7 @@ class SparseCompletionEnv(TextEnv):
     decides, so the splits are disjoint), ``difficulty`` (1, 2 or 3, or a list of them;
     default 1), ``families`` (a list of names from ``arithmetic``, ``reverse``, ``sort``,
     ``count``, ``date``, ``units``; default all), ``format_reward`` (in [0, 1), default
-    0.0), ``system_prompt``, plus the :class:`textgym.core.TextEnv` arguments
+    0.0), ``system_prompt``, plus the :class:`textgym.text_env.TextEnv` arguments
     (``granularity``, ``model``, ``max_context_tokens``, ``max_reply_tokens``,
     ``num_candidates``, ``proposal_temperature``, ``render_mode``).
 

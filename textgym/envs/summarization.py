@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult, validate_text
+from textgym.core import TaskPrompt, TextTask, TurnResult, validate_text
 from textgym.data import DatasetError, check_split, load_records, require_field, split_of
 from textgym.metrics.functional import rouge, text_list
 from textgym.rewards import reward_function
+from textgym.text_env import TextEnv
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful assistant who writes short, faithful summaries."
 DEFAULT_MAX_SOURCE_WORDS = 300
@@ -460,7 +461,7 @@ class SummarizationEnv(TextEnv):
     the source (cut to ``max_source_words`` words) followed by the instruction, so when
     the env keeps only the last ``max_context_tokens`` tokens of a long context the
     instruction survives. The same task backs three ids, one per action granularity
-    (see :class:`textgym.core.TextEnv`).
+    (see :class:`textgym.text_env.TextEnv`).
 
     ## Action Space
     * ``TextGym/Summarization-v0``: ``Discrete(V)``, the next token of the summary
@@ -506,7 +507,7 @@ class SummarizationEnv(TextEnv):
     ``"xsum"``: ``document``/``summary``; ``"samsum"``: ``dialogue``/``summary``; ``None``
     detects it from the fields), ``max_source_words`` (default 300), ``length_penalty``
     (default 0.0), ``instruction`` (``None`` for the schema's default), ``system_prompt``,
-    plus the :class:`textgym.core.TextEnv` arguments (``granularity``, ``model``,
+    plus the :class:`textgym.text_env.TextEnv` arguments (``granularity``, ``model``,
     ``max_context_tokens``, ``max_reply_tokens``, ``num_candidates``,
     ``proposal_temperature``, ``render_mode``).
 

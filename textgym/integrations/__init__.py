@@ -2,7 +2,7 @@
 
 Every adapter plays episodes through :class:`textgym.core.TextEpisode` and scores through
 the task's own ``step``, so an engine gives the same rewards and episode ends as
-:class:`textgym.core.TextEnv` for the same reply texts. Engines train whole replies: the
+:class:`textgym.text_env.TextEnv` for the same reply texts. Engines train whole replies: the
 token and candidate granularities, and DQN over candidates, stay textgym's own (SB3) path.
 
 A row of an engine's dataset names its episode with an :class:`EpisodeSpec` (JSON): the
@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import textgym
-from textgym.core import Message, TextEpisode
+from textgym.checks import check_integer
+from textgym.core import Message, TextEpisode, start_episode
 
 #: The engine versions the adapters were tested with (the extras of pyproject.toml pin the same).
 SUPPORTED_ENGINES: dict[str, str] = {
@@ -138,22 +139,22 @@ class EpisodeSpec:
 
         return task_for(self.env_id, self.split, **self.task_options)
 
-    def start(self) -> TextEpisode:
+    def start(self, cut_reply_ends: bool = False) -> TextEpisode:
         """A fresh episode of this spec's task, reset to its prompt.
 
         Each episode plays its own shallow copy of the cached task, so episodes can
         interleave (an engine steps many trajectories at once) while sharing its data.
 
+        Args:
+            cut_reply_ends: Whether a reply cut by its token budget ends the episode
+                (see :class:`textgym.core.TextEpisode`).
+
         Raises:
             ValueError: The prompt id is not in the split.
         """
-        from gymnasium.utils import seeding
-
         # A task keeps its current episode in attributes that reset/step rebind (the
         # Dialogue turn, the posed problem): a copy gives each episode its own.
-        episode = TextEpisode(copy.copy(self.task()))
-        episode.reset(seeding.np_random(0)[0], {"prompt_id": self.prompt_id})
-        return episode
+        return start_episode(copy.copy(self.task()), seed=0, prompt_id=self.prompt_id, cut_reply_ends=cut_reply_ends)
 
 
 def prompt_rows(env_id: str, split: str, n: int | None = None, **task_options: Any) -> list[tuple[str, list[Message]]]:
@@ -165,27 +166,19 @@ def prompt_rows(env_id: str, split: str, n: int | None = None, **task_options: A
     Raises:
         ValueError: An unknown env id, or ``n`` missing for a generated task or not a positive integer.
     """
-    from gymnasium.utils import seeding
-
     from textgym.rewards import task_for
 
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    if n is not None:
+        n = check_integer(n, "n", minimum=1)
     task = task_for(env_id, split, **task_options)
     ids = task.prompt_ids()
-    episode = TextEpisode(task)
-    rows = []
     if ids is None:
         if n is None:
             raise ValueError(f"{env_id} generates its prompts without end; pass n, the number of prompts")
-        for seed in range(n):
-            prompt = episode.reset(seeding.np_random(seed)[0])
-            rows.append((prompt.prompt_id, prompt.messages))
-        return rows
-    for prompt_id in list(ids)[:n]:
-        prompt = episode.reset(seeding.np_random(0)[0], {"prompt_id": prompt_id})
-        rows.append((prompt.prompt_id, prompt.messages))
-    return rows
+        prompts = [start_episode(task, seed=seed).prompt for seed in range(n)]
+    else:
+        prompts = [start_episode(task, seed=0, prompt_id=prompt_id).prompt for prompt_id in list(ids)[:n]]
+    return [(prompt.prompt_id, prompt.messages) for prompt in prompts]
 
 
 __all__ = ["SUPPORTED_ENGINES", "EngineVersionError", "EpisodeSpec", "prompt_rows", "require_engine"]

@@ -16,7 +16,7 @@ policy produced them and appends the env's observation messages through the chat
   SkyRL's entry point (the Ray task that builds the generator).
 * :class:`SkyRLTextEnv` plays one episode through :class:`textgym.core.TextEpisode`, the
   task rebuilt from the row's spec, so rewards and episode ends are those of
-  :class:`textgym.core.TextEnv` for the same reply texts.
+  :class:`textgym.text_env.TextEnv` for the same reply texts.
 
 Example (a SkyRL entry point)::
 
@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from textgym.checks import check_integer
 from textgym.core import Message, validate_messages
 from textgym.integrations import EpisodeSpec, prompt_rows, require_engine
 
@@ -74,7 +75,7 @@ def end_of_turn_strings(tokenizer: Any) -> list[str]:
 
 
 def reply_text(action: Any, end_strings: Sequence[str] = ()) -> str:
-    r"""The reply text a SkyRL action stands for: what :class:`~textgym.core.TextEnv` would score.
+    r"""The reply text a SkyRL action stands for: what :class:`~textgym.text_env.TextEnv` would score.
 
     TextEnv scores ``decode(reply ids up to the first end token, skip_special_tokens=True).strip()``.
     SkyRL's inference engines decode with ``skip_special_tokens=True`` too, so the action
@@ -104,9 +105,7 @@ def _max_turns(extras: Mapping[str, Any]) -> int | None:
     value = extras.get("max_turns")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"extras['max_turns'] (SkyRL's generator.max_turns) must be an integer >= 1, got {value!r}")
-    return value
+    return check_integer(value, "extras['max_turns'] (SkyRL's generator.max_turns)", minimum=1)
 
 
 def _spec_json(extras: Any) -> Any:
@@ -222,14 +221,10 @@ class SkyRLTextEnv(BaseTextEnv):
                 "was over; set generator.max_turns to at least the task's number of turns",
                 stacklevel=2,
             )
-            self._episode.end()
+            self._episode.end("max_turns")
             done = True
-            metadata["end_reason"] = "max_turns"
-        elif done:
-            metadata["end_reason"] = "task_over"
         if done:
-            metadata["episode_reward"] = self._episode.total_reward
-            metadata["guard"] = self._episode.guard()
+            metadata.update(self._episode.outcome())
         observations = [] if done else [dict(m) for m in result.next_messages]
         return BaseTextEnvStepOutput(observations=observations, reward=result.reward, done=done, metadata=metadata)
 

@@ -36,6 +36,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from textgym.checks import check_integer
 from textgym.core import TextEpisode, validate_messages
 from textgym.integrations import EpisodeSpec, prompt_rows, require_engine
 
@@ -201,7 +202,7 @@ def rollout_function(
     For multi-turn tasks (Dialogue): the trainer's model writes a reply, the task scores it
     and says what follows (the next user turn), the model writes the next reply, and so on
     until the task is over or a reply runs out of tokens without an end token (then the
-    episode stops, as at :class:`~textgym.core.TextEnv`'s token level). Any task works;
+    episode stops, as at :class:`~textgym.text_env.TextEnv`'s token level). Any task works;
     single-turn tasks play one reply.
 
     Token-in/token-out: a completion is the ids the model sampled for each reply (end
@@ -246,10 +247,8 @@ def rollout_function(
             settings the rollout does not apply (``top_p``, ``top_k``, ``min_p``,
             ``repetition_penalty``, ``generation_kwargs``, ``use_vllm``).
     """
-    if max_reply_tokens is not None and (
-        isinstance(max_reply_tokens, bool) or not isinstance(max_reply_tokens, int) or max_reply_tokens < 1
-    ):
-        raise ValueError(f"max_reply_tokens must be a positive integer or None, got {max_reply_tokens!r}")
+    if max_reply_tokens is not None:
+        max_reply_tokens = check_integer(max_reply_tokens, "max_reply_tokens", minimum=1)
     index: dict[str, list[str]] = {}
     for prompt_id, messages in prompt_rows(env_id, split, n):
         index.setdefault(_prompt_key(messages), []).append(prompt_id)
@@ -303,7 +302,8 @@ def _play_episodes(env_id: str, split: str, prompt_ids: Sequence[str], trainer: 
             "rollout_function needs a chat template that appends turns (token-in/token-out); this one rewrites them"
         )
     end_ids, pad_id = list(trainer.eos_token_ids), int(tokenizer.pad_token_id)
-    episodes = [EpisodeSpec(env_id, prompt_id, split).start() for prompt_id in prompt_ids]
+    # A reply cut by its budget ends the episode, as at TextEnv's token level.
+    episodes = [EpisodeSpec(env_id, prompt_id, split).start(cut_reply_ends=True) for prompt_id in prompt_ids]
     prompt_ids_out = [chat.encode(episode.messages) for episode in episodes]
     completions: list[list[int]] = [[] for _ in episodes]
     logprobs: list[list[float]] = [[] for _ in episodes]
@@ -344,10 +344,7 @@ def _play_episodes(env_id: str, split: str, prompt_ids: Sequence[str], trainer: 
                 answered = list(episode.messages)
                 text = chat.decode_reply(reply[:-1] if finished else reply)
                 result = episode.step(text, finished)
-                if result.terminated:
-                    continue
-                if not finished:  # a reply cut by its budget ends the episode, as at TextEnv's token level
-                    episode.end()
+                if episode.state == "over":
                     continue
                 following = chat.continuation(answered, result.next_messages)
                 if following[:1] == reply[-1:]:  # the sampled end token is the template's end of turn

@@ -12,7 +12,7 @@ r"""Train on any textgym task with verl: the ``textgym_agent`` agent loop, ``com
   ``agent_name``, ``reward_model``, ``extra_info``); ``extra_info["textgym_spec"]`` holds
   the :class:`textgym.integrations.EpisodeSpec` JSON a worker rebuilds the task from.
 
-Every reply is decoded as :class:`textgym.core.TextEnv` decodes it
+Every reply is decoded as :class:`textgym.text_env.TextEnv` decodes it
 (``tokenizer.decode(ids, skip_special_tokens=True).strip()``) and played through
 :class:`textgym.core.TextEpisode`, so rewards and episode ends equal TextEnv's for the same
 reply texts. Messages become ids through :class:`textgym.chat.ChatEncoder`, not verl's
@@ -155,7 +155,7 @@ def compute_score(
 ) -> float:
     """The reward of one reply to a single-turn task's row, in verl's custom reward function signature.
 
-    ``solution_str`` is stripped, as :class:`textgym.core.TextEnv` strips a decoded reply,
+    ``solution_str`` is stripped, as :class:`textgym.text_env.TextEnv` strips a decoded reply,
     and played as the episode's only reply. Extra keyword arguments from verl's reward
     managers are ignored.
 
@@ -195,7 +195,7 @@ class _TextAsDataTokens:
     special-token strings inside message text as control tokens. Here messages are encoded
     by :class:`~textgym.chat.ChatEncoder` (text as data), and the ids that follow a reply
     are the template's end of turn, the next messages and the generation prompt
-    (``ChatEncoder.continuation``), as :class:`~textgym.core.TextEnv` appends them. verl's
+    (``ChatEncoder.continuation``), as :class:`~textgym.text_env.TextEnv` appends them. verl's
     merge records (which ids are the policy's, which the env's) are kept, so its mask and
     log-prob alignment applies unchanged.
     """
@@ -324,7 +324,7 @@ class _TextgymLoop:
         ids = await self.ct_build_initial_tokens(list(episode.messages))
         mask: list[int] = []
         logprobs: list[float] | None = None
-        num_turns, end_reason = 1, "task_over"
+        num_turns = 1
         while True:
             budget = self.response_length - len(mask)
             with simple_timer("generate_sequences", metrics):
@@ -357,17 +357,16 @@ class _TextgymLoop:
             # A reply cut by the budget fills it; one the server cut sooner (no end token,
             # room left) is scored unfinished and the conversation goes on, as in TextEnv.
             if len(mask) >= self.response_length:
-                end_reason = "response_length"
+                episode.end("response_length")
                 break
             merged, next_mask, next_logprobs = await self.ct_merge_context_msg(
                 episode.messages[:answered], list(episode.messages), ids, mask, logprobs
             )
             if len(next_mask) >= self.response_length:
-                end_reason = "response_length"
+                episode.end("response_length")
                 break
             ids, mask, logprobs = merged.token_ids, next_mask, next_logprobs
             num_turns += len(result.next_messages)
-        episode.end()
 
         guard = episode.guard()
         extra_fields["turn_scores"] = list(episode.rewards)
@@ -379,7 +378,7 @@ class _TextgymLoop:
         extra_fields["textgym"] = {
             "env_id": spec.env_id,
             "prompt_id": spec.prompt_id,
-            "end_reason": end_reason,
+            "end_reason": episode.end_reason,
             "replies": [text for text, _, _ in episode.replies],
             "guard": guard,
         }

@@ -33,7 +33,7 @@ class RecordGenerations(gym.Wrapper):
     :func:`read_records` skips it.
 
     Args:
-        env: A TextGym env (any wrapper stack over :class:`textgym.core.TextEnv`).
+        env: A TextGym env (any wrapper stack over :class:`textgym.text_env.TextEnv`).
         path: The JSONL file; parent directories are created.
     """
 
