@@ -20,6 +20,8 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from leaderboard.entries import Row
     from leaderboard.report import Report
 
@@ -180,6 +182,24 @@ def _print_verdict(args: argparse.Namespace, report: Report, listed: list[dict])
         )
 
 
+def _render(entries_of: Callable[[], list[dict]], site: str, failed: str, done: str) -> int:
+    """Get the entries (an ``EntriesError`` is printed after ``failed``), render the site and print ``done``.
+
+    ``done`` is formatted with ``count`` (entries), ``page`` and ``table`` (the written files).
+    """
+    from leaderboard.entries import EntriesError
+    from leaderboard.render import write_site
+
+    try:
+        entries = entries_of()
+    except EntriesError as error:
+        print(f"{failed}: {error}")
+        return 1
+    page, table = write_site(entries, site)
+    print(done.format(count=len(entries), page=page, table=table))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = _parser()
@@ -210,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "migrate":
-        from leaderboard.entries import EntriesError, migrate_file
-        from leaderboard.render import write_site
+        from leaderboard.entries import migrate_file
         from leaderboard.verify import verify_bundle
 
         date = _date(args, parser) or dt.datetime.now(dt.timezone.utc).date()
@@ -220,26 +239,18 @@ def main(argv: list[str] | None = None) -> int:
             report = verify_bundle(bundle)
             print(f"verify {bundle}: {report.summary()}")
             reports.append(report)
-        try:
-            entries = migrate_file(args.entries, reports, date)
-        except EntriesError as error:
-            print(f"migrate: {args.entries} left unchanged: {error}")
-            return 1
-        page, table = write_site(entries, args.site)
-        print(f"migrate: {len(entries)} entries of {args.entries} now at format 2; rendered {page} and {table}")
-        return 0
+        return _render(
+            lambda: migrate_file(args.entries, reports, date),
+            args.site,
+            f"migrate: {args.entries} left unchanged",
+            f"migrate: {{count}} entries of {args.entries} now at format 2; rendered {{page}} and {{table}}",
+        )
     if args.command == "render":
-        from leaderboard.entries import EntriesError, load_entries
-        from leaderboard.render import write_site
+        from leaderboard.entries import load_entries
 
-        try:
-            entries = load_entries(args.entries)
-        except EntriesError as error:
-            print(f"render: {error}")
-            return 1
-        page, table = write_site(entries, args.site)
-        print(f"render: {len(entries)} entries -> {page}, {table}")
-        return 0
+        return _render(
+            lambda: load_entries(args.entries), args.site, "render", "render: {count} entries -> {page}, {table}"
+        )
     from leaderboard.bundle import BundleError, bundle_from_run_dirs
     from leaderboard.safejson import UnsafeInputError
     from leaderboard.verify import verify_bundle

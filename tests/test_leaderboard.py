@@ -588,3 +588,12 @@ def test_bundle_of_initial_evaluations_is_the_starting_policy(run_bundle, tmp_pa
     assert manifest["model"]["algo"] == "zero-shot" and manifest["name"].startswith("Zero-shot LM, sampled")
     assert [run["checkpoint"] for run in manifest["runs"]] == [None, None, None]  # the untrained LM: no checkpoint
     assert not (tmp_path / "zero" / "checkpoint").exists()
+
+
+def test_render_with_unreadable_entries_fails_and_writes_nothing(tmp_path, capsys):
+    entries = tmp_path / "entries.json"
+    entries.write_text("{not json")
+    site = tmp_path / "site"
+    code, out = run_cli(capsys, "render", "--entries", entries, "--site", site)
+    assert code == 1 and out.startswith("render: ") and str(entries.name) in out
+    assert not site.exists() and entries.read_text() == "{not json"
