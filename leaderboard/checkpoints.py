@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from leaderboard import safejson
 
 if TYPE_CHECKING:
-    from leaderboard.verify import Bundle, Report
+    from leaderboard.report import Bundle, Report
 
 MAX_CHECKPOINT_JSON_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 8 << 30

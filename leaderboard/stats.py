@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from textgym.metrics.diversity import distinct_n
 from textgym.stats import bootstrap_ci
 
 
@@ -29,7 +30,7 @@ TEXT_METRICS = ("distinct_1", "distinct_2", "repetition_2", "reply_words")
 def text_metrics(runs: Mapping[int, Sequence[Sequence[str]]], guards: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """An entry's text metrics from its replies and its episodes' guard metrics (``textgym.core.guard_metrics``).
 
-    ``distinct_1`` / ``distinct_2`` are :func:`textgym.metrics.functional.distinct_n` over all
+    ``distinct_1`` / ``distinct_2`` are :func:`textgym.metrics.diversity.distinct_n` over all
     replies of one run (one training seed, one reply set per prompt), averaged over runs: a
     policy that writes the same text for every prompt scores about ``1 / episodes``, whatever
     the text. Pooling the runs instead would punish a deterministic policy, whose runs repeat
@@ -45,8 +46,6 @@ def text_metrics(runs: Mapping[int, Sequence[Sequence[str]]], guards: Sequence[M
     >>> text_metrics({0: [["good film"], ["good film"]]}, [{"repetition_2": 0.0, "reply_words": 2}] * 2)
     {'distinct_1': 0.5, 'distinct_2': 0.5, 'repetition_2': 0.0, 'reply_words': 2.0}
     """
-    from textgym.metrics.functional import distinct_n
-
     replies = [[reply for episode in episodes for reply in episode] for episodes in runs.values()]
     return {
         "distinct_1": float(np.mean([distinct_n(texts, 1) for texts in replies])),

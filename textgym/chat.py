@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-Message = dict[str, str]
+from textgym.core import Message
 
 # Placeholders are delimited by a private-use code point: chat templates and tokenizers
 # leave it alone, and one that no message holds always exists.

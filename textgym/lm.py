@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
-Message = dict[str, str]
+from textgym.checks import is_integer
+from textgym.core import Message
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ class LocalLanguageModel:
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt: ids are kept as they are, messages encoded with text as data."""
         prompt = list(prompt)
-        if prompt and all(isinstance(token, (int, np.integer)) for token in prompt):
+        if prompt and all(is_integer(token) for token in prompt):
             return [int(token) for token in prompt]
         return self.chat.encode(prompt)
 

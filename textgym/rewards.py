@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from textgym.core import Message, TextEpisode, TextTask, play_episode
+from textgym.registration import env_class, env_ids, make_task
 
 #: The column that carries a whole multi-turn conversation (the messages after the prompt).
 CONVERSATION_COLUMN = "textgym_conversation"
@@ -35,8 +36,6 @@ Completion = str | Sequence[Mapping[str, str]]
 
 @functools.lru_cache(maxsize=64)
 def _cached_task(env_id: str, options_json: str) -> TextTask:
-    from textgym.registration import make_task
-
     return make_task(env_id, **json.loads(options_json))
 
 
@@ -46,8 +45,6 @@ def task_for(env_id: str, split: str | None = None, **task_options: Any) -> Text
     Raises:
         ValueError: ``env_id`` is not a registered TextGym id, or an argument is invalid.
     """
-    from textgym.registration import env_ids
-
     if not isinstance(env_id, str) or env_id not in env_ids():
         raise ValueError(f"unknown env id {env_id!r}; TextGym ids: {', '.join(env_ids())}")
     if split is not None:
@@ -136,8 +133,6 @@ def score_episodes(
 
 
 def _same_task(row_env_id: Any, env_id: str) -> bool:
-    from textgym.registration import env_class
-
     task_for(row_env_id)  # names an unknown id
     return env_class(row_env_id) is env_class(env_id)
 
@@ -158,8 +153,6 @@ def reward_function(env_id: str, split: str | None = None) -> Callable[..., list
     Raises:
         ValueError: ``env_id`` is not a registered TextGym id.
     """
-    from textgym.registration import env_class
-
     task_for(env_id, split)  # fail now, naming the id, rather than at the first batch
     name = env_class(env_id).task_class.__name__.removesuffix("Task")
     snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

@@ -32,6 +32,7 @@ from typing import Any
 import textgym
 from textgym.checks import check_integer
 from textgym.core import Message, TextEpisode, start_episode
+from textgym.rewards import task_for
 
 #: The engine versions the adapters were tested with (the extras of pyproject.toml pin the same).
 SUPPORTED_ENGINES: dict[str, str] = {
@@ -135,8 +136,6 @@ class EpisodeSpec:
 
     def task(self) -> Any:
         """The text-level task (cached per process)."""
-        from textgym.rewards import task_for
-
         return task_for(self.env_id, self.split, **self.task_options)
 
     def start(self, cut_reply_ends: bool = False) -> TextEpisode:
@@ -166,8 +165,6 @@ def prompt_rows(env_id: str, split: str, n: int | None = None, **task_options: A
     Raises:
         ValueError: An unknown env id, or ``n`` missing for a generated task or not a positive integer.
     """
-    from textgym.rewards import task_for
-
     if n is not None:
         n = check_integer(n, "n", minimum=1)
     task = task_for(env_id, split, **task_options)

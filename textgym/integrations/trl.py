@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 from textgym.checks import check_integer
 from textgym.core import TextEpisode, validate_messages
 from textgym.integrations import EpisodeSpec, prompt_rows, require_engine
+from textgym.rewards import CONVERSATION_COLUMN
+from textgym.rewards import reward_function as task_reward
 
 if TYPE_CHECKING:
     import datasets
@@ -147,8 +149,6 @@ def reward_function(env_id: str, split: str | None = None) -> Callable[..., list
             version, or a conversation that does not follow the task.
         TypeError: At call time, completions that are neither text nor chat messages.
     """
-    from textgym.rewards import reward_function as task_reward
-
     score = task_reward(env_id, split)
 
     def reward(
@@ -293,7 +293,6 @@ def _play_episodes(env_id: str, split: str, prompt_ids: Sequence[str], trainer: 
 
     from textgym.chat import ChatEncoder, ChatTemplateError
     from textgym.lm import sample
-    from textgym.rewards import CONVERSATION_COLUMN
 
     tokenizer = trainer.processing_class
     chat = ChatEncoder(tokenizer)
