@@ -149,6 +149,7 @@ class PromptSetTask(TextTask):
             return None
         if not isinstance(prompt_id, str):
             # ValueError, as for any other prompt_id the split does not hold.
-            raise ValueError(f"unknown prompt_id {prompt_id!r:.80}: a prompt_id is a str, got {type(prompt_id).__name__}")
+            kind = type(prompt_id).__name__
+            raise ValueError(f"unknown prompt_id {prompt_id!r:.80}: a prompt_id is a str, got {kind}")
         self.check_prompt_id(prompt_id)
         return prompt_id
