@@ -29,6 +29,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from textgym.checks import check_integer
+
 Message = dict[str, str]
 GRANULARITIES = ("token", "candidate", "utterance")
 ROLES = ("system", "user", "assistant")
@@ -361,7 +363,7 @@ def play_episode(
     from gymnasium.utils import seeding
 
     episode = TextEpisode(task)
-    rng, _ = seeding.np_random(seed)
+    rng, _ = seeding.np_random(None if seed is None else check_integer(seed, "seed", minimum=0))
     episode.reset(rng, None if prompt_id is None else {"prompt_id": prompt_id})
     for index, reply in enumerate(replies):
         result = episode.step(reply)
@@ -526,8 +528,11 @@ class TextEnv(gym.Env[dict, Any]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode: the task draws a prompt with ``self.np_random``."""
-        super().reset(seed=seed)
+        """Start an episode: the task draws a prompt with ``self.np_random``.
+
+        ``seed`` may be a Python or NumPy integer (>= 0), not a bool.
+        """
+        super().reset(seed=None if seed is None else check_integer(seed, "seed", minimum=0))
         prompt = self._episode.reset(self.np_random, options)
         return self._start_turn(self.chat.encode(prompt.messages), {"prompt_id": prompt.prompt_id, **prompt.info})
 

@@ -9,10 +9,11 @@ the dataset's config (``dataset_config``, e.g. ``"3.0.0"`` for CNN/DailyMail).
 Which records an env's split gets (:func:`open_split`):
 
 1. ``dataset_split`` given: that split of the dataset, whole.
-2. Else the dataset's own split of the same name (``"validation"``), whole: scores on it
-   are comparable with published ones.
-3. Else, if the dataset has a single split (a single file always has one, ``"train"``),
+2. Else, if the dataset has a single split (a single file always has one, ``"train"``),
    that split divided by :func:`split_of`, a hash of each record's id: the fallback.
+3. Else the dataset's own split of the same name (``"validation"``), whole: scores on it
+   are comparable with published ones. A dataset of several splits without that one is
+   an error that lists its splits.
 
 A JSON / JSON Lines file is read by :func:`read_json_records`, not ``datasets``: datasets
 infers one Arrow schema for all records, so a record with a field of the wrong type
@@ -176,10 +177,12 @@ def open_split(source: DataSource, split: str) -> DatasetSplit:
         if source.split not in available:
             raise DatasetError(f"{described} has no split {source.split!r}; it has {list(available)}")
         return DatasetSplit(source.dataset, source.config, source.split, True, fingerprint)
+    if len(available) == 1:
+        # Even a split named like the env's: reading it whole for "train" and hash-divided
+        # for "validation" would put the validation records in train too.
+        return DatasetSplit(source.dataset, source.config, available[0], False, fingerprint)
     if split in available:
         return DatasetSplit(source.dataset, source.config, split, True, fingerprint)
-    if len(available) == 1:
-        return DatasetSplit(source.dataset, source.config, available[0], False, fingerprint)
     raise DatasetError(
         f"{described} has no split {split!r}; it has {list(available)}: pass dataset_split= to choose one"
     )

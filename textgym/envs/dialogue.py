@@ -228,12 +228,19 @@ class DialogueEnv(TextEnv):
     cut last reply is both terminated and truncated, see :class:`textgym.core.TextEnv`).
 
     ## Arguments
-    ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the conversation
-    id decides), ``dataset`` (``None`` for ChatterBot, or a local JSON/JSONL file or hub id
-    in DailyDialog's schema: records with ``dialog``, a list of utterances), ``num_turns``
-    (default 3), ``system_prompt``, plus the :class:`textgym.core.TextEnv` arguments
+    ``split`` (``"train"``, ``"validation"``, ``"test"``), ``dataset`` (``None`` for
+    ChatterBot, or data in DailyDialog's schema, records with ``dialog``, a list of
+    utterances: a local JSON/JSONL or parquet file, a local directory of data files, or a
+    hub id), ``dataset_config`` (the dataset's config, e.g. a hub dataset's version),
+    ``dataset_split`` (the dataset's own split to read), ``num_turns`` (default 3),
+    ``system_prompt``, plus the :class:`textgym.core.TextEnv` arguments
     (``granularity``, ``model``, ``max_context_tokens``, ``max_reply_tokens``,
     ``num_candidates``, ``proposal_temperature``, ``render_mode``).
+
+    A dataset's own split of the env's ``split`` name is read whole (or ``dataset_split``
+    when given); a source with a single split (ChatterBot, a single file) is divided by
+    a stable hash of the conversation id (:func:`textgym.data.split_of`). See
+    :func:`textgym.data.open_split`.
 
     ## Version History
     * v0: Initial version.

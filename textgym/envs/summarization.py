@@ -216,15 +216,22 @@ class SummarizationEnv(TextEnv):
     the summary reaches ``max_reply_tokens`` without an end token (it is still scored).
 
     ## Arguments
-    ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the example id
-    decides), ``dataset`` (``None`` for the standard-library docstrings, or a local
-    JSON/JSONL file or hub id), ``schema`` (``"cnn_dailymail"``: ``article``/``highlights``;
+    ``split`` (``"train"``, ``"validation"``, ``"test"``), ``dataset`` (``None`` for the
+    standard-library docstrings, or a local JSON/JSONL or parquet file, a local directory
+    of data files such as a hub dataset's snapshot, or a hub id), ``dataset_config`` (the
+    dataset's config, e.g. ``"3.0.0"`` for CNN/DailyMail), ``dataset_split`` (the
+    dataset's own split to read), ``schema`` (``"cnn_dailymail"``: ``article``/``highlights``;
     ``"xsum"``: ``document``/``summary``; ``"samsum"``: ``dialogue``/``summary``; ``None``
     detects it from the fields), ``max_source_words`` (default 300), ``length_penalty``
     (default 0.0), ``instruction`` (``None`` for the schema's default), ``system_prompt``,
     plus the :class:`textgym.core.TextEnv` arguments (``granularity``, ``model``,
     ``max_context_tokens``, ``max_reply_tokens``, ``num_candidates``,
     ``proposal_temperature``, ``render_mode``).
+
+    A dataset's own split of the env's ``split`` name is read whole (CNN/DailyMail's
+    ``validation`` for ``split="validation"``), or ``dataset_split`` when given; a source
+    with a single split (the docstrings, a single file) is divided by a stable hash of
+    the example id (:func:`textgym.data.split_of`). See :func:`textgym.data.open_split`.
 
     ## Version History
     * v0: Initial version.
