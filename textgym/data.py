@@ -31,11 +31,11 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 SPLITS = ("train", "validation", "test")
 # Fractions of the hash space given to validation and test; the rest is train.
@@ -46,6 +46,7 @@ _JSON_SUFFIXES = (".json", ".jsonl")
 _SINGLE_SPLIT = "train"
 
 Record = Mapping[str, Any]
+Item = TypeVar("Item")
 
 
 class DatasetError(ValueError):
@@ -82,13 +83,6 @@ def _optional_name(value: Any, what: str) -> str | None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise TypeError(f"{what} must be None or a non-empty str, got {type(value).__name__}: {value!r:.80}")
     return value
-
-
-def reject_dataset_options(config: Any, dataset_split: Any) -> None:
-    """Raise when ``dataset_config`` or ``dataset_split`` is given to a task reading its built-in data."""
-    for name, value in (("dataset_config", config), ("dataset_split", dataset_split)):
-        if value is not None:
-            raise ValueError(f"{name} applies to a dataset; got {name}={value!r} without a dataset")
 
 
 @dataclass(frozen=True)
@@ -245,6 +239,45 @@ def _split_records(data: DatasetSplit) -> tuple[Record, ...]:
     if not records:
         raise DatasetError(f"dataset {data.dataset!r} has no records")
     return tuple(records)
+
+
+def split_items(
+    split: str,
+    source: DataSource | None,
+    builtin: Callable[[], Sequence[Item]],
+    read: Callable[[DatasetSplit], Sequence[Item]],
+    key: Callable[[Item], str],
+) -> list[Item]:
+    """The items (conversations, examples) of an env's ``split``, from built-in data or a data source.
+
+    Built-in data is one split, divided by :func:`split_of`; a source's split is chosen by
+    :func:`open_split`.
+
+    Args:
+        split: The env's split.
+        source: The task's ``dataset`` arguments, or None for its built-in data.
+        builtin: The built-in data, all of it.
+        read: Reads the items of a split of a source (cached per split).
+        key: An item's stable id.
+    """
+    if source is None:
+        return [item for item in builtin() if split_of(key(item)) == split]
+    data = open_split(source, split)
+    return [item for item in read(data) if data.keeps(key(item), split)]
+
+
+def data_source(dataset: str | None, config: Any = None, dataset_split: Any = None) -> DataSource | None:
+    """A task's ``dataset``, ``dataset_config`` and ``dataset_split`` arguments; None for its built-in data.
+
+    Raises:
+        ValueError: ``dataset_config`` or ``dataset_split`` without a ``dataset``.
+    """
+    if dataset is not None:
+        return DataSource(dataset, config, dataset_split)
+    for name, value in (("dataset_config", config), ("dataset_split", dataset_split)):
+        if value is not None:
+            raise ValueError(f"{name} applies to a dataset; got {name}={value!r} without a dataset")
+    return None
 
 
 def as_dataset_split(source: str | os.PathLike | DatasetSplit) -> DatasetSplit:

@@ -13,12 +13,10 @@ from textgym.core import Message, TaskPrompt, TextEnv, TurnResult, validate_text
 from textgym.data import (
     DatasetError,
     DatasetSplit,
-    DataSource,
     as_dataset_split,
-    open_split,
-    reject_dataset_options,
+    data_source,
     require_field,
-    split_of,
+    split_items,
 )
 from textgym.metrics.functional import text_list
 from textgym.rewards import reward_function
@@ -160,12 +158,13 @@ class DialogueTask(PromptSetTask):
         super().__init__(split)
         self.num_turns = check_integer(num_turns, "num_turns", minimum=1)
         self.system_prompt = validate_text(system_prompt, "system_prompt")
-        if dataset is None:
-            reject_dataset_options(dataset_config, dataset_split)
-            self.conversations = [c for c in chatterbot_conversations() if split_of(c.conversation_id) == split]
-        else:
-            data = open_split(DataSource(dataset, dataset_config, dataset_split), self.split)
-            self.conversations = [c for c in dailydialog_conversations(data) if data.keeps(c.conversation_id, split)]
+        self.conversations = split_items(
+            self.split,
+            data_source(dataset, dataset_config, dataset_split),
+            chatterbot_conversations,
+            dailydialog_conversations,
+            lambda conversation: conversation.conversation_id,
+        )
         source = f"dataset {dataset or 'chatterbot-corpus'!r}"
         self.index_prompts([c.conversation_id for c in self.conversations], source, "conversations")
 

@@ -193,28 +193,15 @@ def extract_answer(reply: str, kind: str) -> str | None:
        "|" or a hedge word ("42 (or 43)"; but "Answer: 17 (7 + 10)" gives 17); for words, only
        when that text holds "or", "nor", "/" or "|" or a hedge word ("tenalp or tenlap").
 
-    >>> extract_answer("17 + 25 = 42", "number")
-    '42'
-    >>> extract_answer("The answer is **1,234.0**.", "number")
-    '1234'
-    >>> extract_answer("Answer: 42 (I added 17 and 25)", "number")
-    '42'
-    >>> extract_answer("42, no wait, 43", "number")
-    '43'
-    >>> extract_answer("17 25 42", "number") is None
-    True
-    >>> extract_answer("Answer: 42\nAnswer: 43", "number") is None
-    True
-    >>> extract_answer("The reversed word is TENALP.", "word")
-    'tenalp'
-    >>> extract_answer("tenalp or tenlap", "word") is None
-    True
-    >>> extract_answer("It will be a thursday.", "weekday")
-    'Thursday'
-    >>> extract_answer("Answer: April 4th, 2024", "date")
-    '2024-04-04'
-    >>> extract_answer("", "number") is None
-    True
+    >>> replies = ["17 + 25 = 42", "The answer is **1,234.0**.", "Answer: 42 (I added 17 and 25)", "42, no wait, 43"]
+    >>> [extract_answer(reply, "number") for reply in replies]
+    ['42', '1234', '42', '43']
+    >>> [extract_answer(reply, "number") for reply in ["17 25 42", "Answer: 42\nAnswer: 43", ""]]
+    [None, None, None]
+    >>> extract_answer("The reversed word is TENALP.", "word"), extract_answer("tenalp or tenlap", "word")
+    ('tenalp', None)
+    >>> extract_answer("It will be a thursday.", "weekday"), extract_answer("Answer: April 4th, 2024", "date")
+    ('Thursday', '2024-04-04')
 
     Args:
         reply: The agent's reply text.

@@ -8,7 +8,7 @@ from typing import Any
 
 from textgym.checks import check_integer
 from textgym.core import TaskPrompt, TextEnv, TurnResult, validate_text
-from textgym.data import DataSource, open_split, reject_dataset_options, split_of
+from textgym.data import data_source, split_items
 from textgym.envs.summarization_data import (  # noqa: F401 - re-exported: the task's data, by its old address
     SCHEMAS,
     SummaryExample,
@@ -129,18 +129,19 @@ class SummarizationTask(PromptSetTask):
         dataset_split: str | None = None,
     ) -> None:
         super().__init__(split)
-        self.max_source_words = check_integer(max_source_words, "max_source_words", minimum=1)
-        self.length_penalty = _check_length_penalty(length_penalty)
         self.instruction = None if instruction is None else validate_text(instruction, "instruction")
         self.system_prompt = validate_text(system_prompt, "system_prompt")
-        if dataset is None:
-            if schema is not None:
-                raise ValueError(f"schema applies to a dataset file; got schema={schema!r} without a dataset")
-            reject_dataset_options(dataset_config, dataset_split)
-            self.examples = [e for e in stdlib_examples() if split_of(e.example_id) == split]
-        else:
-            data = open_split(DataSource(dataset, dataset_config, dataset_split), self.split)
-            self.examples = [e for e in dataset_examples(data, schema) if data.keeps(e.example_id, split)]
+        self.max_source_words = check_integer(max_source_words, "max_source_words", minimum=1)
+        self.length_penalty = _check_length_penalty(length_penalty)
+        if dataset is None and schema is not None:
+            raise ValueError(f"schema applies to a dataset file; got schema={schema!r} without a dataset")
+        self.examples = split_items(
+            self.split,
+            data_source(dataset, dataset_config, dataset_split),
+            stdlib_examples,
+            lambda data: dataset_examples(data, schema),
+            lambda example: example.example_id,
+        )
         source = f"dataset {dataset or 'stdlib docstrings'!r}"
         self.index_prompts([e.example_id for e in self.examples], source, "examples")
 
