@@ -165,3 +165,19 @@ def test_bad_dataset_arguments_are_named(tmp_path, monkeypatch, kwargs, error, m
     with pytest.raises(error) as raised:
         DialogueTask(**kwargs)
     assert message in str(raised.value)
+
+
+def test_an_unreachable_hub_id_says_what_to_do_instead(monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DatasetError, match=r"could not load dataset 'no-such-org/no-such-data'.*pass a local file"):
+        SummarizationTask(dataset="no-such-org/no-such-data", dataset_config="3.0.0")
+
+
+@pytest.mark.parametrize("env_id", ["TextGym/Dialogue-v0", "TextGym/Summarization-v0"])
+def test_leaderboard_tracks_pin_the_dataset_arguments(env_id):
+    from leaderboard.tracks import pinned_kwargs_problems
+
+    assert pinned_kwargs_problems(env_id, {"split": "validation"}, "validation") == []
+    for name, value in [("dataset", "cnn.jsonl"), ("dataset_config", "3.0.0"), ("dataset_split", "test")]:
+        (problem,) = pinned_kwargs_problems(env_id, {"split": "validation", name: value}, "validation")
+        assert f"env kwarg {name}={value!r} differs from the track's None" == problem
