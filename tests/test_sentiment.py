@@ -106,7 +106,7 @@ def test_prompt_id_rebuilds_the_prompt_and_bad_options_raise(tiny_model):
     for options, message in [
         ({"prompt_id": "nope.nothing"}, "unknown prompt_id"),
         ({"prompt_id": test_id}, "unknown prompt_id"),
-        ({"prompt_id": None}, "unknown prompt_id"),
+        ({"prompt_id": 7}, "unknown prompt_id 7: a prompt_id is a str, got int"),
         ({"seed": 1}, "unknown reset options"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -10,7 +10,7 @@ import pytest
 
 import textgym  # noqa: F401  (registers the ids)
 from textgym.data import SPLITS, DatasetError, split_of
-from textgym.envs import summarization
+from textgym.envs import summarization, summarization_data
 from textgym.envs.summarization import (
     SummarizationTask,
     dataset_examples,
@@ -144,7 +144,7 @@ def fresh_stdlib_cache(tmp_path, monkeypatch):
 
 def test_stdlib_extraction_is_cached_on_disk(fresh_stdlib_cache, monkeypatch):
     fake = [("mod.func", "A summary of the function.", BODY)]
-    monkeypatch.setattr(summarization, "extract_stdlib_pairs", lambda: fake)
+    monkeypatch.setattr(summarization_data, "extract_stdlib_pairs", lambda: fake)
     assert [(e.example_id, e.summary, e.source) for e in stdlib_examples()] == fake
     (cache,) = (fresh_stdlib_cache / "data").glob("summarization-stdlib-*.json")
     stdlib_examples.cache_clear()
@@ -152,12 +152,12 @@ def test_stdlib_extraction_is_cached_on_disk(fresh_stdlib_cache, monkeypatch):
     def fail():
         raise AssertionError("the cache should have been read")
 
-    monkeypatch.setattr(summarization, "extract_stdlib_pairs", fail)
+    monkeypatch.setattr(summarization_data, "extract_stdlib_pairs", fail)
     assert stdlib_examples()[0].example_id == "mod.func"
     # A corrupt cache is rebuilt, not an error.
     cache.write_text("{not json")
     stdlib_examples.cache_clear()
-    monkeypatch.setattr(summarization, "extract_stdlib_pairs", lambda: fake)
+    monkeypatch.setattr(summarization_data, "extract_stdlib_pairs", lambda: fake)
     assert stdlib_examples()[0].example_id == "mod.func"
     assert json.loads(cache.read_text())["pairs"] == [list(fake[0])]
 
@@ -238,12 +238,23 @@ def test_split_without_examples_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"max_source_words": 0}, {"max_source_words": 2.5}, {"length_penalty": -1.0}, {"length_penalty": math.nan}],
+    ("kwargs", "error"),
+    [
+        ({"max_source_words": 0}, ValueError),
+        ({"max_source_words": 2.5}, TypeError),
+        ({"max_source_words": True}, TypeError),
+        ({"length_penalty": -1.0}, ValueError),
+        ({"length_penalty": math.nan}, ValueError),
+    ],
 )
-def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+def test_bad_arguments(kwargs, error):
+    name, value = next(iter(kwargs.items()))
+    with pytest.raises(error, match=f"{name} .*{value!r}"):
         SummarizationTask(**kwargs)
+
+
+def test_numpy_integer_arguments_are_accepted():
+    assert SummarizationTask(max_source_words=np.int64(40)).max_source_words == 40
 
 
 # -- truncation -----------------------------------------------------------------------------

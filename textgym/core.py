@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
+from textgym.checks import check_integer
 from textgym.metrics.diversity import distinct_n, repetition_rate
 from textgym.text import words
 
@@ -324,7 +325,8 @@ def start_episode(
         cut_reply_ends: See :class:`TextEpisode`.
     """
     episode = TextEpisode(task, cut_reply_ends)
-    episode.reset(seeding.np_random(seed)[0], None if prompt_id is None else {"prompt_id": prompt_id})
+    rng, _ = seeding.np_random(None if seed is None else check_integer(seed, "seed", minimum=0))
+    episode.reset(rng, None if prompt_id is None else {"prompt_id": prompt_id})
     return episode
 
 

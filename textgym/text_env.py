@@ -219,8 +219,11 @@ class TextEnv(gym.Env[dict, Any]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode: the task draws a prompt with ``self.np_random``."""
-        super().reset(seed=seed)
+        """Start an episode: the task draws a prompt with ``self.np_random``.
+
+        ``seed`` may be a Python or NumPy integer (>= 0), not a bool.
+        """
+        super().reset(seed=None if seed is None else check_integer(seed, "seed", minimum=0))
         prompt = self._episode.reset(self.np_random, options)
         return self._start_turn(self.chat.encode(prompt.messages), {"prompt_id": prompt.prompt_id, **prompt.info})
 

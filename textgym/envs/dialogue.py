@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import re
-import string
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from textgym.core import Message, TaskPrompt, TextTask, TurnResult, validate_text
-from textgym.data import DatasetError, check_split, load_records, require_field, split_of
+from textgym.checks import check_integer
+from textgym.core import Message, TaskPrompt, TurnResult, validate_text
+from textgym.data import (
+    DatasetError,
+    DatasetSplit,
+    as_dataset_split,
+    data_source,
+    require_field,
+    split_items,
+)
 from textgym.metrics.functional import text_list
 from textgym.rewards import reward_function
+from textgym.tasks import PromptSetTask
+from textgym.text import bare_words
 from textgym.text_env import TextEnv
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly conversation partner. Reply in one short sentence."
 _EXCHANGES_PER_SESSION = 3
-_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-def _words(text: str) -> list[str]:
-    return _PUNCTUATION.sub(" ", text.lower()).split()
 
 
 def unigram_f1(reply: str, reference: str) -> float:
-    """Word-overlap F1 between two texts (lower-cased, punctuation removed).
+    """Word-overlap F1 between two texts' :func:`textgym.text.bare_words` (lower-cased, punctuation removed).
 
     >>> unigram_f1("The capital is Paris.", "Paris is the capital of France")
     0.8
@@ -43,7 +42,7 @@ def unigram_f1(reply: str, reference: str) -> float:
     for name, text in (("reply", reply), ("reference", reference)):
         if not isinstance(text, str):
             raise TypeError(f"{name} must be a str, got {type(text).__name__}: {text!r:.80}")
-    reply_words, reference_words = _words(reply), _words(reference)
+    reply_words, reference_words = bare_words(reply), bare_words(reference)
     overlap = sum((Counter(reply_words) & Counter(reference_words)).values())
     if overlap == 0:
         return 0.0
@@ -113,15 +112,11 @@ def chatterbot_conversations() -> tuple[Conversation, ...]:
     return tuple(conversations)
 
 
-def dailydialog_conversations(source: str) -> tuple[Conversation, ...]:
-    """Read conversations in DailyDialog's schema: records with ``dialog``, a list of utterances.
-
-    Even utterances are the user's, odd ones the replies the agent is scored against;
-    a record may carry an ``id`` (else its position is used). ``utterances`` and
-    ``turns`` are accepted as other names of ``dialog``.
-    """
+@functools.lru_cache(maxsize=16)
+def _dailydialog_conversations(data: DatasetSplit) -> tuple[Conversation, ...]:
+    source = data.dataset
     conversations = []
-    for index, record in enumerate(load_records(source)):
+    for index, record in enumerate(data.records()):
         utterances = require_field(record, ("dialog", "utterances", "turns"), source, index)
         if not isinstance(utterances, list) or len(utterances) < 2:
             raise DatasetError(f"dataset {source!r} record {index}: 'dialog' must be a list of >= 2 utterances")
@@ -134,7 +129,22 @@ def dailydialog_conversations(source: str) -> tuple[Conversation, ...]:
     return tuple(conversations)
 
 
-class DialogueTask(TextTask):
+def dailydialog_conversations(source: str | DatasetSplit) -> tuple[Conversation, ...]:
+    """Read conversations in DailyDialog's schema: records with ``dialog``, a list of utterances.
+
+    Even utterances are the user's, odd ones the replies the agent is scored against;
+    a record may carry an ``id`` (else its position is used). ``utterances`` and
+    ``turns`` are accepted as other names of ``dialog``. Read and checked once per
+    process per source.
+
+    Args:
+        source: A split of a data source (see :func:`textgym.data.open_split`), or a path
+            or hub id for its ``"train"`` (or only) split.
+    """
+    return _dailydialog_conversations(as_dataset_split(source))
+
+
+class DialogueTask(PromptSetTask):
     """Text-level Dialogue: see :class:`DialogueEnv`."""
 
     def __init__(
@@ -143,47 +153,38 @@ class DialogueTask(TextTask):
         dataset: str | None = None,
         num_turns: int = 3,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        dataset_config: str | None = None,
+        dataset_split: str | None = None,
     ) -> None:
-        self.split = check_split(split)
-        if isinstance(num_turns, bool) or not isinstance(num_turns, int) or num_turns < 1:
-            raise ValueError(f"num_turns must be an integer >= 1, got {num_turns!r}")
-        self.num_turns = num_turns
+        super().__init__(split)
+        self.num_turns = check_integer(num_turns, "num_turns", minimum=1)
         self.system_prompt = validate_text(system_prompt, "system_prompt")
-        everything = chatterbot_conversations() if dataset is None else dailydialog_conversations(dataset)
-        self.conversations = [c for c in everything if split_of(c.conversation_id) == split]
-        if not self.conversations:
-            raise DatasetError(f"dataset {dataset or 'chatterbot-corpus'!r} has no conversations in split {split!r}")
-        self._by_id = {c.conversation_id: i for i, c in enumerate(self.conversations)}
+        self.conversations = split_items(
+            self.split,
+            data_source(dataset, dataset_config, dataset_split),
+            chatterbot_conversations,
+            dailydialog_conversations,
+            lambda conversation: conversation.conversation_id,
+        )
+        source = f"dataset {dataset or 'chatterbot-corpus'!r}"
+        self.index_prompts([c.conversation_id for c in self.conversations], source, "conversations")
 
-    def prompt_ids(self) -> list[str]:
-        """Every prompt id of this split, in the data's order."""
-        return [c.conversation_id for c in self.conversations]
+    def start_episode(self, prompt_id: str) -> tuple[TaskPrompt, tuple[tuple[Turn, ...], int]]:
+        """The conversation's first user turn; the state is its turns and the index of the turn to answer."""
+        turns = self.conversations[self._by_id[prompt_id]].turns[: self.num_turns]
+        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": turns[0].user}]
+        return TaskPrompt(messages, prompt_id, {"num_turns": len(turns)}), (turns, 0)
 
-    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
-        """Draw a conversation (or take ``options["prompt_id"]``) and return its first user turn."""
-        options = dict(options or {})
-        if "prompt_id" in options:
-            prompt_id = options.pop("prompt_id")
-            if not isinstance(prompt_id, str) or prompt_id not in self._by_id:
-                raise ValueError(f"unknown prompt_id {prompt_id!r} in Dialogue split {self.split!r}")
-            index = self._by_id[prompt_id]
-        else:
-            index = int(rng.integers(len(self.conversations)))
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; Dialogue accepts 'prompt_id'")
-        conversation = self.conversations[index]
-        self._turns = conversation.turns[: self.num_turns]
-        self._turn = 0
-        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": self._turns[0].user}]
-        return TaskPrompt(messages, conversation.conversation_id, {"num_turns": len(self._turns)})
-
-    def step(self, reply: str) -> TurnResult:
+    def score_reply(
+        self, state: tuple[tuple[Turn, ...], int], reply: str
+    ) -> tuple[TurnResult, tuple[tuple[Turn, ...], int]]:
         """Score ``reply`` against this turn's references; the next user turn follows, if any."""
-        score = reply_score(reply, list(self._turns[self._turn].references))
-        self._turn += 1
-        over = self._turn >= len(self._turns)
-        next_messages: list[Message] = [] if over else [{"role": "user", "content": self._turns[self._turn].user}]
-        return TurnResult(score, over, next_messages, {"reward_components": {"unigram_f1": score}})
+        turns, turn = state
+        score = reply_score(reply, list(turns[turn].references))
+        turn += 1
+        over = turn >= len(turns)
+        next_messages: list[Message] = [] if over else [{"role": "user", "content": turns[turn].user}]
+        return TurnResult(score, over, next_messages, {"reward_components": {"unigram_f1": score}}), (turns, turn)
 
 
 class DialogueEnv(TextEnv):
@@ -227,12 +228,19 @@ class DialogueEnv(TextEnv):
     cut last reply is both terminated and truncated, see :class:`textgym.text_env.TextEnv`).
 
     ## Arguments
-    ``split`` (``"train"``, ``"validation"``, ``"test"``; a stable hash of the conversation
-    id decides), ``dataset`` (``None`` for ChatterBot, or a local JSON/JSONL file or hub id
-    in DailyDialog's schema: records with ``dialog``, a list of utterances), ``num_turns``
-    (default 3), ``system_prompt``, plus the :class:`textgym.text_env.TextEnv` arguments
+    ``split`` (``"train"``, ``"validation"``, ``"test"``), ``dataset`` (``None`` for
+    ChatterBot, or data in DailyDialog's schema, records with ``dialog``, a list of
+    utterances: a local JSON/JSONL or parquet file, a local directory of data files, or a
+    hub id), ``dataset_config`` (the dataset's config, e.g. a hub dataset's version),
+    ``dataset_split`` (the dataset's own split to read), ``num_turns`` (default 3),
+    ``system_prompt``, plus the :class:`textgym.text_env.TextEnv` arguments
     (``granularity``, ``model``, ``max_context_tokens``, ``max_reply_tokens``,
     ``num_candidates``, ``proposal_temperature``, ``render_mode``).
+
+    A dataset's own split of the env's ``split`` name is read whole (or ``dataset_split``
+    when given); a source with a single split (ChatterBot, a single file) is divided by
+    a stable hash of the conversation id (:func:`textgym.data.split_of`). See
+    :func:`textgym.data.open_split`.
 
     ## Version History
     * v0: Initial version.

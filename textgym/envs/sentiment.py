@@ -6,10 +6,9 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from textgym.core import Message, TaskPrompt, TextTask, TurnResult, validate_text
-from textgym.data import DatasetError, check_split, split_of
+from textgym.core import Message, TaskPrompt, TurnResult, validate_text
+from textgym.data import split_of
+from textgym.tasks import PromptSetTask
 from textgym.text_env import TextEnv
 
 DEFAULT_SYSTEM_PROMPT = "Continue the movie review. Write only the words that come next."
@@ -125,44 +124,25 @@ def sentiment_reward(completions: Sequence[str] | Sequence[Sequence[Message]], *
     return [float(analyzer.polarity_scores(_completion_text(c))["compound"]) for c in completions]
 
 
-class SentimentTask(TextTask):
+class SentimentTask(PromptSetTask):
     """Text-level Sentiment: see :class:`SentimentEnv`."""
 
     def __init__(self, split: str = "train", system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:
-        self.split = check_split(split)
+        super().__init__(split)
         self.system_prompt = validate_text(system_prompt, "system_prompt")
         self.prompts = [(key, text) for key, text in review_prompts().items() if split_of(key) == split]
-        if not self.prompts:
-            raise DatasetError(f"the review prompts have none in split {split!r}")
-        self._by_id = {key: i for i, (key, _) in enumerate(self.prompts)}
-        self._prompt_id: str | None = None
+        self.index_prompts([key for key, _ in self.prompts], "the review prompt set", "prompts")
 
-    def prompt_ids(self) -> list[str]:
-        """Every prompt id of this split, in the data's order."""
-        return [key for key, _ in self.prompts]
-
-    def reset(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> TaskPrompt:
-        """Draw a review opening (or take ``options["prompt_id"]``) for the agent to continue."""
-        options = dict(options or {})
-        if "prompt_id" in options:
-            prompt_id = options.pop("prompt_id")
-            if not isinstance(prompt_id, str) or prompt_id not in self._by_id:
-                raise ValueError(f"unknown prompt_id {prompt_id!r} in Sentiment split {self.split!r}")
-            index = self._by_id[prompt_id]
-        else:
-            index = int(rng.integers(len(self.prompts)))
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; Sentiment accepts 'prompt_id'")
-        self._prompt_id, text = self.prompts[index]
+    def start_episode(self, prompt_id: str) -> tuple[TaskPrompt, str]:
+        """Give the review opening ``prompt_id`` to continue; the state is its id."""
+        _, text = self.prompts[self._by_id[prompt_id]]
         messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": text}]
-        return TaskPrompt(messages, self._prompt_id)
+        return TaskPrompt(messages, prompt_id), prompt_id
 
-    def step(self, reply: str) -> TurnResult:
+    def score_reply(self, state: str, reply: str) -> tuple[TurnResult, None]:
         """Score the continuation's positivity; the episode ends."""
-        if self._prompt_id is None:
-            raise RuntimeError("SentimentTask.step() called before reset()")
         score = sentiment_reward([reply])[0]
-        return TurnResult(score, True, [], {"reward_components": {"vader_compound": score}})
+        return TurnResult(score, True, [], {"reward_components": {"vader_compound": score}}), None
 
 
 class SentimentEnv(TextEnv):
