@@ -10,9 +10,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401
-from baselines.ppo import buffer as ppo_buffer
 from baselines.policies import LMActorCriticPolicy
 from baselines.ppo import FastLMPPO
+from baselines.ppo import buffer as ppo_buffer
 from textgym.core import TaskPrompt, TextEnv, TextTask, TurnResult
 from textgym.models import load_tokenizer
 
