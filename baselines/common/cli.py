@@ -47,6 +47,17 @@ def device(value: str) -> str:
     return value
 
 
+def one_of(flag: str, options: tuple[str, ...]) -> Any:
+    """An argparse ``type`` that accepts one of ``options`` and names the bad value and the choices otherwise."""
+
+    def check(value: str) -> str:
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"unknown {flag} {value!r}; choose one of: {', '.join(options)}")
+        return value
+
+    return check
+
+
 def add_device(parser: argparse.ArgumentParser | Any, default: str = "auto") -> None:
     """``--device``: where the policy runs."""
     parser.add_argument(
@@ -98,7 +109,7 @@ def train_parser() -> argparse.ArgumentParser:
         algo: parser.add_argument_group(f"{algo.upper()} options (--algo {algo}: {spec.summary})")
         for algo, spec in ALGOS.items()
     }
-    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES}
+    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES}  # shown as {a,b}; one_of names a bad value
     for item in dataclasses.fields(Args):
         owner = owners.get(item.name, [])
         group = groups[owner[0]] if len(owner) == 1 else shared
@@ -108,9 +119,13 @@ def train_parser() -> argparse.ArgumentParser:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default, help=text)
         elif item.name == "device":
             group.add_argument(flag, type=device, default=item.default, metavar="{auto,cpu,cuda,cuda:N}", help=text)
+        elif item.name in choices:
+            options = choices[item.name]
+            metavar = "{" + ",".join(options) + "}"
+            group.add_argument(flag, type=one_of(flag, options), default=item.default, metavar=metavar, help=text)
         else:
             kind = {"int": int, "float": float, "str": str}[item.type]
-            group.add_argument(flag, type=kind, default=item.default, choices=choices.get(item.name), help=text)
+            group.add_argument(flag, type=kind, default=item.default, help=text)
     return parser
 
 
