@@ -44,7 +44,7 @@ class AlgorithmSpec:
         summary: One line for ``--help``.
         granularities: The env granularities it trains at (``token``, ``utterance``, ``candidate``).
         build: ``(args, vec_env) -> algorithm``: the SB3 algorithm for :class:`baselines.common.config.Args`.
-        evaluate: A :class:`baselines.common.evaluation.Evaluator`: plays fixed-prompt episodes.
+        evaluate: A :data:`baselines.common.evaluation.Evaluator`: plays fixed-prompt episodes.
         decoding: How ``evaluate`` replies in training runs, ``sample`` or ``greedy`` (a bundle's
             ``model.decoding``).
         starting_policy: The leaderboard ``algo`` label and display name of its untrained
@@ -85,10 +85,6 @@ ALGOS: dict[str, AlgorithmSpec] = {
     "ppo": AlgorithmSpec(
         summary="FastLMPPO: the LM itself is the policy, trained token by token with a KL penalty",
         granularities=("token",),
-        build="baselines.ppo.builder:build_ppo",
-        evaluate="baselines.common.evaluation:evaluate_lm",
-        decoding="sample",
-        starting_policy=("zero-shot", "Zero-shot LM, sampled"),
         options=(
             "n_steps",
             "n_epochs",
@@ -104,15 +100,15 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "trainable_layers",
             "value_scale",
         ),
+        build="baselines.ppo.builder:build_ppo",
+        evaluate="baselines.common.evaluation:evaluate_lm",
+        decoding="sample",
+        starting_policy=("zero-shot", "Zero-shot LM, sampled"),
         exports_lm=True,
     ),
     "dqn": AlgorithmSpec(
         summary="stock SB3 DQN: a small Q head on frozen LM features picks one of K proposed replies",
         granularities=("candidate",),
-        build="baselines.dqn.builder:build_dqn",
-        evaluate="baselines.common.evaluation:evaluate_candidates",
-        decoding="greedy",
-        starting_policy=("lm-top", "LM top candidate"),
         # A small head on frozen LM features, not LM fine-tuning: more envs, a larger step, a short horizon.
         defaults={"n_envs": 8, "batch_size": 64, "learning_rate": 1e-3, "gamma": 0.5},
         options=(
@@ -127,6 +123,10 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "feature_layer",
         ),
         vec_env_cls="baselines.vec_env:BatchedProposalVecEnv",
+        build="baselines.dqn.builder:build_dqn",
+        evaluate="baselines.common.evaluation:evaluate_candidates",
+        decoding="greedy",
+        starting_policy=("lm-top", "LM top candidate"),
         run_stats="baselines.dqn.builder:run_stats",
         after_resume="baselines.dqn.builder:refill_after_resume",
     ),

@@ -22,7 +22,7 @@ import textgym  # noqa: F401 - registers the ids
 from baselines.algorithms import UnknownAlgorithmError, algorithm
 from baselines.checkpoint import CheckpointError
 from baselines.common.cli import EXIT_CODES, EXIT_FAILURE, EXIT_OK, add_device, add_episodes, error
-from baselines.common.evaluation import evaluate_policy, perplexity_summary
+from baselines.common.evaluation import EvaluationRequest, evaluate_policy, perplexity_summary
 from baselines.common.loading import load_trained
 
 #: Importable from here too, as before the split: the evaluation loop of LM policies.
@@ -57,16 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         error(f"cannot load --checkpoint {args.checkpoint}: {problem}")
         return EXIT_FAILURE
     env_id = args.env or meta["env"]
-    result = evaluate(
-        model,
-        env_id,
-        {**meta["env_kwargs"], "split": args.split},
-        episodes=args.episodes,
-        seed=args.seed,
-        deterministic=args.greedy,
-        record_path=args.out,
-        reference_model=args.reference_model,
-    )
+    kwargs = {**meta["env_kwargs"], "split": args.split}
+    request = EvaluationRequest(env_id, kwargs, args.episodes, args.seed, args.greedy, args.out, args.reference_model)
+    result = evaluate(model, request)
     result = {"checkpoint": str(Path(args.checkpoint)), "env": env_id, "split": args.split, **result}
     print(json.dumps({k: v for k, v in result.items() if k != "rewards"}, indent=2))
     return EXIT_OK

@@ -53,6 +53,7 @@ from baselines.checkpoint import CheckpointError, load_checkpoint, read_resume_s
 from baselines.common.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error  # noqa: E402
 from baselines.common.cli import parse_train_args as parse_args  # noqa: E402
 from baselines.common.config import Args, env_kwargs_of  # noqa: E402
+from baselines.common.evaluation import EvaluationRequest  # noqa: E402
 from baselines.common.loading import build, checkpoint_metadata, load_trained, make_train_env  # noqa: E402
 from baselines.common.resume import (  # noqa: E402
     EVAL_RECORDS,
@@ -61,7 +62,6 @@ from baselines.common.resume import (  # noqa: E402
     resume_state,
 )
 from textgym import files  # noqa: E402
-from textgym.stats import EVAL_SEED_BASE  # noqa: E402
 
 #: Importable from here too, as before the split: the CLI's parser, config and checkpoint loading.
 __all__ = ["Args", "build", "checkpoint_metadata", "env_kwargs_of", "load_trained", "main", "parse_args"]
@@ -119,16 +119,10 @@ class PeriodicEvaluation(BaseCallback):
 def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any]:
     """Sampled evaluation on the fixed validation prompts; generations appended to eval_generations.jsonl."""
     evaluate = algorithm(args.algo).load("evaluate")
-    result = evaluate(
-        model,
-        args.env,
-        {**env_kwargs_of(args), "split": "validation"},
-        episodes=args.eval_episodes,
-        seed=EVAL_SEED_BASE,
-        deterministic=False,
-        record_path=str(out / EVAL_RECORDS),
-        reference_model=args.model,
-    )
+    kwargs = {**env_kwargs_of(args), "split": "validation"}
+    records, episodes = str(out / EVAL_RECORDS), args.eval_episodes
+    request = EvaluationRequest(args.env, kwargs, episodes, record_path=records, reference_model=args.model)
+    result = evaluate(model, request)
     result.update(tag=tag, step=int(model.num_timesteps))
     low, high = result["reward_ci95"]
     perplexity = (

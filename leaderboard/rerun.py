@@ -193,6 +193,7 @@ def rerun_bundle(
         return
 
     # Loading and playing a checkpoint needs torch and stable-baselines3; the rest of the leaderboard does not.
+    from baselines.common.evaluation import EvaluationRequest
     from baselines.common.loading import load_trained
 
     env = bundle.manifest["env"]
@@ -205,17 +206,9 @@ def rerun_bundle(
         except Exception as error:  # noqa: BLE001 - a checkpoint that does not load is a reason
             report.add("rerun", f"checkpoint of training seed {seed} could not be loaded: {error}")
             continue
-        evaluate = algorithm(meta["algo"]).load("evaluate")
-        result = evaluate(
-            model,
-            env["id"],
-            {**meta["env_kwargs"], "split": track.split},
-            episodes=episodes,
-            seed=secret_seed,
-            deterministic=deterministic,
-            record_path=None,
-            reference_model=None,
-        )
+        kwargs = {**meta["env_kwargs"], "split": track.split}
+        request = EvaluationRequest(env["id"], kwargs, episodes, secret_seed, deterministic)
+        result = algorithm(meta["algo"]).load("evaluate")(model, request)
         stderr = standard_error(result["rewards"])
         low, high = accepted_range(run["claimed"]["ci95"], stderr)
         mean = result["reward_mean"]

@@ -17,7 +17,7 @@ from stable_baselines3 import A2C
 from baselines import evaluate, train
 from baselines.algorithms import ALGOS, AlgorithmSpec, UnknownAlgorithmError, algorithm, resolve
 from baselines.common.cli import parse_train_args, train_parser
-from baselines.common.config import Args, command_line, learning_rate_of, lm_policy_kwargs
+from baselines.common.config import Args, command_line, learning_rate_of, lm_policy_kwargs, same_named
 from baselines.common.loading import build, make_train_env
 from baselines.policies import LMActorCriticPolicy
 
@@ -159,16 +159,9 @@ def build_a2c(args: Args, env) -> A2C:
         LMActorCriticPolicy,
         env,
         policy_kwargs=lm_policy_kwargs(args),
-        n_steps=args.n_steps,
         learning_rate=learning_rate_of(args),
-        gamma=args.gamma,
-        gae_lambda=args.gae_lambda,
-        ent_coef=args.ent_coef,
-        vf_coef=args.vf_coef,
-        max_grad_norm=args.max_grad_norm,
-        seed=args.seed,
-        device=args.device,
         verbose=0,
+        **same_named(args, "n_steps", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "seed", "device"),
     )
 
 

@@ -106,6 +106,11 @@ def learning_rate_of(args: Args) -> Any:
     return args.learning_rate
 
 
+def same_named(args: Args, *names: str) -> dict[str, Any]:
+    """``{name: args.<name>}``: the fields that an SB3 algorithm takes under the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
 def lm_policy_kwargs(args: Args) -> dict[str, Any]:
     """``policy_kwargs`` of :class:`baselines.policies.LMActorCriticPolicy` for ``args``."""
     kwargs: dict[str, Any] = {

@@ -6,17 +6,23 @@ DQN's greedy Q policy) with the proposals of all running episodes batched. Episo
 resets with seed ``seed + i`` in both, so every policy of a track sees the same prompts.
 
 :func:`evaluate_lm` and :func:`evaluate_candidates` give both one signature, the
-:class:`Evaluator` that the algorithm table (:mod:`baselines.algorithms`) names.
+:data:`Evaluator` that the algorithm table (:mod:`baselines.algorithms`) names: the algorithm
+and an :class:`EvaluationRequest`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
 from baselines.common.candidates import CANDIDATE_KEYS, candidate_env, candidate_shape, run_candidate_episodes
@@ -24,27 +30,32 @@ from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
 from textgym.wrappers import RecordGenerations, ReferencePerplexity
 
 
-class Evaluator(Protocol):
-    """An algorithm's evaluation, as the table names it: plays ``episodes`` fixed-prompt episodes.
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What an algorithm's evaluation plays: the arguments of :func:`evaluate_policy` but the policy.
 
-    Returns at least ``episodes``, ``deterministic``, ``reward_mean``, ``reward_ci95`` and
-    per-episode ``rewards`` (see :func:`evaluate_policy`).
+    Attributes:
+        env_id: A TextGym id of a granularity the algorithm plays.
+        env_kwargs: ``gym.make`` arguments (e.g. ``model``, ``split``).
+        episodes: Number of episodes; episode ``i`` resets with ``seed + i``.
+        seed: Base seed of the prompts, and of the sampling.
+        deterministic: Greedy instead of sampled replies (a candidate picker is always greedy).
+        record_path: JSONL file the generations are appended to, or None.
+        reference_model: The frozen reference LM for guard perplexity, or None (an LM policy's only).
     """
 
-    def __call__(
-        self,
-        model: Any,
-        env_id: str,
-        env_kwargs: dict[str, Any],
-        *,
-        episodes: int,
-        seed: int,
-        deterministic: bool,
-        record_path: str | None,
-        reference_model: str | None,
-    ) -> dict[str, Any]:
-        """Play ``episodes`` episodes of ``env_id``; episode ``i`` resets with ``seed + i``."""
-        ...
+    env_id: str
+    env_kwargs: dict[str, Any]
+    episodes: int = 32
+    seed: int = EVAL_SEED_BASE
+    deterministic: bool = False
+    record_path: str | None = None
+    reference_model: str | None = None
+
+
+#: An algorithm's evaluation, as the table names it: ``(algorithm, request) -> result``; the result
+#: holds at least ``episodes``, ``deterministic``, ``reward_mean``, ``reward_ci95`` and ``rewards``.
+Evaluator = Callable[[Any, EvaluationRequest], dict[str, Any]]
 
 
 def reward_summary(rewards: list[float]) -> dict[str, Any]:
@@ -155,9 +166,8 @@ def evaluate_policy(
     }
 
 
-@torch.no_grad()
 def evaluate_q_policy(
-    model: Any,
+    model: BaseAlgorithm | BasePolicy,
     env_id: str,
     env_kwargs: dict[str, Any],
     episodes: int = 32,
@@ -226,45 +236,18 @@ def evaluate_q_policy(
     }
 
 
-def evaluate_lm(
-    model: Any,
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    *,
-    episodes: int,
-    seed: int,
-    deterministic: bool,
-    record_path: str | None,
-    reference_model: str | None,
-) -> dict[str, Any]:
-    """:class:`Evaluator` of an algorithm whose policy is an LM (:func:`evaluate_policy` of ``model.policy``)."""
-    return evaluate_policy(
-        model.policy,
-        env_id,
-        env_kwargs,
-        episodes=episodes,
-        seed=seed,
-        deterministic=deterministic,
-        record_path=record_path,
-        reference_model=reference_model,
-    )
+def evaluate_lm(model: Any, request: EvaluationRequest) -> dict[str, Any]:
+    """:data:`Evaluator` of an algorithm whose policy is an LM: :func:`evaluate_policy` of ``model.policy``."""
+    return evaluate_policy(model.policy, **dataclasses.asdict(request))
 
 
-def evaluate_candidates(
-    model: Any,
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    *,
-    episodes: int,
-    seed: int,
-    deterministic: bool,
-    record_path: str | None,
-    reference_model: str | None,
-) -> dict[str, Any]:
-    """:class:`Evaluator` of a candidate picker (:func:`evaluate_q_policy`).
+def evaluate_candidates(model: Any, request: EvaluationRequest) -> dict[str, Any]:
+    """:data:`Evaluator` of a candidate picker: :func:`evaluate_q_policy`.
 
-    It always picks greedily (``deterministic`` is not read), and its replies are the env
-    LM's own proposals, so no reference perplexity is measured (``reference_model`` is not read).
+    It always picks greedily (``request.deterministic`` is not read), and its replies are the
+    env LM's own proposals, so no reference perplexity is measured (``request.reference_model``
+    is not read).
     """
-    del deterministic, reference_model
-    return evaluate_q_policy(model, env_id, env_kwargs, episodes, seed, record_path)
+    return evaluate_q_policy(
+        model, request.env_id, request.env_kwargs, request.episodes, request.seed, request.record_path
+    )

@@ -7,7 +7,7 @@ from typing import Any
 from stable_baselines3 import DQN
 
 from baselines.common.candidates import candidate_shape
-from baselines.common.config import Args, learning_rate_of
+from baselines.common.config import Args, learning_rate_of, same_named
 from baselines.dqn.policy import LMQPolicy
 
 
@@ -37,20 +37,11 @@ def build_dqn(args: Args, env: Any) -> DQN:
         LMQPolicy,
         env,
         learning_rate=learning_rate_of(args),
-        buffer_size=args.buffer_size,
-        learning_starts=args.learning_starts,
-        batch_size=args.batch_size,
-        gamma=args.gamma,
-        train_freq=args.train_freq,
-        gradient_steps=args.gradient_steps,
-        target_update_interval=args.target_update_interval,
-        exploration_fraction=args.exploration_fraction,
-        exploration_final_eps=args.exploration_final_eps,
-        max_grad_norm=args.max_grad_norm,
         policy_kwargs=policy_kwargs,
-        seed=args.seed,
-        device=args.device,
         verbose=0,
+        **same_named(args, "buffer_size", "learning_starts", "batch_size", "gamma", "train_freq", "gradient_steps"),
+        **same_named(args, "target_update_interval", "exploration_fraction", "exploration_final_eps"),
+        **same_named(args, "max_grad_norm", "seed", "device"),
     )
 
 

@@ -96,13 +96,14 @@ class LMQPolicy(DQNPolicy):
     """DQN policy for candidate-level TextGym envs: online and target :class:`LMQNetwork` over one frozen LM.
 
     Policy kwargs (``policy_kwargs=dict(...)`` in SB3):
+        net_arch: Hidden sizes of the Q head's MLP (default ``[64]``).
+        activation_fn: The MLP's activation.
         model: A model name: ``"default"``, ``"tiny"``, a local directory or a hub id. It
             must share the env's tokenizer (its vocabulary is checked against the ids).
-        torch_threads: Threads for torch on CPU (None leaves torch's setting).
         feature_layer: The LM hidden layer of the features (None: the middle one).
-        net_arch: Hidden sizes of the Q head's MLP (default ``[64]``).
         cache_size: Observations whose features the encoder keeps.
         statistics_limit: Candidates that define the feature standardisation.
+        torch_threads: Threads for torch on CPU (None leaves torch's setting).
 
     Raises:
         ValueError: The env is not candidate level, or the model's vocabulary is smaller
@@ -117,13 +118,13 @@ class LMQPolicy(DQNPolicy):
         observation_space: gym.spaces.Space,
         action_space: gym.spaces.Space,
         lr_schedule: Any,
-        model: str = "default",
-        torch_threads: int | None = None,
-        feature_layer: int | None = None,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
+        model: str = "default",
+        feature_layer: int | None = None,
         cache_size: int = 20_000,
         statistics_limit: int = 512,
+        torch_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
         num_candidates, reply_tokens = candidate_shape(observation_space, action_space)
