@@ -21,7 +21,7 @@ from pathlib import Path
 import textgym  # noqa: F401 - registers the ids
 from baselines.algorithms import UnknownAlgorithmError, algorithm
 from baselines.checkpoint import CheckpointError
-from baselines.common.cli import EXIT_CODES, EXIT_FAILURE, EXIT_OK, add_device, add_episodes, error
+from baselines.common.cli import EVALUATE_EXIT_CODES, EXIT_FAILURE, EXIT_OK, add_device, add_episodes, error
 from baselines.common.evaluation import EvaluationRequest, evaluate_policy, perplexity_summary
 from baselines.common.loading import load_trained
 
@@ -34,11 +34,11 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m baselines.evaluate",
         description=__doc__.splitlines()[0],
-        epilog=EXIT_CODES,
+        epilog=EVALUATE_EXIT_CODES,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="a checkpoint directory written by baselines.train")
-    parser.add_argument("--env", default=None, help="env id (default: the one the checkpoint was trained on)")
+    parser.add_argument("--env", default=None, help="env id (none: the one the checkpoint was trained on)")
     add_episodes(parser)
     parser.add_argument("--greedy", action="store_true", help="arg-max replies instead of sampled ones (LM policies)")
     parser.add_argument("--out", default=None, help="JSONL file the generations are appended to")

@@ -1,9 +1,10 @@
 """The command-line pieces ``baselines.train``, ``baselines.evaluate`` and ``baselines.dqn`` share.
 
-Exit codes (documented in each script's ``--help``): :data:`EXIT_OK` when the job is done,
-:data:`EXIT_FAILURE` when it could not be done (an unreadable checkpoint), :data:`EXIT_USAGE`
-for a bad command line or run directory (as argparse does), :data:`EXIT_INTERRUPTED`
-after Ctrl-C (a checkpoint was saved). Every error is one line on stderr.
+Exit codes (in each script's ``--help``): :data:`EXIT_OK` when the job is done,
+:data:`EXIT_FAILURE` when it could not be done (``baselines.evaluate``: an unreadable
+checkpoint), :data:`EXIT_USAGE` for a bad command line or run directory (as argparse does),
+:data:`EXIT_INTERRUPTED` after Ctrl-C (``baselines.train`` saved a checkpoint). Every error
+is one line on stderr.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from baselines.common.config import LR_SCHEDULES, Args
 from textgym.stats import EVAL_SEED_BASE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_CODES = (
-    f"exit codes: {EXIT_OK} done; {EXIT_FAILURE} failed (e.g. an unreadable checkpoint); {EXIT_USAGE} bad "
-    f"arguments or run directory; {EXIT_INTERRUPTED} interrupted (a checkpoint was saved)"
+TRAIN_EXIT_CODES = (
+    f"exit codes: {EXIT_OK} done; {EXIT_USAGE} bad arguments or run directory (nothing trained); "
+    f"{EXIT_INTERRUPTED} interrupted (a checkpoint was saved)"
+)
+EVALUATE_EXIT_CODES = (
+    f"exit codes: {EXIT_OK} done; {EXIT_FAILURE} the checkpoint cannot be loaded; {EXIT_USAGE} bad arguments"
 )
 #: The splits an env's prompts come from.
 SPLITS = ("train", "validation", "test")
@@ -98,7 +102,7 @@ def train_parser() -> argparse.ArgumentParser:
         prog="python -m baselines.train",
         description="Train an LM policy on a TextGym env; writes config.json, tb/, checkpoint/, "
         "eval_generations.jsonl and summary.json to --out.",
-        epilog=EXIT_CODES,
+        epilog=TRAIN_EXIT_CODES,
     )
     owners: dict[str, list[str]] = {}
     for algo, spec in ALGOS.items():
