@@ -40,6 +40,16 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import gymnasium as gym  # noqa: E402
+from transformers import GenerationConfig  # noqa: E402
+
+import textgym  # noqa: E402, F401 - registers the ids
+from baselines.algorithms import ALGOS, UnknownAlgorithmError, algorithm  # noqa: E402
+from baselines.checkpoint import CheckpointError, read_metadata  # noqa: E402
+from baselines.common.config import command_line  # noqa: E402
+from baselines.common.loading import load_trained  # noqa: E402
+from textgym.models import load_tokenizer  # noqa: E402
+
 
 class ExportError(ValueError):
     """A checkpoint that cannot be exported, or an output directory that cannot be written."""
@@ -47,10 +57,6 @@ class ExportError(ValueError):
 
 def docstring_section(env_id: str, section: str) -> str:
     """The text of a ``## <section>`` of an env class's docstring (empty if it has none)."""
-    import gymnasium as gym
-
-    import textgym  # noqa: F401 - registers the ids
-
     module, name = gym.spec(env_id).entry_point.split(":")
     doc = inspect.cleandoc(getattr(importlib.import_module(module), name).__doc__ or "")
     match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", doc, re.S | re.M)
@@ -90,8 +96,6 @@ def model_card(
     meta: dict[str, Any], summary: dict[str, Any] | None, adapter: bool, temperature: float, max_new_tokens: int
 ) -> str:
     """The exported directory's ``README.md``: env, reward, base model, training command, evaluation figures."""
-    from baselines.train import command_line
-
     config, base = meta["config"], meta.get("base_model") or {"name": meta["model"]}
     env_id = meta["env"]
     front = ["---", "library_name: " + ("peft" if adapter else "transformers"), "tags:"]
@@ -144,12 +148,6 @@ def export_policy(checkpoint: str | os.PathLike, out: str | os.PathLike, adapter
         ExportError: ``out`` exists, the checkpoint is missing or unreadable, is a DQN
             checkpoint, or ``adapter`` is asked of a checkpoint without LoRA.
     """
-    from transformers import GenerationConfig
-
-    from baselines.checkpoint import CheckpointError, read_metadata
-    from baselines.train import load_trained
-    from textgym.models import load_tokenizer
-
     out = Path(out)
     if out.exists() or out.is_symlink():
         raise ExportError(f"--out {str(out)!r} already exists; choose another directory (nothing is overwritten)")
@@ -157,10 +155,15 @@ def export_policy(checkpoint: str | os.PathLike, out: str | os.PathLike, adapter
         meta = read_metadata(checkpoint)
     except CheckpointError as error:
         raise ExportError(str(error)) from error
-    if meta.get("algo") != "ppo":
+    try:
+        exports_lm = algorithm(meta.get("algo")).exports_lm
+    except UnknownAlgorithmError as error:
+        raise ExportError(f"checkpoint {str(checkpoint)!r}: {error}") from error
+    if not exports_lm:
         raise ExportError(
-            f"checkpoint {str(checkpoint)!r} is a {str(meta.get('algo')).upper()} checkpoint: its Q head scores the "
-            "candidates of a frozen LM and holds no language model to export; export a PPO checkpoint"
+            f"checkpoint {str(checkpoint)!r} is a {str(meta.get('algo')).upper()} checkpoint: its policy holds no "
+            "language model to export (a DQN's Q head scores the candidates of a frozen LM); export a checkpoint of "
+            + ", ".join(name for name, spec in ALGOS.items() if spec.exports_lm)
         )
     if adapter and not meta["config"].get("lora_r"):
         raise ExportError(

@@ -35,67 +35,9 @@ from stable_baselines3.common.distributions import CategoricalDistribution, Dist
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
+from baselines.common.vocab_grad import EmbeddingGradInPlace, HeadGradInPlace, VocabGradBuffers
 from textgym.lm import forward, new_cache, positions_from_mask, sample_from_logits
 from textgym.models import eos_token_ids, load_causal_lm, load_tokenizer, resolve_model_path
-
-
-class _VocabGradBuffers:
-    """One persistent gradient buffer per vocabulary-sized weight, attached as ``.grad`` when it is None."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[int, torch.Tensor] = {}
-
-    def grad_of(self, weight: nn.Parameter) -> torch.Tensor:
-        """``weight.grad``, created from the kept buffer (zeroed in place) if an optimizer set it to None."""
-        if weight.grad is None:
-            buffer = self.buffers.get(id(weight))
-            if buffer is None or buffer.shape != weight.shape or buffer.device != weight.device:
-                buffer = self.buffers[id(weight)] = torch.zeros_like(weight, memory_format=torch.contiguous_format)
-            else:
-                buffer.zero_()
-            weight.grad = buffer
-        return weight.grad
-
-
-class _EmbeddingGradInPlace(torch.autograd.Function):
-    """``weight[ids]`` whose backward adds the rows' gradients into ``weight.grad`` in place."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, ids: torch.Tensor, weight: nn.Parameter, buffers: _VocabGradBuffers, padding_idx: int | None
-    ) -> torch.Tensor:
-        ctx.save_for_backward(ids)
-        ctx.weight, ctx.buffers, ctx.padding_idx = weight, buffers, padding_idx
-        return torch.nn.functional.embedding(ids, weight, padding_idx)
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[None, None, None, None]:
-        (ids,) = ctx.saved_tensors
-        grad = ctx.buffers.grad_of(ctx.weight)
-        ids, rows = ids.reshape(-1), grad_output.reshape(-1, grad.shape[1]).to(grad.dtype)
-        if ctx.padding_idx is not None:  # nn.Embedding never updates its padding row
-            keep = ids != ctx.padding_idx
-            ids, rows = ids[keep], rows[keep]
-        grad.index_add_(0, ids, rows)
-        return None, None, None, None
-
-
-class _HeadGradInPlace(torch.autograd.Function):
-    """``hidden @ weight.T`` whose backward adds ``grad.T @ hidden`` into ``weight.grad`` in place."""
-
-    @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: nn.Parameter, buffers: _VocabGradBuffers) -> torch.Tensor:
-        ctx.save_for_backward(hidden)
-        ctx.weight, ctx.buffers = weight, buffers
-        return hidden @ weight.t()
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (hidden,) = ctx.saved_tensors
-        flat_grad = grad_output.reshape(-1, grad_output.shape[-1])
-        grad = ctx.buffers.grad_of(ctx.weight)
-        grad.addmm_(flat_grad.t().to(grad.dtype), hidden.reshape(-1, hidden.shape[-1]).to(grad.dtype))
-        return (grad_output @ ctx.weight.to(grad_output.dtype)), None, None
 
 
 @dataclass
@@ -243,7 +185,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
     # -- construction -----------------------------------------------------------------
 
     def _build(self, lr_schedule: Any) -> None:
-        self._vocab_grads = _VocabGradBuffers()
+        self._vocab_grads = VocabGradBuffers()
         self.lm = load_causal_lm(self.model_name)
         _disable_dropout(self.lm)
         lm_vocab = self.lm.get_output_embeddings().weight.shape[0]
@@ -354,7 +296,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         positions = positions_from_mask(attention_mask) if positions is None else positions
         embedding = base.get_input_embeddings()
         if self._vocab_grad_in_place(embedding):
-            embeds = _EmbeddingGradInPlace.apply(input_ids, embedding.weight, self._vocab_grads, embedding.padding_idx)
+            embeds = EmbeddingGradInPlace.apply(input_ids, embedding.weight, self._vocab_grads, embedding.padding_idx)
             return forward(base, None, attention_mask, positions, cache=cache, inputs_embeds=embeds).last_hidden_state
         return forward(base, input_ids, attention_mask, positions, cache=cache).last_hidden_state
 
@@ -362,7 +304,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
         """Masked, tempered logits (float32) and values for hidden states (..., H)."""
         head = self.lm.get_output_embeddings()
         if self._vocab_grad_in_place(head):
-            logits = _HeadGradInPlace.apply(hidden, head.weight, self._vocab_grads)
+            logits = HeadGradInPlace.apply(hidden, head.weight, self._vocab_grads)
         else:
             logits = head(hidden)
         # Each of these is a pass over (..., V) floats: skip the ones that change nothing.

@@ -57,25 +57,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baselines.algorithms import ALGOS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: Longest first, so that the job pool ends evenly.
 TASKS = ("Dialogue", "Summarization", "SparseCompletion", "Sentiment")
-ARMS = ("ppo", "zero-shot", "dqn", "lm-top", "random")
-#: The granularities each arm runs at (PPO trains at token level, DQN picks among candidates).
-ARM_LEVELS = {
-    "ppo": ("token",),
-    "zero-shot": ("token",),
-    "dqn": ("candidate",),
-    "lm-top": ("candidate",),
-    "random": ("token", "candidate"),
+#: The trained algorithms of the track: their flags, and each one's color in the curves.
+TRAIN_FLAGS = {
+    "ppo": (
+        "--n-envs 16 --n-steps 32 --batch-size 128 --n-epochs 1 --learning-rate 3e-4 "
+        "--value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 --total-timesteps 100000"
+    ),
+    "dqn": "--total-timesteps 48 --learning-starts 16",
 }
-PPO_FLAGS = (
-    "--n-envs 16 --n-steps 32 --batch-size 128 --n-epochs 1 --learning-rate 3e-4 "
-    "--value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 --total-timesteps 100000"
-)
-DQN_FLAGS = "--total-timesteps 48 --learning-starts 16"
+COLORS = {"ppo": "C0", "dqn": "C1"}
+#: Each arm's algorithm: a trained one, or the starting policy (initial evaluation) of one.
+ARM_ALGO = {**{algo: algo for algo in TRAIN_FLAGS}, **{ALGOS[algo].starting_policy[0]: algo for algo in TRAIN_FLAGS}}
+ARMS = ("ppo", "zero-shot", "dqn", "lm-top", "random")
+#: The granularities each arm runs at: its algorithm's (PPO trains at token level, DQN picks among candidates).
+ARM_LEVELS = {**{arm: ALGOS[algo].granularities for arm, algo in ARM_ALGO.items()}, "random": ("token", "candidate")}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -106,8 +108,7 @@ def train_command(
     evaluation instead of repeating it: the starting policy and its evaluation prompts do not
     depend on the training seed.
     """
-    seconds = args.ppo_seconds if algo == "ppo" else args.dqn_seconds
-    flags = PPO_FLAGS if algo == "ppo" else DQN_FLAGS
+    seconds = getattr(args, f"{algo}_seconds")
     return [
         sys.executable,
         "-m",
@@ -120,8 +121,8 @@ def train_command(
         args.model,
         "--seed",
         str(seed),
-        *flags.split(),
-        *(["--trainable-layers", str(args.trainable_layers)] if algo == "ppo" else []),
+        *TRAIN_FLAGS[algo].split(),
+        *(["--trainable-layers", str(args.trainable_layers)] if "trainable_layers" in ALGOS[algo].options else []),
         "--max-train-seconds",
         str(seconds),
         "--eval-episodes",
@@ -243,7 +244,7 @@ def random_arm(env_id: str, out: Path, model: str, seeds: list[int]) -> None:
         path = out / f"seed{seed}.jsonl"
         path.unlink(missing_ok=True)
         if gym.spec(env_id).kwargs.get("granularity") == "candidate":
-            from baselines.dqn import run_candidate_episodes
+            from baselines.common.candidates import run_candidate_episodes
 
             def play(env: gym.Env, index: int, batcher: Any, seed: int = seed) -> float:
                 rng = np.random.default_rng([seed, index])
@@ -299,13 +300,13 @@ def make_bundles(out: Path, tasks: list[str], seeds: list[int], model: str) -> l
                     if arm == "random":
                         random_bundle(out / "random" / slug(env_id), target, env_id, seeds, model)
                     else:
-                        algo = "ppo" if arm in ("ppo", "zero-shot") else "dqn"
+                        algo = ARM_ALGO[arm]
                         run_dirs = [out / "runs" / f"{algo}__{slug(env_id)}__s{s}" for s in seeds]
                         bundle_from_run_dirs(
                             run_dirs,
                             target,
-                            include_checkpoints=arm in ("ppo", "dqn"),
-                            evaluation="initial" if arm in ("zero-shot", "lm-top") else "final",
+                            include_checkpoints=arm == algo,
+                            evaluation="final" if arm == algo else "initial",
                             notes="quick track (benchmarks/quick_track.py)",
                         )
                 except Exception as error:  # a failed run must not hide the others: report it in the table
@@ -356,7 +357,7 @@ def plot_curves(out: Path, tasks: list[str], seeds: list[int], path: Path) -> No
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from baselines.evaluate import bootstrap_ci
+    from textgym.stats import bootstrap_ci
 
     figure, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6.5), squeeze=False)
     for column, task in enumerate(tasks):
@@ -376,8 +377,8 @@ def plot_curves(out: Path, tasks: list[str], seeds: list[int], path: Path) -> No
                 steps = np.mean([c[0][:points] for c in curves], axis=0)
                 values = np.array([c[1][:points] for c in curves])
                 bands = np.array([bootstrap_ci(list(values[:, i])) for i in range(points)])
-                axis.plot(steps, values.mean(0), color="C0" if algo == "ppo" else "C1", marker="o", label="mean")
-                axis.fill_between(steps, bands[:, 0], bands[:, 1], alpha=0.25, color="C0" if algo == "ppo" else "C1")
+                axis.plot(steps, values.mean(0), color=COLORS[algo], marker="o", label="mean")
+                axis.fill_between(steps, bands[:, 0], bands[:, 1], alpha=0.25, color=COLORS[algo])
             axis.set_title(f"{algo.upper()} on {env_id[8:]}", fontsize=9)
             axis.set_xlabel("env steps")
             axis.set_ylabel("validation reward")

@@ -4,7 +4,7 @@ These are the floor (``RandomAgent``) and the starting point (``GreedyLMAgent``,
 own LM taking its arg-max) that every baseline is measured from. Prompts are fixed:
 episode ``i`` resets with seed ``--seed + i`` on the ``--split`` split (validation by
 default), for both agents; the random agent of episode ``i`` is seeded with ``--seed + i``
-too. Each mean comes with a 95% percentile-bootstrap CI (``baselines.evaluate.bootstrap_ci``).
+too. Each mean comes with a 95% percentile-bootstrap CI (``textgym.stats.bootstrap_ci``).
 
 Token-level greedy runs one full forward per token and candidate-level envs run the env's
 LM proposing K replies per turn, so ``--token-episodes`` and ``--candidate-episodes``
@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import textgym  # noqa: E402
-from baselines.evaluate import bootstrap_ci  # noqa: E402
 from textgym.agents import GreedyLMAgent, RandomAgent, play_episode  # noqa: E402
+from textgym.stats import EVAL_SEED_BASE, bootstrap_ci  # noqa: E402
 
 AGENTS = ("random", "greedy_lm")
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             default=None,
             help=f"episodes for {granularity}-level ids (default: --episodes)",
         )
-    parser.add_argument("--seed", type=int, default=10_000, help="episode i resets with seed + i")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED_BASE, help="episode i resets with seed + i")
     parser.add_argument(
         "--keep-padding", action="store_true", help="feed the greedy LM the padded observation (slower, same actions)"
     )

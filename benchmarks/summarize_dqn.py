@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.evaluate import bootstrap_ci
+from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
 from textgym.wrappers.recorder import read_records
 
 
-def final_rewards(run: Path, episodes: int, seed_base: int = 10_000) -> list[float]:
+def final_rewards(run: Path, episodes: int, seed_base: int = EVAL_SEED_BASE) -> list[float]:
     """Per-episode rewards of a run's last evaluation, in prompt-seed order."""
     latest = {}
     for record in read_records(run / "eval_generations.jsonl"):

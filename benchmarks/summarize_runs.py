@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.evaluate import bootstrap_ci, perplexity_summary
+from baselines.common.evaluation import perplexity_summary
+from textgym.stats import bootstrap_ci
 
 
 def load(run: Path) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from baselines.algorithms import algorithm
 from leaderboard import safejson
 from leaderboard.checkpoints import MAX_CHECKPOINT_JSON_BYTES
 from leaderboard.stats import metrics
@@ -48,10 +49,6 @@ RECORD_KEYS = (
     "end_reason",
     "guard",
 )
-
-
-#: The untrained starting policy of each baseline: ``algo`` and display name of an initial-evaluation bundle.
-STARTING_POLICY = {"ppo": ("zero-shot", "Zero-shot LM, sampled"), "dqn": ("lm-top", "LM top candidate")}
 
 
 class BundleError(ValueError):
@@ -285,16 +282,15 @@ def bundle_from_run_dirs(
         "wall_time_s": float(sum(summary.get("wall_time_s", 0.0) for summary in summaries)),
         "env_steps": int(sum(summary.get("env_steps", 0) for summary in summaries)),
     }
+    try:
+        spec = algorithm(config["algo"])
+    except ValueError as error:
+        raise BundleError(f"{run_dirs[0]}: {error}") from error
     algo, title = (config["algo"], f"{config['algo'].upper()} baseline")
     if evaluation == "initial":
-        algo, title = STARTING_POLICY[config["algo"]]
-    model = {
-        "id": config["model"],
-        "revision": revision,
-        "algo": algo,
-        # baselines.train evaluates PPO with sampled replies, DQN with its greedy (arg-max Q) choice.
-        "decoding": "greedy" if config["algo"] == "dqn" else "sample",
-    }
+        algo, title = spec.starting_policy
+    # How baselines.train evaluated the runs: PPO samples its replies, DQN takes its greedy (arg-max Q) choice.
+    model = {"id": config["model"], "revision": revision, "algo": algo, "decoding": spec.decoding}
     env_name = config["env"].split("/")[-1]
     return make_bundle(
         out,

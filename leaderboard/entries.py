@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baselines.algorithms import starting_policy_labels
 from leaderboard import safejson
-from leaderboard.bundle import STARTING_POLICY
 from leaderboard.copies import entry_identity, find_copies
 from leaderboard.report import REWARD_ATOL, Report
 from leaderboard.stats import degenerate_reasons
@@ -40,7 +40,7 @@ ENTRIES_PATH = ROOT / "entries" / "entries.json"
 MAX_ENTRIES_BYTES = 64 << 20
 FORMAT_VERSION = 2
 #: ``model.algo`` of the entries that are an env's untrained starting policy (``bundle --evaluation initial``).
-STARTING_POLICY_ALGOS = tuple(algo for algo, _ in STARTING_POLICY.values())
+STARTING_POLICY_ALGOS = tuple(starting_policy_labels())
 
 
 class EntriesError(ValueError):

@@ -1,14 +1,14 @@
 """Re-run verification: play each run's checkpoint on prompts its submitter never saw.
 
-Re-scoring proves the generations earn the claimed rewards, not that the policy wrote
-them: generations picked as the best of many samples, or written by another system,
-re-score perfectly. So ``verify --rerun --secret-seed N`` loads each run's checkpoint
-(``checkpoint.json`` + ``policy.safetensors``, read with safetensors and JSON only,
-through :func:`baselines.train.load_trained`) and plays the track's number of episodes
-with :func:`baselines.evaluate.evaluate_policy` (``ppo``; sampled or greedy as the bundle
-says) or :func:`baselines.dqn.evaluate_q_policy` (``dqn``; greedy) on the track's split,
-episode ``i`` reset with seed ``N + i``. ``N`` is given at verify time; it is in neither the
-repository nor the bundle, and the entry stores only its SHA-256.
+Re-scoring proves the generations earn the claimed rewards, not that the policy wrote them:
+generations picked as the best of many samples, or written by another system, re-score
+perfectly. So ``verify --rerun --secret-seed N`` loads each run's checkpoint
+(``checkpoint.json`` + ``policy.safetensors``, read with safetensors and JSON only, through
+:func:`baselines.common.loading.load_trained`) and plays the track's number of episodes with
+the evaluation its algorithm's entry in :data:`baselines.algorithms.ALGOS` names (``ppo``:
+the LM samples, or replies greedily if the bundle says so; ``dqn``: the greedy Q choice) on
+the track's split, episode ``i`` reset with seed ``N + i``. ``N`` is given at verify time;
+it is in neither the repository nor the bundle, and the entry stores only its SHA-256.
 
 The claim holds when, for every run, the re-run mean lies in the run's claimed 95% CI
 widened on each side by :data:`RERUN_K` standard errors of the re-run (sample standard
@@ -16,14 +16,14 @@ deviation over the square root of the episodes)::
 
     claimed_low - K * se_rerun <= rerun_mean <= claimed_high + K * se_rerun
 
-For an honest bundle the re-run mean and the claimed mean differ only by sampling
-noise, so with K = 3 a false rejection needs a deviation of more than about 3.5
-combined standard errors (p < 0.001 when the CI and the re-run have similar spread).
+For an honest bundle the re-run mean and the claimed mean differ only by sampling noise, so
+with K = 3 a false rejection needs a deviation of more than about 3.5 combined standard
+errors (p < 0.001 when the CI and the re-run have similar spread).
 
 Before anything is loaded, the checkpoint's metadata must name the bundle's env, env
-arguments and model (a model name or hub id, never a local path), algorithm ``ppo`` or
-``dqn`` and a compatible textgym version, and its base model must be the model and revision
-the bundle claims (:func:`leaderboard.checkpoints.check_checkpoint_base`); its files must be
+arguments and model (a model name or hub id, never a local path), an algorithm of the table
+and a compatible textgym version, and its base model must be the model and revision the
+bundle claims (:func:`leaderboard.checkpoints.check_checkpoint_base`); its files must be
 regular files inside the bundle within the size limits. A checkpoint of format version 2
 holds only the trained tensors: loading rebuilds the base model by name and refuses it when
 the weights here have another SHA-256 than the trainer's.
@@ -36,6 +36,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from baselines.algorithms import ALGOS, algorithm
+from baselines.common.config import Args
 from leaderboard import safejson
 from leaderboard.checkpoints import (
     check_checkpoint_base,
@@ -49,8 +51,8 @@ from textgym.stats import standard_error
 
 #: Standard errors of the re-run by which the claimed CI is widened.
 RERUN_K = 3.0
-#: Checkpoint algorithms a re-run can replay.
-RERUN_ALGOS = ("ppo", "dqn")
+#: Checkpoint algorithms a re-run can replay: those of the algorithm table.
+RERUN_ALGOS = tuple(ALGOS)
 _SEED_LIMIT = 2**32
 
 
@@ -74,8 +76,8 @@ def accepted_range(claimed_ci: list[float], stderr: float, k: float = RERUN_K) -
 
 def _check_metadata(meta: Any, bundle: Bundle, what: str) -> list[str]:
     """Why a checkpoint's metadata does not belong to this bundle (empty when it does)."""
+    # baselines.checkpoint imports torch: loaded when a re-run is asked for, not with the leaderboard.
     from baselines.checkpoint import SUPPORTED_FORMAT_VERSIONS
-    from baselines.train import Args
 
     if not isinstance(meta, dict):
         return [f"{what}/checkpoint.json is not a JSON object"]
@@ -190,8 +192,9 @@ def rerun_bundle(
     if not report.ok:
         return
 
-    from baselines.evaluate import evaluate_policy
-    from baselines.train import load_trained
+    # Loading and playing a checkpoint needs torch and stable-baselines3; the rest of the leaderboard does not.
+    from baselines.common.evaluation import EvaluationRequest
+    from baselines.common.loading import load_trained
 
     env = bundle.manifest["env"]
     deterministic = bundle.manifest["model"]["decoding"] == "greedy"
@@ -199,19 +202,13 @@ def rerun_bundle(
     for run in bundle.manifest["runs"]:
         seed = run["training_seed"]
         try:
-            algorithm, meta = load_trained(str(directories[seed]), device=device)
+            model, meta = load_trained(str(directories[seed]), device=device)
         except Exception as error:  # noqa: BLE001 - a checkpoint that does not load is a reason
             report.add("rerun", f"checkpoint of training seed {seed} could not be loaded: {error}")
             continue
         kwargs = {**meta["env_kwargs"], "split": track.split}
-        if meta["algo"] == "dqn":
-            from baselines.dqn import evaluate_q_policy
-
-            result = evaluate_q_policy(algorithm, env["id"], kwargs, episodes=episodes, seed=secret_seed)
-        else:
-            result = evaluate_policy(
-                algorithm.policy, env["id"], kwargs, episodes=episodes, seed=secret_seed, deterministic=deterministic
-            )
+        request = EvaluationRequest(env["id"], kwargs, episodes, secret_seed, deterministic)
+        result = algorithm(meta["algo"]).load("evaluate")(model, request)
         stderr = standard_error(result["rewards"])
         low, high = accepted_range(run["claimed"]["ci95"], stderr)
         mean = result["reward_mean"]

@@ -187,9 +187,10 @@ def test_changed_k_or_reply_budget_is_refused(tiny_model):
 
 
 def _cli_args(env_id, **overrides):
-    from baselines.train import parse_args
+    """DQN run arguments with the table's defaults (not parsed: the CLI refuses a token-level id before building)."""
+    from baselines.common.config import Args, defaults_for
 
-    return parse_args(["--algo", "dqn", "--env", env_id, "--model", "tiny", *overrides.get("extra", [])])
+    return Args(**{**defaults_for("dqn"), "env": env_id, "model": "tiny", **overrides})
 
 
 def test_cli_trains_resumes_and_evaluates_a_dqn_checkpoint(tmp_path, tiny_model, capsys):
@@ -203,7 +204,8 @@ def test_cli_trains_resumes_and_evaluates_a_dqn_checkpoint(tmp_path, tiny_model,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algo"] == "dqn" and summary["env_steps"] == 6
     assert summary["config"]["learning_rate"] == 1e-3 and summary["config"]["gamma"] == 0.5  # dqn defaults
-    assert _cli_args("TextGym/SentimentCandidate-v0").n_envs == 8
+    parsed = train.parse_args(["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--model", "tiny"])
+    assert (parsed.batch_size, parsed.learning_rate, parsed.gamma) == (64, 1e-3, 0.5)  # the table's dqn defaults
     assert summary["dqn"]["replay_bytes_per_transition"] > 0
     assert (out / "checkpoint" / "policy.safetensors").is_file() and list((out / "tb").iterdir())
     assert train.main([*flags, "--total-timesteps", "8", "--resume"]) == 0

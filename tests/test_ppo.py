@@ -10,9 +10,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 
 import textgym  # noqa: F401
-from baselines import ppo
 from baselines.policies import LMActorCriticPolicy
 from baselines.ppo import FastLMPPO
+from baselines.ppo import buffer as ppo_buffer
 from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.models import load_tokenizer
 from textgym.text_env import TextEnv
@@ -107,8 +107,8 @@ def test_fast_path_equals_stock_path(tiny_model, trainable_layers, monkeypatch):
 
     # 3. Training: one forward per packed row of segments gives the stock log-probs and values of every
     #    transition, whether the segments share one row or are split over several.
-    for pack_tokens in (ppo.PACK_TOKENS, 24):
-        monkeypatch.setattr(ppo, "PACK_TOKENS", pack_tokens)
+    for pack_tokens in (ppo_buffer.PACK_TOKENS, 24):
+        monkeypatch.setattr(ppo_buffer, "PACK_TOKENS", pack_tokens)
         seen, rows = 0, 0
         for sample in buffer.get(16):
             with torch.no_grad():

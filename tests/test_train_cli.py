@@ -40,7 +40,7 @@ def test_train_writes_summary_checkpoint_and_resumes(tmp_path, tiny_model):
 
     # A second run into the same directory refuses to overwrite it.
     again = run("baselines.train", *TINY_RUN, "--total-timesteps", "16", "--out", str(out), check=False)
-    assert again.returncode == 2 and "--resume" in again.stdout
+    assert again.returncode == 2 and "--resume" in again.stderr
 
     # Another seed reuses this run's initial evaluation (same starting policy) instead of repeating it.
     other = tmp_path / "other_seed"
@@ -63,7 +63,7 @@ def test_train_writes_summary_checkpoint_and_resumes(tmp_path, tiny_model):
     assert len(lines) == 4 and lines[:2] == (out / "eval_generations.jsonl").read_text().splitlines()[:2]
     mismatch = [*TINY_RUN, "--eval-episodes", "3", "--initial-eval-from", str(out), "--out", str(tmp_path / "bad")]
     refused = run("baselines.train", *mismatch, check=False)
-    assert refused.returncode == 2 and "eval_episodes=2 (this run: 3)" in refused.stdout
+    assert refused.returncode == 2 and "eval_episodes=2 (this run: 3)" in refused.stderr
     assert not (tmp_path / "bad").exists()
 
     run("baselines.train", "--resume", "--total-timesteps", "32", "--out", str(out))

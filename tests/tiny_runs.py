@@ -27,7 +27,8 @@ def tiny_algorithm(**fields):
     """``(args, algorithm)`` as ``baselines.train`` builds them, on one env of the tiny model, CPU, one thread."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    from baselines.train import Args, build, env_kwargs_of
+    from baselines.common.config import Args, env_kwargs_of
+    from baselines.common.loading import build
 
     defaults = {"env": "TextGym/Sentiment-v0", "model": "tiny", "n_envs": 1, "device": "cpu", "torch_threads": 1}
     args = Args(**{**defaults, **fields})

@@ -1,0 +1,1 @@
+"""Machinery the algorithms share: configuration, command line, evaluation, candidate episodes, loading, resume."""

@@ -1,0 +1,160 @@
+"""The command-line pieces ``baselines.train``, ``baselines.evaluate`` and ``baselines.dqn`` share.
+
+Exit codes (in each script's ``--help``): :data:`EXIT_OK` when the job is done,
+:data:`EXIT_FAILURE` when it could not be done (``baselines.evaluate``: an unreadable
+checkpoint), :data:`EXIT_USAGE` for a bad command line or run directory (as argparse does),
+:data:`EXIT_INTERRUPTED` after Ctrl-C (``baselines.train`` saved a checkpoint). Every error
+is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from typing import Any
+
+import gymnasium as gym
+
+import textgym
+from baselines.algorithms import ALGOS, algorithm
+from baselines.common.config import LR_SCHEDULES, Args
+from textgym.stats import EVAL_SEED_BASE
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+TRAIN_EXIT_CODES = (
+    f"exit codes: {EXIT_OK} done; {EXIT_USAGE} bad arguments or run directory (nothing trained); "
+    f"{EXIT_INTERRUPTED} interrupted (a checkpoint was saved)"
+)
+EVALUATE_EXIT_CODES = (
+    f"exit codes: {EXIT_OK} done; {EXIT_FAILURE} the checkpoint cannot be loaded; {EXIT_USAGE} bad arguments"
+)
+#: The splits an env's prompts come from.
+SPLITS = ("train", "validation", "test")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def error(message: str) -> None:
+    """Print ``error: message`` on stderr (one line: the message names the bad value and the fix)."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def device(value: str) -> str:
+    """An argparse ``type``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else (argparse prints it and exits with code 2).
+    """
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r}; choose auto, cpu, cuda or cuda:N")
+    return value
+
+
+def one_of(flag: str, options: tuple[str, ...]) -> Any:
+    """An argparse ``type`` that accepts one of ``options`` and names the bad value and the choices otherwise."""
+
+    def check(value: str) -> str:
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"unknown {flag} {value!r}; choose one of: {', '.join(options)}")
+        return value
+
+    return check
+
+
+def add_device(parser: argparse.ArgumentParser | Any, default: str = "auto") -> None:
+    """``--device``: where the policy runs."""
+    parser.add_argument(
+        "--device",
+        type=device,
+        default=default,
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where the policy runs; auto takes CUDA when present",
+    )
+
+
+def add_episodes(parser: argparse.ArgumentParser | Any, episodes: int = 32) -> None:
+    """``--split``, ``--episodes`` and ``--seed`` of an evaluation on fixed prompts."""
+    parser.add_argument("--split", default="validation", choices=SPLITS, help="prompt split")
+    parser.add_argument("--episodes", type=int, default=episodes, help="episodes played")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED_BASE, help="episode i resets with seed + i")
+
+
+def _default_text(item: dataclasses.Field) -> str:
+    """``default: X`` of an :class:`Args` field, and the algorithms whose default differs."""
+    name = item.name
+    text = f"default: {item.default!r}" if isinstance(item.default, str) else f"default: {item.default}"
+    differ = [
+        f"{algo}: {spec.defaults[name]}"
+        for algo, spec in ALGOS.items()
+        if name in spec.defaults and spec.defaults[name] != item.default
+    ]
+    return f"{text}; {', '.join(differ)}" if differ else text
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The parser of ``baselines.train``: one flag per :class:`Args` field, grouped by the algorithm that reads it.
+
+    A field that exactly one algorithm of :data:`~baselines.algorithms.ALGOS` lists in its
+    ``options`` goes in that algorithm's group; the others are shared.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m baselines.train",
+        description="Train an LM policy on a TextGym env; writes config.json, tb/, checkpoint/, "
+        "eval_generations.jsonl and summary.json to --out.",
+        epilog=TRAIN_EXIT_CODES,
+    )
+    owners: dict[str, list[str]] = {}
+    for algo, spec in ALGOS.items():
+        for name in spec.options:
+            owners.setdefault(name, []).append(algo)
+    shared = parser.add_argument_group("run and training options (every algorithm)")
+    groups = {
+        algo: parser.add_argument_group(f"{algo.upper()} options (--algo {algo}: {spec.summary})")
+        for algo, spec in ALGOS.items()
+    }
+    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES}  # shown as {a,b}; one_of names a bad value
+    for item in dataclasses.fields(Args):
+        owner = owners.get(item.name, [])
+        group = groups[owner[0]] if len(owner) == 1 else shared
+        flag = "--" + item.name.replace("_", "-")
+        text = f"{item.metadata['help']} ({_default_text(item)})".replace("%", "%%")
+        if item.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default, help=text)
+        elif item.name == "device":
+            group.add_argument(flag, type=device, default=item.default, metavar="{auto,cpu,cuda,cuda:N}", help=text)
+        elif item.name in choices:
+            options = choices[item.name]
+            metavar = "{" + ",".join(options) + "}"
+            group.add_argument(flag, type=one_of(flag, options), default=item.default, metavar=metavar, help=text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[item.type]
+            group.add_argument(flag, type=kind, default=item.default, help=text)
+    return parser
+
+
+def parse_train_args(argv: list[str] | None = None) -> Args:
+    """Parse ``baselines.train``'s command line (``sys.argv[1:]`` when None) into :class:`Args`.
+
+    The chosen algorithm's :attr:`~baselines.algorithms.AlgorithmSpec.defaults` replace the
+    shared ones; flags given override both. A bad value exits with code 2 and a message on
+    stderr naming it.
+    """
+    parser = train_parser()
+    chosen = argparse.ArgumentParser(add_help=False)
+    chosen.add_argument("--algo", default=Args.algo)
+    algo = chosen.parse_known_args(argv)[0].algo
+    if algo in ALGOS:
+        parser.set_defaults(**algorithm(algo).defaults)
+    args = Args(**vars(parser.parse_args(argv)))
+    if args.env not in gym.registry or not args.env.startswith("TextGym/"):
+        parser.error(f"unknown --env {args.env!r}; TextGym ids: {', '.join(textgym.env_ids())}")
+    granularity = gym.spec(args.env).kwargs.get("granularity")
+    spec = algorithm(args.algo)
+    if granularity is not None and granularity not in spec.granularities:
+        fitting = [i for i in textgym.env_ids() if gym.spec(i).kwargs.get("granularity") in spec.granularities]
+        parser.error(
+            f"--algo {args.algo} trains at {' or '.join(spec.granularities)} level but --env {args.env} is a "
+            f"{granularity}-level id; for example: {', '.join(fitting[:4])}"
+        )
+    return args

@@ -1,0 +1,150 @@
+"""A training run's configuration: :class:`Args`, one field per ``baselines.train`` flag, and what follows from it.
+
+Each field's help text is in its metadata (not in a comment), so ``--help`` reads it at run
+time whether the sources ship or only their ``.pyc`` files. This module imports neither
+torch nor stable-baselines3: the leaderboard reads configurations without training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from baselines.algorithms import algorithm
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for it
+    """A dataclass field with ``default`` and its ``--help`` text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Args:
+    """A ``baselines.train`` run: every flag, with its default (see :func:`defaults_for` for per-algorithm ones)."""
+
+    algo: str = option("ppo", "the algorithm, a key of baselines.algorithms.ALGOS")
+    env: str = option("TextGym/Sentiment-v0", "a TextGym env id of a granularity the algorithm trains at")
+    model: str = option("default", "'default', 'tiny', a local model directory or a hub id")
+    seed: int = option(0, "seeds torch, numpy, the envs and the evaluation prompts")
+    total_timesteps: int = option(4096, "env steps (tokens at token level)")
+    out: str = option("", "run directory (empty: runs/<env>__<algo>__s<seed>__<time>)")
+    n_envs: int = option(8, "envs collected in one batch (candidate level: their proposals batched)")
+    n_steps: int = option(32, "steps per env per rollout")
+    batch_size: int = option(128, "transitions per minibatch (PPO: whole segments)")
+    n_epochs: int = option(2, "PPO epochs per rollout")
+    learning_rate: float = option(2e-5, "Adam learning rate")
+    lr_schedule: str = option("constant", "constant, or linear (decays to 0)")
+    gamma: float = option(1.0, "discount")
+    gae_lambda: float = option(0.95, "GAE lambda")
+    clip_range: float = option(0.2, "PPO clip range")
+    ent_coef: float = option(0.0, "entropy bonus")
+    vf_coef: float = option(0.5, "value loss weight")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    kl_coef: float = option(0.05, "initial KL-to-reference coefficient (0: no KL, no reference model)")
+    target_kl_per_reply: float = option(6.0, "adaptive KL target in nats per reply (<= 0: fixed coefficient)")
+    whiten_rewards: bool = option(False, "scale rewards by a running std of returns (SB3 VecNormalize)")
+    bootstrap_truncated: bool = option(True, "a reply cut by the token budget bootstraps from V (no: its end is final)")
+    max_context_tokens: int = option(0, "env observation length (0: the id's default)")
+    max_reply_tokens: int = option(0, "env reply budget (0: the id's default)")
+    eval_episodes: int = option(32, "fixed validation prompts for the initial / final / periodic evaluation")
+    eval_every: int = option(0, "evaluate (and checkpoint) every N env steps (0: only at start and end)")
+    max_train_seconds: float = option(0.0, "stop training after this many seconds, at the next step (0: no limit)")
+    initial_eval: bool = option(True, "evaluate before training (an untrained DQN head picks candidate 0: the LM)")
+    initial_eval_from: str = option("", "reuse the initial evaluation of this finished run of the same starting policy")
+    sample_every: int = option(8, "print sample generations every N rollouts (0: never)")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    bf16: bool = option(False, "bfloat16 autocast (CUDA only)")
+    lora_r: int = option(0, "LoRA rank through peft (0: full fine-tuning)")
+    trainable_layers: int = option(-1, "train only the top N transformer layers (-1: all)")
+    value_scale: float = option(1.0, "value = value_scale * head(hidden): a faster-learning value head")
+    torch_threads: int = option(2, "torch CPU threads")
+    progress_bar: bool = option(True, "show a progress bar")
+    resume: bool = option(False, "continue the run in --out from its checkpoint")
+    num_candidates: int = option(0, "candidate-level K, replies proposed per turn (0: the id's default)")
+    buffer_size: int = option(10_000, "replay buffer capacity in transitions")
+    learning_starts: int = option(32, "random-candidate steps before the first update")
+    train_freq: int = option(1, "env steps (per env) between updates")
+    gradient_steps: int = option(8, "gradient steps per update (cheap: the LM features are cached)")
+    target_update_interval: int = option(64, "env steps between copies of the Q head into the target network")
+    exploration_fraction: float = option(0.5, "fraction of training over which epsilon decays from 1")
+    exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
+    q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
+    feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
+
+
+#: The values ``--lr-schedule`` takes.
+LR_SCHEDULES = ("constant", "linear")
+
+
+def defaults_for(algo: str) -> dict[str, Any]:
+    """Every :class:`Args` field's default for ``algo``: the field's own, or the algorithm's (``ALGOS[algo].defaults``).
+
+    Raises:
+        baselines.algorithms.UnknownAlgorithmError: ``algo`` is not in the table.
+    """
+    return {**{f.name: f.default for f in dataclasses.fields(Args)}, **algorithm(algo).defaults, "algo": algo}
+
+
+def env_kwargs_of(args: Args) -> dict[str, Any]:
+    """``gym.make`` keyword arguments for the training envs."""
+    kwargs: dict[str, Any] = {"model": args.model, "render_mode": None}
+    if args.max_context_tokens:
+        kwargs["max_context_tokens"] = args.max_context_tokens
+    if args.max_reply_tokens:
+        kwargs["max_reply_tokens"] = args.max_reply_tokens
+    if args.num_candidates:
+        kwargs["num_candidates"] = args.num_candidates
+    return kwargs
+
+
+def learning_rate_of(args: Args) -> Any:
+    """SB3's ``learning_rate``: the constant, or a schedule of the remaining progress (1 -> 0)."""
+    if args.lr_schedule == "linear":
+        return lambda progress: args.learning_rate * progress
+    return args.learning_rate
+
+
+def same_named(args: Args, *names: str) -> dict[str, Any]:
+    """``{name: args.<name>}``: the fields that an SB3 algorithm takes under the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
+def lm_policy_kwargs(args: Args) -> dict[str, Any]:
+    """``policy_kwargs`` of :class:`baselines.policies.LMActorCriticPolicy` for ``args``."""
+    kwargs: dict[str, Any] = {
+        "model": args.model,
+        "torch_threads": args.torch_threads,
+        "trainable_layers": None if args.trainable_layers < 0 else args.trainable_layers,
+        "value_scale": args.value_scale,
+    }
+    if args.lora_r:
+        kwargs["lora"] = {"r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear"}
+    return kwargs
+
+
+#: Fields a command line leaves out: where the run is written and how it is resumed, not what it trains.
+_NOT_IN_COMMAND = ("out", "resume", "progress_bar", "sample_every", "initial_eval_from")
+#: Fields a command line always names, default or not: what a reader looks for first.
+_ALWAYS_IN_COMMAND = ("algo", "env", "model", "seed", "total_timesteps")
+
+
+def command_line(config: dict[str, Any]) -> str:
+    """The ``python -m baselines.train`` command that trains a run with ``config`` (a config.json).
+
+    Names the algorithm, env, model and seed, and every other field that differs from its default.
+    """
+    args = Args(**config)
+    defaults = defaults_for(args.algo)
+    words = ["python", "-m", "baselines.train"]
+    for item in dataclasses.fields(Args):
+        value = getattr(args, item.name)
+        if item.name in _NOT_IN_COMMAND or (value == defaults[item.name] and item.name not in _ALWAYS_IN_COMMAND):
+            continue
+        flag = item.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            words += [f"--{flag}", str(value)]
+    return shlex.join(words)

@@ -1,0 +1,58 @@
+"""Building an algorithm from :class:`~baselines.common.config.Args`, and rebuilding one from its checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from stable_baselines3.common.env_util import make_vec_env
+
+import textgym
+from baselines.algorithms import algorithm
+from baselines.checkpoint import load_checkpoint, read_metadata
+from baselines.common.config import Args, env_kwargs_of
+
+
+def build(args: Args, env: Any) -> Any:
+    """The algorithm of ``args.algo`` (its table entry's builder) on vector env ``env``."""
+    return algorithm(args.algo).load("build")(args, env)
+
+
+def make_train_env(args: Args) -> Any:
+    """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class."""
+    return make_vec_env(
+        args.env,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        env_kwargs=env_kwargs_of(args),
+        vec_env_cls=algorithm(args.algo).load("vec_env_cls"),
+    )
+
+
+def checkpoint_metadata(args: Args, model: Any) -> dict[str, Any]:
+    """What a checkpoint needs to be rebuilt and checked: never the reference model."""
+    return {
+        "algo": args.algo,
+        "env": args.env,
+        "env_kwargs": env_kwargs_of(args),
+        "model": args.model,
+        "num_timesteps": int(model.num_timesteps),
+        "kl_coef": float(getattr(getattr(model, "kl", None), "coef", 0.0)),
+        "textgym_version": textgym.__version__,
+        "config": dataclasses.asdict(args),
+    }
+
+
+def load_trained(checkpoint: str, device: str = "auto") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the algorithm of a checkpoint directory and load its weights (no pickle).
+
+    Raises:
+        baselines.checkpoint.CheckpointError: The checkpoint is missing or unreadable.
+        baselines.algorithms.UnknownAlgorithmError: It names an algorithm the table does not hold.
+    """
+    meta = read_metadata(checkpoint)
+    args = Args(**{**meta["config"], "device": device})
+    env = make_vec_env(args.env, n_envs=1, seed=args.seed, env_kwargs=meta["env_kwargs"])
+    model = build(args, env)
+    load_checkpoint(checkpoint, model.policy, load_optimizer=False)
+    return model, meta
