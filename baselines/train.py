@@ -3,10 +3,11 @@ r"""Train an LM policy on a TextGym env with PPO, CleanRL style: read it top to 
     python -m baselines.train --algo ppo --env TextGym/Sentiment-v0 --model default --seed 0 \\
         --total-timesteps 4096 --out runs/sentiment_ppo_s0
 
-Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/``, ``checkpoint/``
-(safetensors + JSON, see :mod:`baselines.checkpoint`), ``eval_generations.jsonl`` and
-``summary.json`` (initial and final validation reward on fixed prompts, KL, perplexity,
-wall time, env steps/s, warnings, the learning curve and the full config). ``--resume``
+Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/`` and one row per
+evaluation in ``eval.csv`` (:mod:`baselines.common.run_logging`; ``--wandb-project`` mirrors
+them to Weights & Biases), ``checkpoint/`` (safetensors + JSON, see :mod:`baselines.checkpoint`),
+``eval_generations.jsonl`` and ``summary.json`` (initial and final validation reward on fixed
+prompts, KL, perplexity, wall time, env steps/s, warnings, the learning curve and the full config). ``--resume``
 continues a run from its checkpoint; Ctrl-C saves a checkpoint before exiting.
 
 Crash safety: ``config.json`` and ``summary.json`` are replaced atomically, evaluation
@@ -56,10 +57,12 @@ from baselines.checkpoint import (  # noqa: E402
     read_resume_state,
     save_checkpoint,
 )
+from baselines.common.run_logging import RunLogger, require_wandb  # noqa: E402  (run logging)
 from baselines.evaluate import evaluate_policy  # noqa: E402
 from baselines.ppo import FastLMPPO  # noqa: E402
 from baselines.vec_env import BatchedProposalVecEnv  # noqa: E402
 from textgym import files  # noqa: E402
+from textgym.wrappers import read_records  # noqa: E402  (run logging)
 
 ALGOS = ("ppo", "dqn")
 #: Defaults that differ for --algo dqn (a small head on frozen LM features, not LM fine-tuning);
@@ -119,6 +122,8 @@ class Args:
     exploration_final_eps: float = 0.05  # dqn: final epsilon of epsilon-greedy exploration
     q_hidden: int = 64  # dqn: hidden width of the Q head's MLP (0: a linear head)
     feature_layer: int = -1  # dqn: LM hidden layer of the Q features (0: embeddings; -1: the middle layer)
+    wandb_project: str = ""  # also log to this Weights & Biases project (sync of tb/; needs textgym[wandb])
+    wandb_entity: str = ""  # the W&B user or team of --wandb-project (default: wandb's default entity)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -151,11 +156,24 @@ def parse_args(argv: list[str] | None = None) -> Args:
         parser.error(f"unknown --env {args.env!r}; TextGym ids: {', '.join(textgym.env_ids())}")
     if args.lr_schedule not in ("constant", "linear"):
         parser.error(f"unknown --lr-schedule {args.lr_schedule!r}; choose constant or linear")
+    if args.wandb_project:  # run logging: fail before training, not after building the model
+        try:
+            require_wandb()
+        except ImportError as error:
+            parser.error(str(error))
     return args
 
 
 #: Fields a command line leaves out: where the run is written and how it is resumed, not what it trains.
-_NOT_IN_COMMAND = ("out", "resume", "progress_bar", "sample_every", "initial_eval_from")
+_NOT_IN_COMMAND = (
+    "out",
+    "resume",
+    "progress_bar",
+    "sample_every",
+    "initial_eval_from",
+    "wandb_project",
+    "wandb_entity",
+)
 
 
 def command_line(config: dict[str, Any]) -> str:
@@ -265,6 +283,7 @@ class PeriodicEvaluation(BaseCallback):
         curve: The evaluations so far (appended to).
         save: Writes the run's checkpoint (called after each periodic evaluation).
         next_eval: The step count of the next periodic evaluation (default: ``eval_every``).
+        run_log: Where evaluations, warnings and samples are logged (None: nowhere).
     """
 
     def __init__(
@@ -274,9 +293,11 @@ class PeriodicEvaluation(BaseCallback):
         curve: list[dict[str, Any]],
         save: Any,
         next_eval: float | None = None,
+        run_log: RunLogger | None = None,
     ) -> None:
         super().__init__()
         self.args, self.out, self.curve, self.save = args, out, curve, save
+        self.run_log = run_log  # run logging
         self.next_eval = next_eval if next_eval is not None else (args.eval_every or math.inf)
         self.rollouts = 0
         self.deadline = time.perf_counter() + args.max_train_seconds if args.max_train_seconds else math.inf
@@ -291,6 +312,8 @@ class PeriodicEvaluation(BaseCallback):
     def _on_rollout_end(self) -> None:
         self.rollouts += 1
         monitor = getattr(self.model, "monitor", None)
+        if self.run_log is not None and monitor is not None:  # run logging
+            self.run_log.warnings(self.num_timesteps, monitor.issued)
         if self.args.sample_every and monitor and self.rollouts % self.args.sample_every == 0:
             print(f"\n[samples at step {self.num_timesteps}]")
             for text in list(monitor.samples)[-3:]:
@@ -299,14 +322,16 @@ class PeriodicEvaluation(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.args.eval_every
-            point = run_evaluation(self.model, self.args, self.out, tag=f"step{self.num_timesteps}")
+            point = run_evaluation(self.model, self.args, self.out, f"step{self.num_timesteps}", self.run_log)
             self.curve.append(point)
-            self.logger.record("eval/reward_mean", point["reward_mean"])
             self.save(self.next_eval)
 
 
-def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any]:
-    """Sampled evaluation on the fixed validation prompts; generations appended to eval_generations.jsonl."""
+def run_evaluation(model: Any, args: Args, out: Path, tag: str, run_log: RunLogger | None = None) -> dict[str, Any]:
+    """Sampled evaluation on the fixed validation prompts; generations appended to eval_generations.jsonl.
+
+    ``run_log`` (if given) logs the result and this evaluation's generations.
+    """
     kwargs = {**env_kwargs_of(args), "split": "validation"}
     if args.algo == "dqn":
         from baselines.dqn import evaluate_q_policy
@@ -332,6 +357,9 @@ def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any
         else ""
     )
     print(f"[eval {tag}] reward {result['reward_mean']:.3f} (95% CI {low:.3f}..{high:.3f}){perplexity}")
+    if run_log is not None:  # run logging
+        run_log.evaluation(result["step"], result)
+        run_log.samples(result["step"], read_records(out / EVAL_RECORDS)[-args.eval_episodes :])
     return result
 
 
@@ -572,9 +600,17 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = log_dir / f"resumed_at_{model.num_timesteps}"  # SB3's CSV log would overwrite the earlier one
     else:  # a fresh run: records of an earlier attempt that never checkpointed are not this run's
         files.atomic_write(records, "\n".join(reused[1]) + "\n" if reused else "")
-    from stable_baselines3.common.logger import configure
-
-    model.set_logger(configure(str(log_dir), ["tensorboard", "csv"]))
+    # -- run logging: TensorBoard (SB3's writer), eval.csv, optionally W&B --
+    run_log = RunLogger(
+        out,
+        dataclasses.asdict(args),
+        log_dir,
+        history=curve,
+        wandb_project=args.wandb_project,
+        wandb_entity=args.wandb_entity,
+    )
+    model.set_logger(run_log.sb3_logger)
+    # -- end run logging --
 
     def save(next_eval: float) -> None:
         state = resume_state(model, env, out, initial, curve, next_eval)
@@ -585,10 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         initial = reused[0]
         print(f"[eval initial] reused from {args.initial_eval_from}: reward {initial['reward_mean']:.3f}")
         curve.append(initial)
+        run_log.evaluation(initial["step"], initial)  # run logging
+        run_log.samples(initial["step"], [json.loads(line) for line in reused[1]])  # run logging
     elif not args.resume:
-        initial = run_evaluation(model, args, out, tag="initial") if args.initial_eval else None
+        initial = run_evaluation(model, args, out, "initial", run_log) if args.initial_eval else None
         curve += [initial] if initial else []
-    callback = PeriodicEvaluation(args, out, curve, save, next_eval)
+    callback = PeriodicEvaluation(args, out, curve, save, next_eval, run_log)
     remaining = max(0, args.total_timesteps - model.num_timesteps)
     interrupted = False
     train_start = time.perf_counter()
@@ -600,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: saving a checkpoint")
     train_time = time.perf_counter() - train_start
     save(callback.next_eval)
-    final = run_evaluation(model, args, out, tag="final")
+    final = run_evaluation(model, args, out, "final", run_log)
     curve.append(final)
     steps = model.num_timesteps - steps_before
     summary = {
@@ -632,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {summary_path}: reward {summary['initial'].get('reward_mean', float('nan')):.3f} -> "
         f"{final['reward_mean']:.3f} in {summary['wall_time_s']:.0f} s"
     )
+    run_log.warnings(int(model.num_timesteps), summary["warnings"])  # run logging
+    run_log.close()  # run logging
     env.close()
     return 130 if interrupted else 0
 
