@@ -143,6 +143,14 @@ def test_csv_is_rewritten_from_the_history_and_widened_for_a_new_metric(tmp_path
     assert scalars(read_events(tmp_path / "tb" / "resumed_at_4"), "eval/top_candidate_rate") == {12: 0.5}
 
 
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="max_samples must be a positive integer, not 0"):
+        RunLogger(tmp_path, {}, max_samples=0)
+    with pytest.raises(ValueError, match=r"history entries \[1\] have no 'step'"):
+        RunLogger(tmp_path, {}, history=[fake_evaluation(0, 0.5), {"reward_mean": 1.0}])
+    assert not (tmp_path / "tb").exists() and not (tmp_path / EVAL_CSV).exists()
+
+
 def test_missing_wandb_is_a_clear_error_before_training(tmp_path, monkeypatch, capsys):
     from baselines.train import parse_args
 
@@ -156,31 +164,43 @@ def test_missing_wandb_is_a_clear_error_before_training(tmp_path, monkeypatch, c
     assert parse_args(["--model", "tiny"]).wandb_project == ""
 
 
-def test_wandb_run_is_started_before_the_tensorboard_writer_and_finished(tmp_path, monkeypatch):
-    calls = []
-
+def fake_wandb(calls, tmp_path, fail=False):
     def init(**kwargs):
-        # sync_tensorboard only mirrors writers made after init.
+        # The sync only mirrors writers made after the patch.
         calls.append({**kwargs, "event_files_then": list(tmp_path.rglob("events.out.tfevents*"))})
+        if fail:
+            raise RuntimeError("wandb.init failed")
         return types.SimpleNamespace(finish=lambda: calls.append("finish"))
 
-    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    tensorboard = types.SimpleNamespace(
+        patch=lambda **kwargs: calls.append(("patch", kwargs)), unpatch=lambda: calls.append("unpatch")
+    )
+    return types.SimpleNamespace(init=init, tensorboard=tensorboard)
+
+
+def test_wandb_run_is_started_before_the_tensorboard_writer_and_finished(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls, tmp_path))
     log = RunLogger(tmp_path / "run", {"seed": 1}, wandb_project="textgym", wandb_entity="team")
     log.close()
     log.close()
-    assert calls == [
-        {
-            "project": "textgym",
-            "entity": "team",
-            "name": "run",
-            "config": {"seed": 1},
-            "sync_tensorboard": True,
-            "dir": str(tmp_path / "run"),
-            "event_files_then": [],
-        },
-        "finish",
-    ]
+    init = {
+        "project": "textgym",
+        "entity": "team",
+        "name": "run",
+        "config": {"seed": 1},
+        "sync_tensorboard": True,
+        "dir": str(tmp_path / "run"),
+        "event_files_then": [],
+    }
+    assert calls == [("patch", {"root_logdir": str(tmp_path / "run" / "tb")}), init, "finish", "unpatch"]
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents*"))
+
+    calls.clear()  # a failed init leaves TensorBoard unpatched
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb(calls, tmp_path, fail=True))
+    with pytest.raises(RuntimeError, match="wandb.init failed"):
+        RunLogger(tmp_path / "again", {}, wandb_project="textgym")
+    assert calls[0][0] == "patch" and calls[-1] == "unpatch"
 
 
 def test_a_short_ppo_run_logs_its_evaluations_samples_warnings_and_config(tmp_path, tiny_model):

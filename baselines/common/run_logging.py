@@ -185,6 +185,7 @@ class RunLogger:
 
     Raises:
         ImportError: ``wandb_project`` is given and wandb is not installed.
+        ValueError: ``max_samples`` is below 1, or an entry of ``history`` has no ``step``.
     """
 
     def __init__(
@@ -197,23 +198,40 @@ class RunLogger:
         wandb_entity: str = "",
         max_samples: int = 8,
     ) -> None:
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
+        history = list(history)
+        missing = [index for index, point in enumerate(history) if "step" not in point]
+        if missing:
+            raise ValueError(
+                f"history entries {missing} have no 'step': pass evaluation results as train.py makes them"
+            )
         self.out_dir = Path(out_dir)
         self.tb_dir = Path(tb_dir) if tb_dir is not None else self.out_dir / "tb"
         self.config = dict(config)
         self.max_samples = max_samples
         self.csv_path = self.out_dir / EVAL_CSV
+        self._wandb: ModuleType | None = None
         self._wandb_run: Any = None
         if wandb_project:
-            # Before any SummaryWriter exists: sync_tensorboard patches the writer class, so a
-            # writer made earlier would not be mirrored.
-            self._wandb_run = require_wandb().init(
-                project=wandb_project,
-                entity=wandb_entity or None,
-                name=self.out_dir.name,
-                config=self.config,
-                sync_tensorboard=True,
-                dir=str(self.out_dir),
-            )
+            self._wandb = require_wandb()
+            # Before any SummaryWriter exists: the sync patches the writer class, so a writer made
+            # earlier would not be mirrored. The root is the run's tb/ (a resumed run logs below
+            # it): without one, wandb waits for writers to name one and cannot save the event files.
+            root = self.out_dir / "tb"
+            self._wandb.tensorboard.patch(root_logdir=str(root if self.tb_dir.is_relative_to(root) else self.tb_dir))
+            try:
+                self._wandb_run = self._wandb.init(
+                    project=wandb_project,
+                    entity=wandb_entity or None,
+                    name=self.out_dir.name,
+                    config=self.config,
+                    sync_tensorboard=True,
+                    dir=str(self.out_dir),
+                )
+            except BaseException:
+                self._wandb.tensorboard.unpatch()
+                raise
         self.sb3_logger: Logger = configure(str(self.tb_dir), ["tensorboard", "csv"])
         self.writer = next(f.writer for f in self.sb3_logger.output_formats if isinstance(f, TensorBoardOutputFormat))
         self._rows = [_row(point["step"], point) for point in history]
@@ -290,6 +308,7 @@ class RunLogger:
         self.sb3_logger.close()
         if self._wandb_run is not None:
             self._wandb_run.finish()
+            self._wandb.tensorboard.unpatch()  # the next run's logger patches again, with its own root
 
     def __enter__(self) -> RunLogger:
         return self
