@@ -3,9 +3,10 @@ r"""Train an LM policy on a TextGym env with an algorithm of the table, CleanRL 
     python -m baselines.train --algo ppo --env TextGym/Sentiment-v0 --model default --seed 0 \\
         --total-timesteps 4096 --out runs/sentiment_ppo_s0
 
-Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/``, ``checkpoint/``
-(safetensors + JSON, see :mod:`baselines.checkpoint`), ``eval_generations.jsonl`` and
-``summary.json`` (initial and final validation reward on fixed prompts, KL, perplexity,
+Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/`` and one row per
+evaluation in ``eval.csv`` (:mod:`baselines.common.run_logging`; ``--wandb-project`` mirrors
+them to Weights & Biases), ``checkpoint/`` (safetensors + JSON, see :mod:`baselines.checkpoint`),
+``eval_generations.jsonl`` and ``summary.json`` (initial and final validation reward on fixed prompts, KL, perplexity,
 wall time, env steps/s, warnings, the learning curve and the full config). ``--resume``
 continues a run from its checkpoint; Ctrl-C saves a checkpoint before exiting. The algorithm
 (``--algo``) is looked up in :data:`baselines.algorithms.ALGOS`: its builder, evaluator,
@@ -43,7 +44,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
-from stable_baselines3.common.logger import configure  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
 
@@ -61,7 +61,9 @@ from baselines.common.resume import (  # noqa: E402
     resume_env_seed,
     resume_state,
 )
+from baselines.common.run_logging import RunLogger  # noqa: E402
 from textgym import files  # noqa: E402
+from textgym.wrappers import read_records  # noqa: E402
 
 #: Importable from here too, as before the split: the CLI's parser, config and checkpoint loading.
 __all__ = ["Args", "build", "checkpoint_metadata", "env_kwargs_of", "load_trained", "main", "parse_args"]
@@ -76,6 +78,7 @@ class PeriodicEvaluation(BaseCallback):
         curve: The evaluations so far (appended to).
         save: Writes the run's checkpoint (called after each periodic evaluation).
         next_eval: The step count of the next periodic evaluation (default: ``eval_every``).
+        run_log: Where evaluations, warnings and samples are logged (None: nowhere).
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class PeriodicEvaluation(BaseCallback):
         curve: list[dict[str, Any]],
         save: Any,
         next_eval: float | None = None,
+        run_log: RunLogger | None = None,
     ) -> None:
         super().__init__()
         self.args, self.out, self.curve, self.save = args, out, curve, save
+        self.run_log = run_log
         self.next_eval = next_eval if next_eval is not None else (args.eval_every or math.inf)
         self.rollouts = 0
         self.deadline = time.perf_counter() + args.max_train_seconds if args.max_train_seconds else math.inf
@@ -102,6 +107,8 @@ class PeriodicEvaluation(BaseCallback):
     def _on_rollout_end(self) -> None:
         self.rollouts += 1
         monitor = getattr(self.model, "monitor", None)
+        if self.run_log is not None and monitor is not None:
+            self.run_log.warnings(self.num_timesteps, monitor.issued)
         if self.args.sample_every and monitor and self.rollouts % self.args.sample_every == 0:
             print(f"\n[samples at step {self.num_timesteps}]")
             for text in list(monitor.samples)[-3:]:
@@ -110,14 +117,16 @@ class PeriodicEvaluation(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.args.eval_every
-            point = run_evaluation(self.model, self.args, self.out, tag=f"step{self.num_timesteps}")
+            point = run_evaluation(self.model, self.args, self.out, f"step{self.num_timesteps}", self.run_log)
             self.curve.append(point)
-            self.logger.record("eval/reward_mean", point["reward_mean"])
             self.save(self.next_eval)
 
 
-def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any]:
-    """Sampled evaluation on the fixed validation prompts; generations appended to eval_generations.jsonl."""
+def run_evaluation(model: Any, args: Args, out: Path, tag: str, run_log: RunLogger | None = None) -> dict[str, Any]:
+    """Sampled evaluation on the fixed validation prompts; generations appended to eval_generations.jsonl.
+
+    ``run_log`` (if given) logs the result and this evaluation's generations.
+    """
     evaluate = algorithm(args.algo).load("evaluate")
     kwargs = {**env_kwargs_of(args), "split": "validation"}
     records, episodes = str(out / EVAL_RECORDS), args.eval_episodes
@@ -131,6 +140,9 @@ def run_evaluation(model: Any, args: Args, out: Path, tag: str) -> dict[str, Any
         else ""
     )
     print(f"[eval {tag}] reward {result['reward_mean']:.3f} (95% CI {low:.3f}..{high:.3f}){perplexity}")
+    if run_log is not None:
+        run_log.evaluation(result["step"], result)
+        run_log.samples(result["step"], read_records(out / EVAL_RECORDS)[-args.eval_episodes :])
     return result
 
 
@@ -272,7 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = log_dir / f"resumed_at_{model.num_timesteps}"  # SB3's CSV log would overwrite the earlier one
     else:  # a fresh run: records of an earlier attempt that never checkpointed are not this run's
         files.atomic_write(records, "\n".join(reused[1]) + "\n" if reused else "")
-    model.set_logger(configure(str(log_dir), ["tensorboard", "csv"]))
+    run_log = RunLogger(
+        out,
+        dataclasses.asdict(args),
+        log_dir,
+        history=curve,
+        wandb_project=args.wandb_project,
+        wandb_entity=args.wandb_entity,
+    )
+    model.set_logger(run_log.sb3_logger)
 
     def save(next_eval: float) -> None:
         state = resume_state(model, env, out, initial, curve, next_eval)
@@ -283,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         initial = reused[0]
         print(f"[eval initial] reused from {args.initial_eval_from}: reward {initial['reward_mean']:.3f}")
         curve.append(initial)
+        run_log.evaluation(initial["step"], initial)
+        run_log.samples(initial["step"], [json.loads(line) for line in reused[1]])
     elif not args.resume:
-        initial = run_evaluation(model, args, out, tag="initial") if args.initial_eval else None
+        initial = run_evaluation(model, args, out, "initial", run_log) if args.initial_eval else None
         curve += [initial] if initial else []
-    callback = PeriodicEvaluation(args, out, curve, save, next_eval)
+    callback = PeriodicEvaluation(args, out, curve, save, next_eval, run_log)
     remaining = max(0, args.total_timesteps - model.num_timesteps)
     interrupted = False
     train_start = time.perf_counter()
@@ -298,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: saving a checkpoint")
     train_time = time.perf_counter() - train_start
     save(callback.next_eval)
-    final = run_evaluation(model, args, out, tag="final")
+    final = run_evaluation(model, args, out, "final", run_log)
     curve.append(final)
     steps = model.num_timesteps - steps_before
     summary = {
@@ -330,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {summary_path}: reward {summary['initial'].get('reward_mean', float('nan')):.3f} -> "
         f"{final['reward_mean']:.3f} in {summary['wall_time_s']:.0f} s"
     )
+    run_log.warnings(int(model.num_timesteps), summary["warnings"])
+    run_log.close()
     env.close()
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 

@@ -20,6 +20,7 @@ import gymnasium as gym
 import textgym
 from baselines.algorithms import ALGOS, algorithm
 from baselines.common.config import LR_SCHEDULES, Args
+from baselines.common.run_logging import require_wandb
 from textgym.stats import EVAL_SEED_BASE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -113,10 +114,15 @@ def train_parser() -> argparse.ArgumentParser:
         algo: parser.add_argument_group(f"{algo.upper()} options (--algo {algo}: {spec.summary})")
         for algo, spec in ALGOS.items()
     }
+    named: dict[str, Any] = {}
     choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES}  # shown as {a,b}; one_of names a bad value
     for item in dataclasses.fields(Args):
         owner = owners.get(item.name, [])
-        group = groups[owner[0]] if len(owner) == 1 else shared
+        if item.metadata.get("group"):
+            name = item.metadata["group"]
+            group = named.get(name) or named.setdefault(name, parser.add_argument_group(f"{name} options"))
+        else:
+            group = groups[owner[0]] if len(owner) == 1 else shared
         flag = "--" + item.name.replace("_", "-")
         text = f"{item.metadata['help']} ({_default_text(item)})".replace("%", "%%")
         if item.type == "bool":
@@ -157,4 +163,9 @@ def parse_train_args(argv: list[str] | None = None) -> Args:
             f"--algo {args.algo} trains at {' or '.join(spec.granularities)} level but --env {args.env} is a "
             f"{granularity}-level id; for example: {', '.join(fitting[:4])}"
         )
+    if args.wandb_project:  # fail before training, not after building the model
+        try:
+            require_wandb()
+        except ImportError as problem:
+            parser.error(str(problem))
     return args

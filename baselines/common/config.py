@@ -15,9 +15,13 @@ from typing import Any
 from baselines.algorithms import algorithm
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - argparse's name for it
-    """A dataclass field with ``default`` and its ``--help`` text."""
-    return field(default=default, metadata={"help": help})
+def option(default: Any, help: str, group: str = "") -> Any:  # noqa: A002 - argparse's name for it
+    """A dataclass field with ``default``, its ``--help`` text and, optionally, the ``--help`` group it is listed in."""
+    return field(default=default, metadata={"help": help, "group": group})
+
+
+#: The ``--help`` group of the logging flags (the others are grouped by the algorithms that read them).
+LOGGING = "logging"
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Args:
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
+    wandb_project: str = option("", "also log to this Weights & Biases project (needs textgym[wandb])", LOGGING)
+    wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
 
 
 #: The values ``--lr-schedule`` takes.
@@ -125,7 +131,15 @@ def lm_policy_kwargs(args: Args) -> dict[str, Any]:
 
 
 #: Fields a command line leaves out: where the run is written and how it is resumed, not what it trains.
-_NOT_IN_COMMAND = ("out", "resume", "progress_bar", "sample_every", "initial_eval_from")
+_NOT_IN_COMMAND = (
+    "out",
+    "resume",
+    "progress_bar",
+    "sample_every",
+    "initial_eval_from",
+    "wandb_project",
+    "wandb_entity",
+)
 #: Fields a command line always names, default or not: what a reader looks for first.
 _ALWAYS_IN_COMMAND = ("algo", "env", "model", "seed", "total_timesteps")
 
