@@ -90,3 +90,7 @@ class BatchedProposalVecEnv(DummyVecEnv):
         self._reset_seeds()
         self._reset_options()
         return self._obs_from_buf()
+
+
+# -- Ray env workers (issue 15): RayVecEnv lives in its own module; Ray is imported only when it is built.
+from baselines.ray_vec_env import RayVecEnv  # noqa: E402, F401

@@ -1,0 +1,113 @@
+"""Connect to a Ray cluster, describe it, and build the training envs on it.
+
+Start a cluster with ``ray start --head`` on one machine and
+``ray start --address=HEAD_IP:6379`` on the others (each with textgym installed), then pass
+``--ray-address auto`` (on a cluster machine) or ``--ray-address HEAD_IP:6379`` to
+``python -m baselines.train``, ``python -m baselines.evaluate``, ``benchmarks/quick_track.py``
+or ``textgym-leaderboard verify --rerun``.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from baselines.ray_vec_env import RayVecEnv, import_ray
+
+
+def _check_answers(address: str, timeout: float) -> None:
+    """Fail fast when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for a long time)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not 'auto' or HOST:PORT (e.g. 127.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({error}); start one with `ray start --head --port={port}` "
+            f"or pass the address `ray start` printed"
+        ) from error
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """Connect this process to Ray (once; later calls with the same address return at once).
+
+    Args:
+        address: ``"auto"`` (the cluster this machine belongs to), ``"HOST:PORT"`` of a
+            cluster's head, or None to start a local single-machine Ray bound to 127.0.0.1.
+        num_cpus: CPUs of a local instance (None: all); ignored when joining a cluster.
+        timeout: Seconds to wait for ``HOST:PORT`` to answer.
+
+    Returns:
+        :func:`cluster_summary` of the connected cluster.
+
+    Raises:
+        ImportError: Ray is not installed (``pip install 'textgym[ray]'``).
+        ValueError: A malformed address.
+        ConnectionError: Nothing answers at the address, or no cluster is found for ``"auto"``.
+    """
+    ray = import_ray()
+    if address not in (None, "auto"):
+        _check_answers(address, timeout)
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto", current):
+            raise ValueError(f"this process is already connected to the Ray cluster at {current}, not {address}")
+        return cluster_summary()
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING"}
+    if address is None:
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **options)
+        return cluster_summary()
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError) as error:
+        raise ConnectionError(f"could not connect to the Ray cluster at {address!r}: {error}") from error
+    return cluster_summary()
+
+
+def cluster_summary() -> dict[str, Any]:
+    """The connected cluster's alive nodes, CPUs and GPUs, as recorded in a run's ``summary.json``.
+
+    Returns:
+        ``address``, ``nodes``, ``cpus``, ``gpus``, ``node_ids`` and ``ray_version``.
+    """
+    ray = import_ray()
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    resources = ray.cluster_resources()
+    return {
+        "address": ray.get_runtime_context().gcs_address,
+        "nodes": len(nodes),
+        "cpus": float(resources.get("CPU", 0.0)),
+        "gpus": float(resources.get("GPU", 0.0)),
+        "node_ids": sorted(node["NodeID"] for node in nodes),
+        "ray_version": ray.__version__,
+    }
+
+
+def make_ray_vec_env(
+    env_id: str,
+    n_envs: int,
+    seed: int,
+    env_kwargs: dict[str, Any],
+    address: str | None,
+    workers: int | None = None,
+    **vec_env_kwargs: Any,
+) -> RayVecEnv:
+    """SB3's ``make_vec_env`` over a :class:`RayVecEnv`: connect, then build ``n_envs`` envs in ``workers`` actors.
+
+    Args:
+        env_id: A registered env id.
+        n_envs: Number of envs.
+        seed: Env ``i`` is reset with ``seed + i`` first.
+        env_kwargs: ``gym.make`` arguments.
+        address: As :func:`connect` (None or ``""``: a local Ray).
+        workers: Actors (None or 0: one per CPU of the cluster, at most ``n_envs``).
+        **vec_env_kwargs: Further :class:`RayVecEnv` arguments (``step_timeout``, ``max_restarts``...).
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+
+    connect(address or None)
+    vec_env_kwargs = {"num_workers": workers or None, **vec_env_kwargs}
+    return make_vec_env(
+        env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, vec_env_cls=RayVecEnv, vec_env_kwargs=vec_env_kwargs
+    )
