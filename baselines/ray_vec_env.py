@@ -109,7 +109,6 @@ class EnvWorker:
 
     def step(self, actions: np.ndarray) -> tuple[VecEnvObs, np.ndarray, np.ndarray, list[dict], list[dict]]:
         """Step every env (auto-resetting finished ones, as ``DummyVecEnv``)."""
-        self.venv.reset_infos = [{} for _ in range(self.venv.num_envs)]
         obs, rewards, dones, infos = self.venv.step(actions)
         return obs, rewards, dones, infos, list(self.venv.reset_infos)
 
@@ -412,7 +411,7 @@ class RayVecEnv(VecEnv):
         by_index = {
             self.groups[slot][0] + local: value
             for slot, local_indices in routes.items()
-            for local, value in zip(local_indices, answers[slot], strict=True)
+            for local, value in zip(local_indices, answers[slot] or [None] * len(local_indices), strict=True)
         }
         return [by_index[index] for index in self._get_indices(indices)]
 

@@ -119,6 +119,9 @@ class Args:
     exploration_final_eps: float = 0.05  # dqn: final epsilon of epsilon-greedy exploration
     q_hidden: int = 64  # dqn: hidden width of the Q head's MLP (0: a linear head)
     feature_layer: int = -1  # dqn: LM hidden layer of the Q features (0: embeddings; -1: the middle layer)
+    # -- Ray env workers (issue 15) --
+    ray_address: str = ""  # run the envs in Ray actors on this cluster: auto or HOST:PORT ('': no Ray)
+    env_workers: int = 0  # Ray actors hosting the envs (0: one per cluster CPU; > 0 without --ray-address: local Ray)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -155,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 #: Fields a command line leaves out: where the run is written and how it is resumed, not what it trains.
-_NOT_IN_COMMAND = ("out", "resume", "progress_bar", "sample_every", "initial_eval_from")
+_NOT_IN_COMMAND = ("out", "resume", "progress_bar", "sample_every", "initial_eval_from", "ray_address", "env_workers")
 
 
 def command_line(config: dict[str, Any]) -> str:
@@ -481,6 +484,12 @@ def finite(value: Any) -> Any:
     return value
 
 
+def _cluster_summary() -> dict[str, Any]:
+    from baselines.cluster import cluster_summary
+
+    return cluster_summary()
+
+
 def resume_env_seed(seed: int, num_timesteps: int) -> int:
     """The envs' seed when a run resumes at ``num_timesteps``: fixed by the checkpoint, unlike the start's."""
     return int(np.random.SeedSequence([seed, num_timesteps]).generate_state(1)[0]) % (2**31 - 1)
@@ -516,13 +525,20 @@ def main(argv: list[str] | None = None) -> int:
     set_random_seed(args.seed)
     torch.set_num_threads(args.torch_threads)
 
-    env = make_vec_env(
-        args.env,
-        n_envs=args.n_envs,
-        seed=args.seed,
-        env_kwargs=env_kwargs_of(args),
-        vec_env_cls=BatchedProposalVecEnv if args.algo == "dqn" else None,
-    )
+    if args.ray_address or args.env_workers:  # -- Ray env workers (issue 15): same envs, in Ray actors --
+        from baselines.cluster import make_ray_vec_env
+
+        env = make_ray_vec_env(
+            args.env, args.n_envs, args.seed, env_kwargs_of(args), args.ray_address, args.env_workers
+        )
+    else:
+        env = make_vec_env(
+            args.env,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            env_kwargs=env_kwargs_of(args),
+            vec_env_cls=BatchedProposalVecEnv if args.algo == "dqn" else None,
+        )
     if args.whiten_rewards:
         from stable_baselines3.common.vec_env import VecNormalize
 
@@ -626,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         "textgym_version": textgym.__version__,
         "torch_version": torch.__version__,
         "device": str(model.device),
+        **({"cluster": _cluster_summary()} if args.ray_address or args.env_workers else {}),  # -- Ray (issue 15)
     }
     files.atomic_write(summary_path, json.dumps(finite(summary), indent=2, default=float, allow_nan=False))
     print(

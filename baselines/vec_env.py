@@ -93,4 +93,4 @@ class BatchedProposalVecEnv(DummyVecEnv):
 
 
 # -- Ray env workers (issue 15): RayVecEnv lives in its own module; Ray is imported only when it is built.
-from baselines.ray_vec_env import RayVecEnv  # noqa: E402, F401
+from baselines.ray_vec_env import RayEnvError, RayVecEnv  # noqa: E402, F401

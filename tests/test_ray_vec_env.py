@@ -1,0 +1,250 @@
+"""RayVecEnv, baselines.cluster and the training CLI's Ray flags on a fake two-node Ray cluster (127.0.0.1 only)."""
+
+import os
+
+# Every Ray node, the driver and the cluster address bind 127.0.0.1 (read when ray is imported).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from engine_check import require_engine  # noqa: E402
+
+require_engine("ray")
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+from stable_baselines3 import DQN, PPO  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
+from tiny_runs import TINY_RUN  # noqa: E402
+
+from baselines import ray_vec_env  # noqa: E402
+from baselines.cluster import cluster_summary, connect  # noqa: E402
+from baselines.vec_env import RayEnvError, RayVecEnv  # noqa: E402
+
+CANDIDATES = "TextGym/DialogueCandidate-v0"  # three turns with the tiny model: an episode ends at the third step
+KWARGS = {"model": "tiny", "render_mode": None}
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model):
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def wait_for_free_cpus(cpus: float, timeout: float = 20.0) -> None:
+    """Killed actors give their CPUs back asynchronously."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0.0) < cpus:
+        assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
+        time.sleep(0.2)
+
+
+def assert_same(mine, theirs, where="infos"):
+    """Equal nested infos/observations; Monitor's wall-clock episode time is the only field allowed to differ."""
+    if isinstance(theirs, dict):
+        assert set(mine) == set(theirs), where
+        for key in theirs:
+            if not (key == "t" and where.endswith("episode")):
+                assert_same(mine[key], theirs[key], f"{where}.{key}")
+    elif isinstance(theirs, (list, tuple)):
+        assert len(mine) == len(theirs), where
+        for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(theirs, np.ndarray):
+        np.testing.assert_array_equal(mine, theirs, err_msg=where)
+    else:
+        assert mine == theirs, where
+
+
+def cartpoles(n, wrapper=None):
+    def factory():
+        env = gym.make("CartPole-v1")
+        return wrapper(env) if wrapper else env
+
+    return [factory] * n
+
+
+def test_matches_dummy_vec_env_across_two_nodes(cluster):
+    ray_env = make_vec_env(CANDIDATES, 4, seed=3, env_kwargs=KWARGS, vec_env_cls=RayVecEnv)
+    local = make_vec_env(CANDIDATES, 4, seed=3, env_kwargs=KWARGS, vec_env_cls=DummyVecEnv)
+    try:
+        assert ray_env.groups == [[0, 1], [2, 3]]  # one actor per CPU of the cluster, two envs each
+        assert len(set(ray_env.node_ids())) == 2
+        assert_same(ray_env.reset(), local.reset(), "reset")
+        assert_same(ray_env.reset_infos, local.reset_infos, "reset_infos")
+        assert_same(ray_env.action_masks(), np.stack(local.env_method("action_masks")), "masks")
+        dones_seen = terminal_seen = 0
+        for step in range(5):
+            actions = np.array([step % 4, 3, 1, (step + 2) % 4])
+            mine, theirs = ray_env.step(actions), local.step(actions)
+            assert_same(list(mine), list(theirs), f"step {step}")
+            assert_same(ray_env.reset_infos, local.reset_infos, f"step {step} reset_infos")
+            dones_seen += int(theirs[2].sum())
+            terminal_seen += sum("terminal_observation" in info for info in mine[3])
+            assert all("messages" in info for info in mine[3])  # the transcripts travel back
+        assert dones_seen >= 4 and terminal_seen == dones_seen  # every env finished an episode and was auto-reset
+        assert ray_env.get_attr("num_candidates", indices=[3, 0]) == [4, 4]
+        ray_env.set_attr("candidate_note", "x", indices=[2])
+        assert ray_env.get_attr("candidate_note", indices=[2]) == ["x"]
+        with pytest.raises(AttributeError):
+            ray_env.get_attr("candidate_note", indices=[1])
+        assert ray_env.env_is_wrapped(Monitor) == [True] * 4
+        ray_env.seed(11)
+        local.seed(11)
+        assert_same(ray_env.reset(), local.reset(), "reseeded reset")
+        with pytest.raises(ValueError, match=r"actions of shape \(3,\), expected \(4,\)"):
+            ray_env.step(np.zeros(3, dtype=np.int64))
+    finally:
+        ray_env.close()
+        local.close()
+    with pytest.raises(RayEnvError, match="closed"):
+        ray_env.reset()
+    wait_for_free_cpus(2)
+
+
+def test_stock_dqn_and_ppo_learn_on_it(cluster):
+    env = make_vec_env(CANDIDATES, 4, seed=0, env_kwargs=KWARGS, vec_env_cls=RayVecEnv)
+    try:
+        for algorithm in (
+            DQN("MultiInputPolicy", env, learning_starts=4, train_freq=1, batch_size=4, buffer_size=64, seed=0),
+            PPO("MultiInputPolicy", env, n_steps=2, batch_size=4, n_epochs=1, seed=0),
+        ):
+            before = [p.detach().clone() for p in algorithm.policy.parameters()]
+            algorithm.learn(16)
+            assert algorithm.num_timesteps == 16  # 4 envs x 4 steps
+            after = list(algorithm.policy.parameters())
+            assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), type(algorithm).__name__
+    finally:
+        env.close()
+    wait_for_free_cpus(2)
+
+
+def test_bad_input_gives_clear_errors_and_leaves_no_actors(cluster, monkeypatch):
+    # An env that fails to build inside its actor: its id and kwargs reach the driver; the actors are gone.
+    bad = {**KWARGS, "no_such_option": 7}
+    with pytest.raises(RayEnvError, match=r"env 0 failed to build .*TextGym/SentimentCandidate-v0.*no_such_option"):
+        make_vec_env("TextGym/SentimentCandidate-v0", 4, env_kwargs=bad, vec_env_cls=RayVecEnv)
+    wait_for_free_cpus(2)
+
+    # More workers than the cluster's CPUs: refused before any actor starts.
+    def no_actors(self, slots):
+        raise AssertionError("an actor was started")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RayVecEnv, "_start", no_actors)
+        with pytest.raises(ValueError, match=r"3 workers x 1 CPUs need 3 CPUs but the Ray cluster has 2"):
+            RayVecEnv(cartpoles(4), num_workers=3)
+        with pytest.raises(ValueError, match="num_workers must be between 1 and the number of envs \\(2\\), got 5"):
+            RayVecEnv(cartpoles(2), num_workers=5)
+
+    # An address nobody answers: a prompt ConnectionError, never a hang.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        connect(f"127.0.0.1:{port}", timeout=2)
+    assert time.monotonic() - start < 10
+    with pytest.raises(ValueError, match="'nonsense' is not 'auto' or HOST:PORT"):
+        connect("nonsense")
+
+    # Ray not installed: the error names the extra to install.
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name == "ray":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(ImportError, match=r"pip install 'textgym\[ray\]'"):
+        ray_vec_env.import_ray()
+
+
+def test_cluster_summary_names_both_nodes(cluster):
+    summary = connect(cluster.address)  # already connected: the same cluster
+    assert summary == cluster_summary()
+    assert summary["nodes"] == 2 and summary["cpus"] == 2.0 and summary["gpus"] == 0.0
+    assert len(summary["node_ids"]) == 2 and summary["address"] == cluster.address
+
+
+def test_train_cli_runs_its_envs_on_the_cluster(cluster, tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY_RUN, "--total-timesteps", "16", "--seed", "3", "--eval-episodes", "1", "--out", str(out)]
+    command = [sys.executable, "-m", "baselines.train", *args, "--ray-address", cluster.address, "--env-workers", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 16
+    assert summary["cluster"]["nodes"] == 2 and summary["cluster"]["address"] == cluster.address
+    assert summary["config"]["env_workers"] == 2
+    wait_for_free_cpus(2)
+
+
+def test_step_timeout_names_the_hung_envs(cluster):
+    class Sleepy(gym.Wrapper):
+        sleep_s = 0.0
+
+        def step(self, action):
+            time.sleep(self.sleep_s)
+            return self.env.step(action)
+
+    env = RayVecEnv(cartpoles(4, Sleepy), num_workers=2, step_timeout=2)
+    env.reset()
+    env.set_attr("sleep_s", 60.0, indices=[3])
+    start = time.monotonic()
+    with pytest.raises(RayEnvError, match=r"envs \[2, 3\] \(actor 1 on node \w+ at 127.0.0.1\) did not answer step"):
+        env.step(np.zeros(4, dtype=np.int64))
+    assert time.monotonic() - start < 10
+    assert env.closed
+    wait_for_free_cpus(2)
+
+
+def test_lost_node_restarts_its_envs_or_fails_clearly(cluster):
+    # Half a CPU per actor, so the head node can host the rebuilt actor after the other node goes.
+    env = RayVecEnv(cartpoles(4), num_workers=2, cpus_per_worker=0.5, max_restarts=1)
+    env.seed(5)
+    env.reset()
+    nodes = env.node_ids()
+    assert len(set(nodes)) == 2
+    worker = next(node for node in cluster.list_all_nodes() if node.unique_id != cluster.head_node.unique_id)
+    lost = [i for slot, group in enumerate(env.groups) for i in group if nodes[slot] == worker.unique_id]
+    cluster.remove_node(worker)
+    _, rewards, dones, infos = env.step(np.zeros(4, dtype=np.int64))
+    for i in range(4):
+        assert infos[i].get("ray_restarted", False) == (i in lost)
+    assert dones[lost].all() and (rewards[lost] == 0).all()
+    assert all("terminal_observation" in infos[i] and infos[i]["TimeLimit.truncated"] for i in lost)
+    assert env.restarts == [int(nodes[s] == worker.unique_id) for s in range(2)]
+    assert set(env.node_ids()) == {cluster.head_node.unique_id}
+    for _ in range(3):  # training goes on
+        assert not any(info.get("ray_restarted") for info in env.step(np.ones(4, dtype=np.int64))[3])
+    env.close()
+
+    # Without restarts, losing a node is a clear error naming the envs and the node.
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    env = RayVecEnv(cartpoles(2), num_workers=2, step_timeout=30)
+    env.reset()
+    worker = next(node for node in cluster.list_all_nodes() if node.unique_id != cluster.head_node.unique_id)
+    slot = env.node_ids().index(worker.unique_id)
+    cluster.remove_node(worker)
+    start = time.monotonic()
+    with pytest.raises(RayEnvError, match=rf"envs \[{slot}\] \(actor {slot} on node {worker.unique_id} .*died"):
+        env.step(np.zeros(2, dtype=np.int64))
+    assert time.monotonic() - start < 30 and env.closed
