@@ -202,7 +202,7 @@ class RayVecEnv(VecEnv):
             raise ValueError(f"num_workers must be between 1 and the number of envs ({n_envs}), got {num_workers}")
         if num_workers * cpus_per_worker > cluster_cpus:
             raise ValueError(
-                f"RayVecEnv: {num_workers} workers x {cpus_per_worker} CPUs need {num_workers * cpus_per_worker:g} "
+                f"RayVecEnv: {num_workers} workers x {cpus_per_worker:g} CPUs need {num_workers * cpus_per_worker:g} "
                 f"CPUs but the Ray cluster has {cluster_cpus:g}; use fewer workers (--env-workers) or add nodes"
             )
         self.ray = ray
@@ -288,7 +288,7 @@ class RayVecEnv(VecEnv):
         """Rebuild the lost actors, or shut everything down and raise when their restarts are spent."""
         spent = {slot: reason for slot, reason in lost.items() if self.restarts[slot] >= self.max_restarts}
         if spent:
-            self.close()
+            self._shutdown(lost=lost)
             details = "; ".join(f"{self._where(slot)} {reason}" for slot, reason in spent.items())
             raise RayEnvError(
                 f"RayVecEnv lost {details} (max_restarts={self.max_restarts}; pass max_restarts > 0 to rebuild "
@@ -456,10 +456,16 @@ class RayVecEnv(VecEnv):
 
     def close(self) -> None:
         """Close the envs and kill every actor (idempotent)."""
+        self._shutdown()
+
+    def _shutdown(self, lost: Sequence[int] = ()) -> None:
+        """Close the envs of the actors not ``lost`` (a hung actor would never answer), then kill every actor."""
         if self.closed:
             return
         self.closed = True
-        alive = [actor for actor in self.actors if actor is not None]
+        alive = [actor for slot, actor in enumerate(self.actors) if actor is not None and slot not in lost]
+        for slot in lost:
+            self.ray.kill(self.actors[slot], no_restart=True)
         closing = [actor.close.remote() for actor in alive]
         if closing:
             self.ray.wait(closing, num_returns=len(closing), timeout=10)

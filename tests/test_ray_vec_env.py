@@ -222,16 +222,16 @@ def test_lost_node_restarts_its_envs_or_fails_clearly(cluster):
     env.reset()
     nodes = env.node_ids()
     assert len(set(nodes)) == 2
-    worker = next(node for node in cluster.list_all_nodes() if node.unique_id != cluster.head_node.unique_id)
-    lost = [i for slot, group in enumerate(env.groups) for i in group if nodes[slot] == worker.unique_id]
+    worker = next(node for node in cluster.list_all_nodes() if node.node_id != cluster.head_node.node_id)
+    lost = [i for slot, group in enumerate(env.groups) for i in group if nodes[slot] == worker.node_id]
     cluster.remove_node(worker)
     _, rewards, dones, infos = env.step(np.zeros(4, dtype=np.int64))
     for i in range(4):
         assert infos[i].get("ray_restarted", False) == (i in lost)
     assert dones[lost].all() and (rewards[lost] == 0).all()
     assert all("terminal_observation" in infos[i] and infos[i]["TimeLimit.truncated"] for i in lost)
-    assert env.restarts == [int(nodes[s] == worker.unique_id) for s in range(2)]
-    assert set(env.node_ids()) == {cluster.head_node.unique_id}
+    assert env.restarts == [int(nodes[s] == worker.node_id) for s in range(2)]
+    assert set(env.node_ids()) == {cluster.head_node.node_id}
     for _ in range(3):  # training goes on
         assert not any(info.get("ray_restarted") for info in env.step(np.ones(4, dtype=np.int64))[3])
     env.close()
@@ -241,10 +241,10 @@ def test_lost_node_restarts_its_envs_or_fails_clearly(cluster):
     cluster.wait_for_nodes()
     env = RayVecEnv(cartpoles(2), num_workers=2, step_timeout=30)
     env.reset()
-    worker = next(node for node in cluster.list_all_nodes() if node.unique_id != cluster.head_node.unique_id)
-    slot = env.node_ids().index(worker.unique_id)
+    worker = next(node for node in cluster.list_all_nodes() if node.node_id != cluster.head_node.node_id)
+    slot = env.node_ids().index(worker.node_id)
     cluster.remove_node(worker)
     start = time.monotonic()
-    with pytest.raises(RayEnvError, match=rf"envs \[{slot}\] \(actor {slot} on node {worker.unique_id} .*died"):
+    with pytest.raises(RayEnvError, match=rf"envs \[{slot}\] \(actor {slot} on node {worker.node_id} .*died"):
         env.step(np.zeros(2, dtype=np.int64))
     assert time.monotonic() - start < 30 and env.closed
