@@ -1,4 +1,7 @@
-"""RayVecEnv, baselines.cluster and the training CLI's Ray flags on a fake two-node Ray cluster (127.0.0.1 only)."""
+"""RayVecEnv, baselines.cluster, the training CLI's Ray flags and the quick track on a fake two-node Ray cluster.
+
+Everything binds 127.0.0.1; one cluster serves the whole module (it takes seconds to start).
+"""
 
 import os
 
@@ -6,11 +9,13 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import importlib.metadata  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -248,3 +253,52 @@ def test_lost_node_restarts_its_envs_or_fails_clearly(cluster):
     with pytest.raises(RayEnvError, match=rf"envs \[{slot}\] \(actor {slot} on node {worker.node_id} .*died"):
         env.step(np.zeros(2, dtype=np.int64))
     assert time.monotonic() - start < 30 and env.closed
+
+
+@pytest.fixture(scope="module")
+def quick_track():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "quick_track.py"
+    spec = importlib.util.spec_from_file_location("quick_track", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["quick_track"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_track_jobs_as_ray_tasks_keep_followers_after_their_job(cluster, quick_track, tmp_path):
+    def job(name, code, followers=()):
+        order = f"open({str(tmp_path / 'order')!r}, 'a').write({name!r} + ' ')"
+        return quick_track.Job(name, [sys.executable, "-c", f"{order}; raise SystemExit({code})"], list(followers))
+
+    jobs = [job("a", 0, [job("a1", 0), job("a2", 0)]), job("b", 3, [job("b1", 0)]), job("c", 0)]
+    results = {r["job"]: r["exit_code"] for r in quick_track.run_jobs_on_ray(jobs, tmp_path, cluster.address)}
+    assert results == {"a": 0, "a1": 0, "a2": 0, "b": 3, "b1": -1, "c": 0}
+    order = (tmp_path / "order").read_text().split()
+    assert sorted(order) == ["a", "a1", "a2", "b", "c"] and order.index("a") < min(order.index("a1"), order.index("a2"))
+    wait_for_free_cpus(2)
+
+
+def test_quick_track_on_ray_makes_the_same_bundles_as_locally(cluster, quick_track, tmp_path):
+    bundles = {}
+    for where in ("local", "ray"):
+        out = tmp_path / where
+        (out / "logs").mkdir(parents=True)
+        argv = ["--out", str(out), "--model", "tiny", "--tasks", "Sentiment", "--seeds", "0"]
+        args = quick_track.parse_args(argv + (["--ray-address", cluster.address] if where == "ray" else []))
+        jobs = [job for job in quick_track.track_jobs(args, out) if job.name.startswith("random__")]
+        if where == "ray":
+            results = quick_track.run_jobs_on_ray(jobs, out / "logs", args.ray_address)
+        else:
+            results = quick_track.run_jobs(jobs, 2, out / "logs")
+        assert len(results) == 2 and all(r["exit_code"] == 0 for r in results), results
+        rows = [row for row in quick_track.make_bundles(out, ["Sentiment"], [0], "tiny") if row["arm"] == "random"]
+        bundles[where] = {
+            row["bundle"]: (
+                row["claimed"],
+                json.loads((out / "bundles" / row["bundle"] / "bundle.json").read_text())["runs"],
+                (out / "bundles" / row["bundle"] / "generations.jsonl").read_bytes(),
+            )
+            for row in rows
+        }
+    assert len(bundles["local"]) == 2 and bundles["ray"] == bundles["local"]
+    wait_for_free_cpus(2)
