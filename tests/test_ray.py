@@ -302,3 +302,26 @@ def test_quick_track_on_ray_makes_the_same_bundles_as_locally(cluster, quick_tra
         }
     assert len(bundles["local"]) == 2 and bundles["ray"] == bundles["local"]
     wait_for_free_cpus(2)
+
+
+def test_leaderboard_rerun_as_ray_tasks_gives_the_local_result(cluster, tmp_path, capsys):
+    from test_leaderboard import make_run_dir  # an untrained tiny PPO run with its checkpoint and evaluation
+
+    from leaderboard.cli import main as leaderboard_main
+    from leaderboard.rerun import rerun_bundle
+    from leaderboard.verify import verify_bundle
+
+    run_dirs = [make_run_dir(tmp_path, seed) for seed in range(3)]
+    bundle = tmp_path / "bundle"
+    assert leaderboard_main(["bundle", *map(str, run_dirs), "--out", str(bundle), "--hardware", "test CPU"]) == 0
+    reruns = {}
+    for address in (None, cluster.address):
+        report = verify_bundle(bundle)
+        rerun_bundle(report.bundle, report, 60_000, episodes=4, device="cpu", ray_address=address)
+        assert report.ok, report.summary()
+        reruns[address] = report.rerun
+    assert reruns[cluster.address] == reruns[None] and len(reruns[None]["runs"]) == 3
+    code = leaderboard_main(["verify", str(bundle), "--rerun", "--secret-seed", "60000", "--rerun-episodes", "4",
+                             "--device", "cpu", "--ray-address", cluster.address])  # fmt: skip
+    assert code == 0 and reruns[None]["summary"] in capsys.readouterr().out
+    wait_for_free_cpus(2)
