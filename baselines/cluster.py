@@ -111,3 +111,25 @@ def make_ray_vec_env(
     return make_vec_env(
         env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, vec_env_cls=RayVecEnv, vec_env_kwargs=vec_env_kwargs
     )
+
+
+def run_task(function: Any, *args: Any, address: str | None, num_cpus: float = 1, **kwargs: Any) -> Any:
+    """Run ``function(*args, **kwargs)`` as one Ray task of ``num_cpus`` CPUs on the cluster at ``address``.
+
+    Args:
+        function: An importable function (Ray sends it by reference).
+        *args: Its positional arguments.
+        address: As :func:`connect` (None or ``""``: a local Ray).
+        num_cpus: CPUs Ray reserves for the task (torch in the task uses as many threads).
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        The function's return value; an exception it raised is raised here.
+    """
+    connect(address or None)
+    import ray
+
+    try:
+        return ray.get(ray.remote(num_cpus=num_cpus)(function).remote(*args, **kwargs))
+    except ray.exceptions.RayTaskError as error:
+        raise error.as_instanceof_cause() from None

@@ -124,10 +124,52 @@ def evaluate_policy(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Evaluate a checkpoint from the command line; print and optionally save the result."""
+def evaluate_checkpoint(
+    checkpoint: str,
+    env: str | None,
+    split: str,
+    episodes: int,
+    seed: int,
+    greedy: bool,
+    out: str | None,
+    reference_model: str | None,
+    device: str,
+) -> tuple[str, dict[str, Any]]:
+    """Load a checkpoint and evaluate it as the command line's arguments say; return the env id and the result."""
     from baselines.train import load_trained
 
+    algorithm, meta = load_trained(checkpoint, device=device)
+    env_id = env or meta["env"]
+    env_kwargs = {**meta["env_kwargs"], "split": split}
+    if meta["algo"] == "dqn":
+        from baselines.dqn import evaluate_q_policy
+
+        return env_id, evaluate_q_policy(algorithm, env_id, env_kwargs, episodes, seed, out)
+    result = evaluate_policy(
+        algorithm.policy,
+        env_id,
+        env_kwargs,
+        episodes=episodes,
+        seed=seed,
+        deterministic=greedy,
+        record_path=out,
+        reference_model=reference_model,
+    )
+    return env_id, result
+
+
+def remote_evaluation(options: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """:func:`evaluate_checkpoint` in a Ray task; the generations come back as text (the node may not share files)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        records = Path(directory) / "generations.jsonl"
+        env_id, result = evaluate_checkpoint(**{**options, "out": str(records) if options["out"] else None})
+        return env_id, result, records.read_text(encoding="utf-8") if records.exists() else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate a checkpoint from the command line; print and optionally save the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a checkpoint directory written by baselines.train")
     parser.add_argument("--env", default=None, help="env id (default: the one the checkpoint was trained on)")
@@ -138,26 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSONL file for the generations")
     parser.add_argument("--reference-model", default=None, help="reference LM for guard perplexity")
     parser.add_argument("--device", default="auto")
+    # -- Ray (issue 15) --
+    parser.add_argument("--ray-address", default="", help="evaluate as a Ray task on this cluster (auto or HOST:PORT)")
+    parser.add_argument(
+        "--env-workers", type=int, default=0, help="CPUs of the Ray task (> 0 without an address: local Ray)"
+    )
     args = parser.parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k not in ("ray_address", "env_workers")}
+    options["checkpoint"] = str(Path(args.checkpoint).resolve())  # a Ray worker runs in another directory
+    if args.ray_address or args.env_workers:
+        from baselines.cluster import run_task
 
-    algorithm, meta = load_trained(args.checkpoint, device=args.device)
-    env_id = args.env or meta["env"]
-    env_kwargs = {**meta["env_kwargs"], "split": args.split}
-    if meta["algo"] == "dqn":
-        from baselines.dqn import evaluate_q_policy
-
-        result = evaluate_q_policy(algorithm, env_id, env_kwargs, args.episodes, args.seed, args.out)
+        cpus = max(1, args.env_workers)
+        env_id, result, records = run_task(remote_evaluation, options, address=args.ray_address, num_cpus=cpus)
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as handle:
+                handle.write(records)
     else:
-        result = evaluate_policy(
-            algorithm.policy,
-            env_id,
-            env_kwargs,
-            episodes=args.episodes,
-            seed=args.seed,
-            deterministic=args.greedy,
-            record_path=args.out,
-            reference_model=args.reference_model,
-        )
+        env_id, result = evaluate_checkpoint(**options)
     result = {"checkpoint": str(Path(args.checkpoint)), "env": env_id, "split": args.split, **result}
     print(json.dumps({k: v for k, v in result.items() if k != "rewards"}, indent=2))
     return 0

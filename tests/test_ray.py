@@ -304,14 +304,35 @@ def test_quick_track_on_ray_makes_the_same_bundles_as_locally(cluster, quick_tra
     wait_for_free_cpus(2)
 
 
-def test_leaderboard_rerun_as_ray_tasks_gives_the_local_result(cluster, tmp_path, capsys):
-    from test_leaderboard import make_run_dir  # an untrained tiny PPO run with its checkpoint and evaluation
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory, tiny_model):
+    """Three untrained (perturbed) tiny PPO runs with their checkpoints and evaluations."""
+    from test_leaderboard import make_run_dir
 
+    root = tmp_path_factory.mktemp("runs")
+    return [make_run_dir(root, seed) for seed in range(3)]
+
+
+def test_evaluate_cli_as_a_ray_task_gives_the_local_result(cluster, run_dirs, tmp_path, capsys):
+    from baselines.evaluate import main as evaluate_main
+
+    printed, records = {}, {}
+    for where, extra in (("local", []), ("ray", ["--ray-address", cluster.address])):
+        out = tmp_path / f"{where}.jsonl"
+        argv = ["--checkpoint", str(run_dirs[0] / "checkpoint"), "--episodes", "2", "--device", "cpu"]
+        assert evaluate_main([*argv, "--out", str(out), *extra]) == 0
+        printed[where] = json.loads(capsys.readouterr().out)
+        records[where] = out.read_text().splitlines()
+    assert printed["ray"] == printed["local"] and printed["local"]["episodes"] == 2
+    assert records["ray"] == records["local"] and len(records["local"]) == 2
+    wait_for_free_cpus(2)
+
+
+def test_leaderboard_rerun_as_ray_tasks_gives_the_local_result(cluster, run_dirs, tmp_path, capsys):
     from leaderboard.cli import main as leaderboard_main
     from leaderboard.rerun import rerun_bundle
     from leaderboard.verify import verify_bundle
 
-    run_dirs = [make_run_dir(tmp_path, seed) for seed in range(3)]
     bundle = tmp_path / "bundle"
     assert leaderboard_main(["bundle", *map(str, run_dirs), "--out", str(bundle), "--hardware", "test CPU"]) == 0
     reruns = {}
