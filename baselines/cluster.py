@@ -9,7 +9,9 @@ or ``textgym-leaderboard verify --rerun``.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from typing import Any
 
 from baselines.ray_vec_env import RayVecEnv, import_ray
@@ -46,6 +48,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout: fl
         ValueError: A malformed address.
         ConnectionError: Nothing answers at the address, or no cluster is found for ``"auto"``.
     """
+    if address is None and "ray" not in sys.modules:
+        # A local instance serves this machine only: Ray then binds every address to 127.0.0.1 (read at import).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = import_ray()
     if address not in (None, "auto"):
         _check_answers(address, timeout)

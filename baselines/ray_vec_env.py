@@ -16,6 +16,7 @@ done with ``info["ray_restarted"] = True``, so training goes on.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -176,11 +177,11 @@ class RayVecEnv(VecEnv):
         start_timeout: float = 600.0,
         max_restarts: int = 0,
     ) -> None:
-        ray = import_ray()
-        if not ray.is_initialized():
+        if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
             from baselines.cluster import connect
 
             connect(None)
+        ray = import_ray()
         n_envs = len(env_fns)
         if n_envs == 0:
             raise ValueError("RayVecEnv needs at least one env factory, got none")
