@@ -4,8 +4,8 @@ r"""Candidate-level env throughput in one process vs RayVecEnv, Ray's per-step o
 
 One run measures, on this machine (a local Ray instance of ``--workers`` CPUs, bound to 127.0.0.1):
 
-1. ``--n-envs`` envs of ``--env`` stepped in one process by ``BatchedProposalVecEnv``
-   (torch on ``--workers`` threads, so both sides use the same cores);
+1. ``--n-envs`` envs of ``--env`` stepped in one process by ``BatchedProposalVecEnv``, with
+   1 and with ``--workers`` torch threads (the faster counts);
 2. the same envs in a ``RayVecEnv`` of ``--workers`` actors (one CPU, one torch thread each);
 3. Ray's overhead per vector step: CartPole stepped by ``DummyVecEnv`` and by ``RayVecEnv``
    (the env costs nothing, so the difference is Ray's round trip).
@@ -83,11 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     kwargs = {"model": args.model, "render_mode": None}
-    connect(None, num_cpus=args.workers)
-    torch.set_num_threads(args.workers)
+    # One process at its best: with 1 and with --workers torch threads (on a busy machine more threads can be
+    # slower), before Ray starts (its idle workers would compete).
     local = make_vec_env(args.env, args.n_envs, seed=0, env_kwargs=kwargs, vec_env_cls=BatchedProposalVecEnv)
-    one_process = seconds_per_step(local, args.steps)
+    by_threads = {}
+    for threads in sorted({1, args.workers}):
+        torch.set_num_threads(threads)
+        by_threads[threads] = seconds_per_step(local, args.steps)
     local.close()
+    threads, one_process = min(by_threads.items(), key=lambda item: item[1])
+    connect(None, num_cpus=args.workers)
     remote = make_vec_env(
         args.env,
         args.n_envs,
@@ -111,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         f"commit {commit()}; machine {machine()}; ray {connect()['ray_version']}, torch {torch.__version__}",
         f"command: {' '.join([Path(sys.executable).name, *sys.argv])}",
         "",
-        f"one process (BatchedProposalVecEnv, {args.workers} torch threads): {rate_one:.3f} transitions/s "
-        f"({one_process:.3f} s per vector step)",
+        *(
+            f"one process (BatchedProposalVecEnv, {n} torch threads): {args.n_envs / t:.3f} transitions/s "
+            f"({t:.3f} s per vector step)"
+            for n, t in by_threads.items()
+        ),
+        f"one process at its best ({threads} threads): {rate_one:.3f} transitions/s",
         f"RayVecEnv, {args.workers} actors of 1 CPU:                   {rate_ray:.3f} transitions/s "
         f"({on_ray:.3f} s per vector step)",
         f"ratio Ray / one process: {rate_ray / rate_one:.2f}",

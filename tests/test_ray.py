@@ -5,8 +5,8 @@ Everything binds 127.0.0.1; one cluster serves the whole module (it takes second
 
 import os
 
-# Every Ray node, the driver and the cluster address bind 127.0.0.1 (read when ray is imported).
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# tests/conftest.py sets it for the whole session (ray may be imported by another module first).
+assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0", "every Ray node must bind 127.0.0.1"
 
 import importlib.metadata  # noqa: E402
 import importlib.util  # noqa: E402
