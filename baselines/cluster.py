@@ -130,8 +130,13 @@ def run_task(function: Any, *args: Any, address: str | None, num_cpus: float = 1
 
     Returns:
         The function's return value; an exception it raised is raised here.
+
+    Raises:
+        ValueError: The cluster has fewer than ``num_cpus`` CPUs.
     """
-    connect(address or None)
+    summary = connect(address or None)
+    if num_cpus > summary["cpus"]:  # Ray would wait forever for an infeasible task
+        raise ValueError(f"a task of {num_cpus:g} CPUs cannot run on a Ray cluster of {summary['cpus']:g} CPUs")
     import ray
 
     try:

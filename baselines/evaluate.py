@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         from baselines.cluster import run_task
 
         cpus = max(1, args.env_workers)
-        env_id, result, records = run_task(remote_evaluation, options, address=args.ray_address, num_cpus=cpus)
+        try:
+            env_id, result, records = run_task(remote_evaluation, options, address=args.ray_address, num_cpus=cpus)
+        except (ImportError, ValueError, ConnectionError) as error:
+            print(f"error: {error}")
+            return 2
         if args.out:
             with open(args.out, "a", encoding="utf-8") as handle:
                 handle.write(records)

@@ -528,9 +528,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_address or args.env_workers:  # -- Ray env workers (issue 15): same envs, in Ray actors --
         from baselines.cluster import make_ray_vec_env
 
-        env = make_ray_vec_env(
-            args.env, args.n_envs, args.seed, env_kwargs_of(args), args.ray_address, args.env_workers
-        )
+        try:
+            env = make_ray_vec_env(
+                args.env, args.n_envs, args.seed, env_kwargs_of(args), args.ray_address, args.env_workers
+            )
+        except (ImportError, ValueError, ConnectionError, RuntimeError) as error:
+            print(f"error: {error}")
+            return 2
     else:
         env = make_vec_env(
             args.env,

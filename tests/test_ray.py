@@ -34,7 +34,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 from tiny_runs import TINY_RUN  # noqa: E402
 
 from baselines import ray_vec_env  # noqa: E402
-from baselines.cluster import cluster_summary, connect  # noqa: E402
+from baselines.cluster import cluster_summary, connect, run_task  # noqa: E402
 from baselines.vec_env import RayEnvError, RayVecEnv  # noqa: E402
 
 CANDIDATES = "TextGym/DialogueCandidate-v0"  # three turns with the tiny model: an episode ends at the third step
@@ -167,6 +167,8 @@ def test_bad_input_gives_clear_errors_and_leaves_no_actors(cluster, monkeypatch)
     assert time.monotonic() - start < 10
     with pytest.raises(ValueError, match="'nonsense' is not 'auto' or HOST:PORT"):
         connect("nonsense")
+    with pytest.raises(ValueError, match="a task of 3 CPUs cannot run on a Ray cluster of 2 CPUs"):
+        run_task(len, [], address=cluster.address, num_cpus=3)
 
     # Ray not installed: the error names the extra to install.
     real_version = importlib.metadata.version
@@ -198,6 +200,11 @@ def test_train_cli_runs_its_envs_on_the_cluster(cluster, tmp_path):
     assert summary["env_steps"] == 16
     assert summary["cluster"]["nodes"] == 2 and summary["cluster"]["address"] == cluster.address
     assert summary["config"]["env_workers"] == 2
+    # More env workers than the cluster's CPUs: a clear error before any actor starts.
+    command[command.index("--env-workers") + 1] = "3"
+    command[command.index("--out") + 1] = str(tmp_path / "refused")
+    refused = subprocess.run([*command, "--n-envs", "4"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "3 workers x 1 CPUs need 3 CPUs but the Ray cluster has 2" in refused.stdout
     wait_for_free_cpus(2)
 
 
@@ -230,12 +237,16 @@ def test_lost_node_restarts_its_envs_or_fails_clearly(cluster):
     worker = next(node for node in cluster.list_all_nodes() if node.node_id != cluster.head_node.node_id)
     lost = [i for slot, group in enumerate(env.groups) for i in group if nodes[slot] == worker.node_id]
     cluster.remove_node(worker)
-    _, rewards, dones, infos = env.step(np.zeros(4, dtype=np.int64))
+    obs, rewards, dones, infos = env.step(np.zeros(4, dtype=np.int64))
     for i in range(4):
         assert infos[i].get("ray_restarted", False) == (i in lost)
     assert dones[lost].all() and (rewards[lost] == 0).all()
     assert all("terminal_observation" in infos[i] and infos[i]["TimeLimit.truncated"] for i in lost)
     assert env.restarts == [int(nodes[s] == worker.node_id) for s in range(2)]
+    slot = env.restarts.index(1)
+    for i, seed in zip(env.groups[slot], env._restart_seeds(slot), strict=True):  # rebuilt envs reseeded as documented
+        assert seed == int(np.random.SeedSequence([5, i, 1]).generate_state(1)[0])
+        np.testing.assert_array_equal(obs[i], gym.make("CartPole-v1").reset(seed=seed)[0])
     assert set(env.node_ids()) == {cluster.head_node.node_id}
     for _ in range(3):  # training goes on
         assert not any(info.get("ray_restarted") for info in env.step(np.ones(4, dtype=np.int64))[3])
