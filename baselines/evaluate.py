@@ -16,12 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import textgym  # noqa: F401 - registers the ids
 from baselines.algorithms import UnknownAlgorithmError, algorithm
 from baselines.checkpoint import CheckpointError
-from baselines.common.cli import EVALUATE_EXIT_CODES, EXIT_FAILURE, EXIT_OK, add_device, add_episodes, error
+from baselines.cluster import run_task
+from baselines.common.cli import (
+    EVALUATE_EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_device,
+    add_episodes,
+    error,
+)
 from baselines.common.evaluation import EvaluationRequest, evaluate_policy, perplexity_summary
 from baselines.common.loading import load_trained
 
@@ -44,22 +55,65 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="JSONL file the generations are appended to")
     parser.add_argument("--reference-model", default=None, help="reference LM for guard perplexity (LM policies)")
     add_device(parser)
+    cluster = parser.add_argument_group("Ray cluster")
+    cluster.add_argument("--ray-address", default="", help="evaluate as a Ray task on this cluster: auto or HOST:PORT")
+    cluster.add_argument("--env-workers", type=int, default=0, help="CPUs of the Ray task (> 0 alone: a local Ray)")
     return parser
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    env: str | None,
+    split: str,
+    episodes: int,
+    seed: int,
+    greedy: bool,
+    out: str | None,
+    reference_model: str | None,
+    device: str,
+) -> tuple[str, dict[str, Any]]:
+    """Load a checkpoint and evaluate it as the command line's arguments say; return the env id and the result.
+
+    Raises:
+        baselines.checkpoint.CheckpointError: The checkpoint is missing or unreadable.
+        baselines.algorithms.UnknownAlgorithmError: It names an algorithm the table does not hold.
+    """
+    model, meta = load_trained(checkpoint, device=device)
+    evaluate = algorithm(meta["algo"]).load("evaluate")
+    env_id = env or meta["env"]
+    kwargs = {**meta["env_kwargs"], "split": split}
+    return env_id, evaluate(model, EvaluationRequest(env_id, kwargs, episodes, seed, greedy, out, reference_model))
+
+
+def remote_evaluation(options: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """:func:`evaluate_checkpoint` in a Ray task; the generations come back as text (the node may not share files)."""
+    with tempfile.TemporaryDirectory() as directory:
+        records = Path(directory) / "generations.jsonl"
+        env_id, result = evaluate_checkpoint(**{**options, "out": str(records) if options["out"] else None})
+        return env_id, result, records.read_text(encoding="utf-8") if records.exists() else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate a checkpoint from the command line; print the result as JSON; returns the exit code."""
     args = parser().parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k not in ("ray_address", "env_workers")}
+    options["checkpoint"] = str(Path(args.checkpoint).resolve())  # a Ray worker runs in another directory
     try:
-        model, meta = load_trained(args.checkpoint, device=args.device)
-        evaluate = algorithm(meta["algo"]).load("evaluate")
+        if args.ray_address or args.env_workers:
+            cpus = max(1, args.env_workers)
+            try:
+                env_id, result, records = run_task(remote_evaluation, options, address=args.ray_address, num_cpus=cpus)
+            except (ImportError, ValueError, ConnectionError) as problem:
+                error(str(problem))
+                return EXIT_USAGE
+            if args.out:
+                with open(args.out, "a", encoding="utf-8") as handle:
+                    handle.write(records)
+        else:
+            env_id, result = evaluate_checkpoint(**options)
     except (CheckpointError, UnknownAlgorithmError) as problem:
         error(f"cannot load --checkpoint {args.checkpoint}: {problem}")
         return EXIT_FAILURE
-    env_id = args.env or meta["env"]
-    kwargs = {**meta["env_kwargs"], "split": args.split}
-    request = EvaluationRequest(env_id, kwargs, args.episodes, args.seed, args.greedy, args.out, args.reference_model)
-    result = evaluate(model, request)
     result = {"checkpoint": str(Path(args.checkpoint)), "env": env_id, "split": args.split, **result}
     print(json.dumps({k: v for k, v in result.items() if k != "rewards"}, indent=2))
     return EXIT_OK

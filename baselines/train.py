@@ -50,9 +50,10 @@ from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
 import textgym  # noqa: E402
 from baselines.algorithms import ALGOS, algorithm  # noqa: E402
 from baselines.checkpoint import CheckpointError, load_checkpoint, read_resume_state, save_checkpoint  # noqa: E402
+from baselines.cluster import cluster_summary  # noqa: E402
 from baselines.common.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error  # noqa: E402
 from baselines.common.cli import parse_train_args as parse_args  # noqa: E402
-from baselines.common.config import Args, env_kwargs_of  # noqa: E402
+from baselines.common.config import Args, env_kwargs_of, uses_ray  # noqa: E402
 from baselines.common.evaluation import EvaluationRequest  # noqa: E402
 from baselines.common.loading import build, checkpoint_metadata, load_trained, make_train_env  # noqa: E402
 from baselines.common.resume import (  # noqa: E402
@@ -236,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.torch_threads)
 
     spec = algorithm(args.algo)
-    env = make_train_env(args)
+    try:
+        env = make_train_env(args)
+    except (ImportError, ValueError, ConnectionError, RuntimeError) as problem:
+        if not uses_ray(args):
+            raise
+        error(str(problem))
+        return EXIT_USAGE
     if args.whiten_rewards:
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=args.gamma)
     model = build(args, env)
@@ -346,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "textgym_version": textgym.__version__,
         "torch_version": torch.__version__,
         "device": str(model.device),
+        **({"cluster": cluster_summary()} if uses_ray(args) else {}),
     }
     files.atomic_write(summary_path, json.dumps(finite(summary), indent=2, default=float, allow_nan=False))
     print(

@@ -187,6 +187,46 @@ def track_jobs(args: argparse.Namespace, out: Path) -> list[Job]:
     return jobs
 
 
+def finished(job: Job, result: dict[str, Any], results: list[dict[str, Any]]) -> list[Job]:
+    """Record ``job``'s result; return its followers to run, or record them as not run when it failed."""
+    results.append(result)
+    if result["exit_code"] == 0:
+        return job.followers
+    # Followers would reuse a missing evaluation: report them as not run.
+    results.extend({"job": f.name, "exit_code": -1, "wall_time_s": 0.0, "command": ""} for f in job.followers)
+    return []
+
+
+def run_jobs_on_ray(jobs: list[Job], logs: Path, address: str) -> list[dict[str, Any]]:
+    """Run ``jobs`` as Ray tasks of one CPU each (a run uses one torch thread); followers start after their job.
+
+    The cluster's nodes must share the track's directory (the jobs write their runs and logs there).
+    """
+    from baselines.cluster import connect
+
+    connect(address)
+    import ray
+
+    # This module runs as a script, not an importable module: its functions travel to the workers by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    task = ray.remote(num_cpus=1)(run_job)
+    results: list[dict[str, Any]] = []
+
+    def submit(job: Job) -> tuple[Any, Job]:
+        return task.remote(job.name, job.command, logs / f"{job.name}.log"), job
+
+    pending = dict(map(submit, jobs))
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayError as error:  # a lost node or task: a failed job, not a hung track
+            result = {"job": job.name, "exit_code": -1, "wall_time_s": 0.0, "command": f"not run: {error}"}
+        pending.update(map(submit, finished(job, result, results)))
+    return results
+
+
 def run_jobs(jobs: list[Job], workers: int, logs: Path) -> list[dict[str, Any]]:
     """Run ``jobs`` on ``workers`` threads; a finished job's followers go to the front of the queue."""
     queue, results, running = list(jobs), [], 0
@@ -207,13 +247,7 @@ def run_jobs(jobs: list[Job], workers: int, logs: Path) -> list[dict[str, Any]]:
             except OSError as error:  # e.g. the log cannot be written: a failed job, not a hung pool
                 result = {"job": job.name, "exit_code": -1, "wall_time_s": 0.0, "command": f"not run: {error}"}
             with ready:
-                results.append(result)
-                if result["exit_code"] == 0:
-                    queue[:0] = job.followers
-                else:  # followers would reuse a missing evaluation: report them as not run
-                    results.extend(
-                        {"job": f.name, "exit_code": -1, "wall_time_s": 0.0, "command": ""} for f in job.followers
-                    )
+                queue[:0] = finished(job, result, results)
                 running -= 1
                 ready.notify_all()
 
@@ -436,6 +470,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--device", default="cpu", help="device of the training runs")
     parser.add_argument("--submit", action="store_true", help="add the verified bundles to the leaderboard")
+    parser.add_argument(
+        "--ray-address",
+        default="",
+        help="run the jobs as Ray tasks on this cluster (auto or HOST:PORT; the nodes share --out) instead of --jobs",
+    )
     return parser.parse_args(argv)
 
 
@@ -462,7 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     count = len(jobs) + sum(len(job.followers) for job in jobs)
     print(f"quick track: {count} jobs, {args.jobs} at a time, in {out}", flush=True)
-    results = run_jobs(jobs, args.jobs, out / "logs")
+    if args.ray_address:
+        results = run_jobs_on_ray(jobs, out / "logs", args.ray_address)
+    else:
+        results = run_jobs(jobs, args.jobs, out / "logs")
     jobs_time = time.perf_counter() - start
     rows = make_bundles(out, args.tasks, args.seeds, args.model)
     table = markdown_table(rows)

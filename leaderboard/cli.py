@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--rerun-episodes", type=int, default=None, help="episodes per run (default: the track's)")
         command.add_argument("--device", default="auto", help="device of the re-run: auto, cpu or cuda")
         command.add_argument(
+            "--ray-address", default=None, help="re-run each run as a Ray task on this cluster (auto or HOST:PORT)"
+        )
+        command.add_argument(
             "--perplexity",
             action="store_true",
             help="also measure the replies' perplexity under the env's LM (loads it; --rerun implies it)",
@@ -144,7 +147,14 @@ def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[
         from leaderboard.rerun import rerun_bundle
         from leaderboard.verify import measure_perplexity
 
-        rerun_bundle(report.bundle, report, secret_seed, episodes=args.rerun_episodes, device=args.device)
+        rerun_bundle(
+            report.bundle,
+            report,
+            secret_seed,
+            episodes=args.rerun_episodes,
+            device=args.device,
+            ray_address=args.ray_address,
+        )
         if report.ok:  # the re-run loaded the LMs anyway
             from leaderboard.tracks import effective_env_kwargs
 

@@ -144,8 +144,34 @@ def _checkpoint_dir(bundle: Bundle, run: dict[str, Any], report: Report) -> Path
         return None
 
 
+def play_run(
+    directory: str, env_id: str, split: str, episodes: int, seed: int, deterministic: bool, device: str
+) -> dict[str, Any]:
+    """Load one run's checkpoint and play ``episodes`` held-out episodes from prompt seed ``seed``.
+
+    Returns:
+        The evaluation's result, or ``{"load_error": message}`` when the checkpoint does not load.
+    """
+    # Loading and playing a checkpoint needs torch and stable-baselines3; the rest of the leaderboard does not.
+    from baselines.common.evaluation import EvaluationRequest
+    from baselines.common.loading import load_trained
+
+    try:
+        model, meta = load_trained(directory, device=device)
+    except Exception as error:  # noqa: BLE001 - a checkpoint that does not load is a reason
+        return {"load_error": str(error)}
+    kwargs = {**meta["env_kwargs"], "split": split}
+    request = EvaluationRequest(env_id, kwargs, episodes, seed, deterministic)
+    return algorithm(meta["algo"]).load("evaluate")(model, request)
+
+
 def rerun_bundle(
-    bundle: Bundle, report: Report, secret_seed: int, episodes: int | None = None, device: str = "auto"
+    bundle: Bundle,
+    report: Report,
+    secret_seed: int,
+    episodes: int | None = None,
+    device: str = "auto",
+    ray_address: str | None = None,
 ) -> None:
     """Re-run every run's checkpoint on held-out prompts and check its claim; results go in ``report``.
 
@@ -155,6 +181,8 @@ def rerun_bundle(
         secret_seed: First prompt seed of the held-out set; its episodes must not overlap the track's seeds.
         episodes: Episodes per run (default: the track's).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        ray_address: Play each run as a Ray task on this cluster (``"auto"`` or ``HOST:PORT``;
+            the nodes must see the bundle's directory); None plays them here, one after another.
     """
     track = bundle.track
     if track is None:
@@ -192,23 +220,30 @@ def rerun_bundle(
     if not report.ok:
         return
 
-    # Loading and playing a checkpoint needs torch and stable-baselines3; the rest of the leaderboard does not.
-    from baselines.common.evaluation import EvaluationRequest
-    from baselines.common.loading import load_trained
-
     env = bundle.manifest["env"]
     deterministic = bundle.manifest["model"]["decoding"] == "greedy"
+    plays = {
+        run["training_seed"]: (str(directories[run["training_seed"]]), env["id"], track.split, episodes, secret_seed)
+        for run in bundle.manifest["runs"]
+    }
+    if ray_address:  # each run's episodes as one Ray task of one CPU
+        from baselines.cluster import connect  # Ray is an optional extra; the leaderboard loads no torch without it
+
+        connect(ray_address)
+        import ray
+
+        task = ray.remote(num_cpus=1)(play_run)
+        refs = {seed: task.remote(*play, deterministic, device) for seed, play in plays.items()}
+        played = {seed: ray.get(ref) for seed, ref in refs.items()}
+    else:
+        played = {seed: play_run(*play, deterministic, device) for seed, play in plays.items()}
     results = []
     for run in bundle.manifest["runs"]:
         seed = run["training_seed"]
-        try:
-            model, meta = load_trained(str(directories[seed]), device=device)
-        except Exception as error:  # noqa: BLE001 - a checkpoint that does not load is a reason
-            report.add("rerun", f"checkpoint of training seed {seed} could not be loaded: {error}")
+        result = played[seed]
+        if "load_error" in result:
+            report.add("rerun", f"checkpoint of training seed {seed} could not be loaded: {result['load_error']}")
             continue
-        kwargs = {**meta["env_kwargs"], "split": track.split}
-        request = EvaluationRequest(env["id"], kwargs, episodes, secret_seed, deterministic)
-        result = algorithm(meta["algo"]).load("evaluate")(model, request)
         stderr = standard_error(result["rewards"])
         low, high = accepted_range(run["claimed"]["ci95"], stderr)
         mean = result["reward_mean"]

@@ -3,6 +3,8 @@ import os
 # Nothing in the test suite may reach the hub; fail fast if anything tries.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray (tests/test_ray.py) binds every node, the driver and the cluster address to 127.0.0.1; read when ray is imported.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

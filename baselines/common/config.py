@@ -22,6 +22,8 @@ def option(default: Any, help: str, group: str = "") -> Any:  # noqa: A002 - arg
 
 #: The ``--help`` group of the logging flags (the others are grouped by the algorithms that read them).
 LOGGING = "logging"
+#: The ``--help`` group of the Ray flags (:mod:`baselines.cluster`).
+CLUSTER = "Ray cluster"
 
 
 @dataclass
@@ -78,6 +80,8 @@ class Args:
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
     wandb_project: str = option("", "also log to this Weights & Biases project (needs textgym[wandb])", LOGGING)
     wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
+    ray_address: str = option("", "run the envs in Ray actors on this cluster: auto or HOST:PORT", CLUSTER)
+    env_workers: int = option(0, "Ray actors hosting the envs (0: one per CPU; > 0 alone: a local Ray)", CLUSTER)
 
 
 #: The values ``--lr-schedule`` takes.
@@ -91,6 +95,11 @@ def defaults_for(algo: str) -> dict[str, Any]:
         baselines.algorithms.UnknownAlgorithmError: ``algo`` is not in the table.
     """
     return {**{f.name: f.default for f in dataclasses.fields(Args)}, **algorithm(algo).defaults, "algo": algo}
+
+
+def uses_ray(args: Args) -> bool:
+    """Whether the run's envs live in Ray actors (``--ray-address`` or ``--env-workers`` given)."""
+    return bool(args.ray_address or args.env_workers)
 
 
 def env_kwargs_of(args: Args) -> dict[str, Any]:
@@ -139,6 +148,8 @@ _NOT_IN_COMMAND = (
     "initial_eval_from",
     "wandb_project",
     "wandb_entity",
+    "ray_address",
+    "env_workers",
 )
 #: Fields a command line always names, default or not: what a reader looks for first.
 _ALWAYS_IN_COMMAND = ("algo", "env", "model", "seed", "total_timesteps")

@@ -10,7 +10,8 @@ from stable_baselines3.common.env_util import make_vec_env
 import textgym
 from baselines.algorithms import algorithm
 from baselines.checkpoint import load_checkpoint, read_metadata
-from baselines.common.config import Args, env_kwargs_of
+from baselines.common.config import Args, env_kwargs_of, uses_ray
+from baselines.vec_env import make_ray_vec_env
 
 
 def build(args: Args, env: Any) -> Any:
@@ -19,7 +20,16 @@ def build(args: Args, env: Any) -> Any:
 
 
 def make_train_env(args: Args) -> Any:
-    """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class."""
+    """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class, or in Ray actors.
+
+    Raises:
+        ImportError, ValueError, ConnectionError, RuntimeError: With ``--ray-address`` or
+            ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
+    """
+    if uses_ray(args):  # the same envs, in Ray actors (each actor batches its envs' proposals)
+        return make_ray_vec_env(
+            args.env, args.n_envs, args.seed, env_kwargs_of(args), args.ray_address, args.env_workers
+        )
     return make_vec_env(
         args.env,
         n_envs=args.n_envs,

@@ -39,6 +39,8 @@ SUPPORTED_ENGINES: dict[str, str] = {
     "trl": ">=1.16,<1.17",
     "skyrl-gym": ">=0.4,<0.5",
     "verl": ">=0.9.1,<0.10",
+    # Not an engine adapter: Ray runs baselines.vec_env.RayVecEnv, benchmark jobs and leaderboard re-runs.
+    "ray": ">=2.60,<2.61",
 }
 
 
