@@ -3,8 +3,8 @@
 Each step of a candidate-level TextGym env ends with its LM proposing K replies for the
 next turn, and that proposal is nearly all of the step's cost. :class:`BatchedProposalVecEnv`
 steps its envs in threads through a :class:`textgym.lm.ProposalBatcher`, so the proposals of
-all ``n_envs`` envs run as one batched generation (about 2.5x fewer CPU seconds per env
-step at 8 envs on the 2-core reference machine). Token- and utterance-level envs, which propose
+all ``n_envs`` envs run as one batched generation, which reads the LM's weights once per
+token for the whole batch. Token- and utterance-level envs, which propose
 nothing, are stepped one after another exactly as by ``DummyVecEnv``.
 """
 

@@ -27,6 +27,8 @@ require_engine("ray")
 
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
+from sb3_contrib import MaskablePPO  # noqa: E402
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported  # noqa: E402
 from stable_baselines3 import DQN, PPO  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
@@ -121,12 +123,16 @@ def test_matches_dummy_vec_env_across_two_nodes(cluster):
     wait_for_free_cpus(2)
 
 
-def test_stock_dqn_and_ppo_learn_on_it(cluster):
+def test_stock_dqn_ppo_and_maskable_ppo_learn_on_it(cluster):
     env = make_vec_env(CANDIDATES, 4, seed=0, env_kwargs=KWARGS, vec_env_cls=RayVecEnv)
     try:
+        assert is_masking_supported(env)  # sb3-contrib finds the candidate envs' action_masks through the actors
+        env.reset()
+        np.testing.assert_array_equal(get_action_masks(env), env.action_masks())
         for algorithm in (
             DQN("MultiInputPolicy", env, learning_starts=4, train_freq=1, batch_size=4, buffer_size=64, seed=0),
             PPO("MultiInputPolicy", env, n_steps=2, batch_size=4, n_epochs=1, seed=0),
+            MaskablePPO("MultiInputPolicy", env, n_steps=2, batch_size=4, n_epochs=1, seed=0),
         ):
             before = [p.detach().clone() for p in algorithm.policy.parameters()]
             algorithm.learn(16)

@@ -89,8 +89,7 @@ def append_columns(cached: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """``torch.cat([cached, new], dim=2)`` that writes into spare columns of ``cached``'s buffer when it has them.
 
     A KV cache grown by concatenation copies all of itself at every decoding step; on a CPU
-    with little memory bandwidth that copy cost more than the layer's arithmetic (38% of a
-    64-row decoding step of the default model on the 2-core reference machine). Here the
+    with little memory bandwidth that copy can cost more than the layer's arithmetic. Here the
     cache lives in a buffer with spare columns, and an append writes only the new ones.
     """
     length = cached.shape[2] if cached.dim() == 4 else 0  # a fresh layer holds an empty 1-d tensor
@@ -390,8 +389,7 @@ class ProposalBatcher:
 
     Candidate-level envs spend nearly all their time in the LM's proposals, and a CPU
     generates several proposals in one batch much faster than one after another, since the
-    weights are read once per token for the whole batch (8 proposals of 4 x 16 tokens from
-    the default model: 18.5 s one by one, 7.4 s batched, on the 2-core reference machine). Give every env this object as
+    weights are read once per token for the whole batch. Give every env this object as
     its ``proposer`` and step them through :meth:`map`: each job runs in its own thread,
     and a :meth:`propose` call waits until every still-running job has either asked for a
     proposal or finished, then all waiting requests go to the LM as one
