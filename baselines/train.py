@@ -64,6 +64,7 @@ from baselines.common.resume import (  # noqa: E402
 )
 from baselines.common.run_logging import RunLogger  # noqa: E402
 from textgym import files  # noqa: E402
+from textgym.data import DatasetError  # noqa: E402
 from textgym.wrappers import read_records  # noqa: E402
 
 #: Importable from here too, as before the split: the CLI's parser, config and checkpoint loading.
@@ -239,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = algorithm(args.algo)
     try:
         env = make_train_env(args)
+    except DatasetError as problem:  # a bad --dataset, --dataset-config or --dataset-split: nothing built yet
+        error(str(problem))
+        return EXIT_USAGE
     except (ImportError, ValueError, ConnectionError, RuntimeError) as problem:
         if not uses_ray(args):
             raise

@@ -181,3 +181,39 @@ def test_leaderboard_tracks_pin_the_dataset_arguments(env_id):
     for name, value in [("dataset", "cnn.jsonl"), ("dataset_config", "3.0.0"), ("dataset_split", "test")]:
         (problem,) = pinned_kwargs_problems(env_id, {"split": "validation", name: value}, "validation")
         assert f"env kwarg {name}={value!r} differs from the track's None" == problem
+
+
+def test_train_cli_trains_and_evaluates_on_a_datasets_own_splits(tmp_path, load_counter):
+    from tiny_runs import TINY_RUN
+
+    from baselines import train
+
+    root = write_cnn_dailymail(tmp_path / "cnn")
+    run = [*TINY_RUN, "--env", "TextGym/Summarization-v0", "--total-timesteps", "16", "--dataset", root]
+    out = tmp_path / "run"
+    assert train.main([*run, "--dataset-config", "3.0.0", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["dataset"], config["dataset_config"]) == (root, "3.0.0")
+    records = [json.loads(line) for line in (out / "eval_generations.jsonl").read_text().splitlines()]
+    assert records and all(r["prompt_id"].startswith("validation-") for r in records)  # its own validation rows
+    assert all(r["prompt"][-1]["content"].startswith("3.0.0 validation article") for r in records)
+
+
+def test_train_cli_names_bad_dataset_arguments_on_stderr(tmp_path, load_counter, capsys):
+    from tiny_runs import TINY_RUN
+
+    from baselines import train
+
+    root = write_cnn_dailymail(tmp_path / "cnn")
+    out = tmp_path / "refused"
+    summarization = [*TINY_RUN, "--env", "TextGym/Summarization-v0", "--out", str(out), "--dataset", root]
+    assert train.main([*summarization, "--dataset-config", "9.9.9"]) == 2
+    assert "'9.9.9'" in capsys.readouterr().err and not (out / "checkpoint").exists()
+    assert train.main([*summarization, "--dataset-config", "3.0.0", "--dataset-split", "dev"]) == 2
+    assert "'dev'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # Sentiment takes no dataset: argparse's usage error
+        train.main([*TINY_RUN, "--dataset", root, "--out", str(out)])
+    assert exited.value.code == 2 and "TextGym/Sentiment-v0 takes no dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main([*TINY_RUN, "--env", "TextGym/Summarization-v0", "--dataset-config", "3.0.0"])
+    assert "need --dataset" in capsys.readouterr().err

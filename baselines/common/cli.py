@@ -19,8 +19,9 @@ import gymnasium as gym
 
 import textgym
 from baselines.algorithms import ALGOS, algorithm
-from baselines.common.config import LR_SCHEDULES, Args
+from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args
 from baselines.common.run_logging import require_wandb
+from textgym.registration import effective_env_kwargs
 from textgym.stats import EVAL_SEED_BASE
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -163,6 +164,14 @@ def parse_train_args(argv: list[str] | None = None) -> Args:
             f"--algo {args.algo} trains at {' or '.join(spec.granularities)} level but --env {args.env} is a "
             f"{granularity}-level id; for example: {', '.join(fitting[:4])}"
         )
+    given = [f"--{name.replace('_', '-')}" for name in DATA_FIELDS if getattr(args, name)]
+    if given and "dataset" not in effective_env_kwargs(args.env, {}):
+        takers = [i for i in textgym.env_ids() if "dataset" in effective_env_kwargs(i, {})]
+        parser.error(
+            f"{args.env} takes no dataset, so {', '.join(given)} cannot apply; ids that do: {', '.join(takers)}"
+        )
+    if (args.dataset_config or args.dataset_split) and not args.dataset:
+        parser.error("--dataset-config and --dataset-split need --dataset (the data source they select from)")
     if args.wandb_project:  # fail before training, not after building the model
         try:
             require_wandb()

@@ -22,6 +22,8 @@ def option(default: Any, help: str, group: str = "") -> Any:  # noqa: A002 - arg
 
 #: The ``--help`` group of the logging flags (the others are grouped by the algorithms that read them).
 LOGGING = "logging"
+#: The ``--help`` group of the data flags (tasks that take a ``dataset``: Dialogue, Summarization).
+DATA = "data"
 #: The ``--help`` group of the Ray flags (:mod:`baselines.cluster`).
 CLUSTER = "Ray cluster"
 
@@ -78,6 +80,9 @@ class Args:
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
+    dataset: str = option("", "the task's data: a local file or directory, or a hub id (empty: the task's own)", DATA)
+    dataset_config: str = option("", "the dataset's config, e.g. 3.0.0 for CNN/DailyMail (empty: its default)", DATA)
+    dataset_split: str = option("", "the dataset's own split to read (empty: the one named like the env's split)", DATA)
     wandb_project: str = option("", "also log to this Weights & Biases project (needs textgym[wandb])", LOGGING)
     wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
     ray_address: str = option("", "run the envs in Ray actors on this cluster: auto or HOST:PORT", CLUSTER)
@@ -97,6 +102,10 @@ def defaults_for(algo: str) -> dict[str, Any]:
     return {**{f.name: f.default for f in dataclasses.fields(Args)}, **algorithm(algo).defaults, "algo": algo}
 
 
+#: The :class:`Args` fields passed to the env as they are, when given.
+DATA_FIELDS = ("dataset", "dataset_config", "dataset_split")
+
+
 def uses_ray(args: Args) -> bool:
     """Whether the run's envs live in Ray actors (``--ray-address`` or ``--env-workers`` given)."""
     return bool(args.ray_address or args.env_workers)
@@ -111,6 +120,9 @@ def env_kwargs_of(args: Args) -> dict[str, Any]:
         kwargs["max_reply_tokens"] = args.max_reply_tokens
     if args.num_candidates:
         kwargs["num_candidates"] = args.num_candidates
+    for name in DATA_FIELDS:
+        if getattr(args, name):
+            kwargs[name] = getattr(args, name)
     return kwargs
 
 
