@@ -1,4 +1,7 @@
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 # Nothing in the test suite may reach the hub; fail fast if anything tries.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -42,3 +45,14 @@ def chromium() -> str:
     if os.environ.get("TEXTGYM_REQUIRE_CHROMIUM") == "1":
         pytest.fail("chromium is missing: run .ci/install-chromium.sh first")
     pytest.skip("chromium is not installed (bash .ci/install-chromium.sh; CI sets TEXTGYM_REQUIRE_CHROMIUM=1)")
+
+
+@pytest.fixture(scope="session")
+def quick_track():
+    """``benchmarks/quick_track.py`` imported as a module (``benchmarks/`` holds scripts, not a package)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "quick_track.py"
+    spec = importlib.util.spec_from_file_location("quick_track", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["quick_track"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -1,23 +1,9 @@
 """The quick benchmark track's own pieces: the random arm, bundling every arm, the table."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
-
-import pytest
 
 from leaderboard.verify import verify_bundle
-
-
-@pytest.fixture(scope="module")
-def quick_track():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "quick_track.py"
-    spec = importlib.util.spec_from_file_location("quick_track", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quick_track"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_random_arms_make_verified_bundles_and_missing_runs_are_reported(quick_track, tmp_path, tiny_model):

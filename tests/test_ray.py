@@ -15,7 +15,6 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -272,16 +271,6 @@ def test_lost_node_restarts_its_envs_or_fails_clearly(cluster):
     cluster.add_node(num_cpus=1)  # the later tests find two nodes again
     cluster.wait_for_nodes()
     wait_for_free_cpus(2)
-
-
-@pytest.fixture(scope="module")
-def quick_track():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "quick_track.py"
-    spec = importlib.util.spec_from_file_location("quick_track", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quick_track"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_track_jobs_as_ray_tasks_keep_followers_after_their_job(cluster, quick_track, tmp_path):
