@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import textgym  # noqa: F401 - registers the ids
-from baselines.algorithms import UnknownAlgorithmError, algorithm
+from baselines.algorithms import UnknownAlgorithmError
 from baselines.checkpoint import CheckpointError
 from baselines.cluster import run_task
 from baselines.common.cli import (
@@ -33,7 +33,7 @@ from baselines.common.cli import (
     add_episodes,
     error,
 )
-from baselines.common.evaluation import EvaluationRequest, evaluate_policy, perplexity_summary
+from baselines.common.evaluation import evaluate_on_split, evaluate_policy, perplexity_summary
 from baselines.common.loading import load_trained
 
 #: Importable from here too, as before the split: the evaluation loop of LM policies.
@@ -79,10 +79,20 @@ def evaluate_checkpoint(
         baselines.algorithms.UnknownAlgorithmError: It names an algorithm the table does not hold.
     """
     model, meta = load_trained(checkpoint, device=device)
-    evaluate = algorithm(meta["algo"]).load("evaluate")
     env_id = env or meta["env"]
-    kwargs = {**meta["env_kwargs"], "split": split}
-    return env_id, evaluate(model, EvaluationRequest(env_id, kwargs, episodes, seed, greedy, out, reference_model))
+    result = evaluate_on_split(
+        model,
+        meta["algo"],
+        env_id,
+        meta["env_kwargs"],
+        split,
+        episodes=episodes,
+        seed=seed,
+        deterministic=greedy,
+        record_path=out,
+        reference_model=reference_model,
+    )
+    return env_id, result
 
 
 def remote_evaluation(options: dict[str, Any]) -> tuple[str, dict[str, Any], str]:

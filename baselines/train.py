@@ -54,7 +54,7 @@ from baselines.cluster import cluster_summary  # noqa: E402
 from baselines.common.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error  # noqa: E402
 from baselines.common.cli import parse_train_args as parse_args  # noqa: E402
 from baselines.common.config import Args, env_kwargs_of, uses_ray  # noqa: E402
-from baselines.common.evaluation import EvaluationRequest  # noqa: E402
+from baselines.common.evaluation import evaluate_on_split  # noqa: E402
 from baselines.common.loading import build, checkpoint_metadata, load_trained, make_train_env  # noqa: E402
 from baselines.common.resume import (  # noqa: E402
     EVAL_RECORDS,
@@ -129,11 +129,17 @@ def run_evaluation(model: Any, args: Args, out: Path, tag: str, run_log: RunLogg
 
     ``run_log`` (if given) logs the result and this evaluation's generations.
     """
-    evaluate = algorithm(args.algo).load("evaluate")
-    kwargs = {**env_kwargs_of(args), "split": "validation"}
-    records, episodes = str(out / EVAL_RECORDS), args.eval_episodes
-    request = EvaluationRequest(args.env, kwargs, episodes, record_path=records, reference_model=args.model)
-    result = evaluate(model, request)
+    records = str(out / EVAL_RECORDS)
+    result = evaluate_on_split(
+        model,
+        args.algo,
+        args.env,
+        env_kwargs_of(args),
+        "validation",
+        episodes=args.eval_episodes,
+        record_path=records,
+        reference_model=args.model,
+    )
     result.update(tag=tag, step=int(model.num_timesteps))
     low, high = result["reward_ci95"]
     perplexity = (

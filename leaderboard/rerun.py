@@ -36,7 +36,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from baselines.algorithms import ALGOS, algorithm
+from baselines.algorithms import ALGOS
 from baselines.common.config import Args
 from leaderboard import safejson
 from leaderboard.checkpoints import (
@@ -153,16 +153,15 @@ def play_run(
         The evaluation's result, or ``{"load_error": message}`` when the checkpoint does not load.
     """
     # Loading and playing a checkpoint needs torch and stable-baselines3; the rest of the leaderboard does not.
-    from baselines.common.evaluation import EvaluationRequest
+    from baselines.common.evaluation import evaluate_on_split
     from baselines.common.loading import load_trained
 
     try:
         model, meta = load_trained(directory, device=device)
     except Exception as error:  # noqa: BLE001 - a checkpoint that does not load is a reason
         return {"load_error": str(error)}
-    kwargs = {**meta["env_kwargs"], "split": split}
-    request = EvaluationRequest(env_id, kwargs, episodes, seed, deterministic)
-    return algorithm(meta["algo"]).load("evaluate")(model, request)
+    request = {"episodes": episodes, "seed": seed, "deterministic": deterministic}
+    return evaluate_on_split(model, meta["algo"], env_id, meta["env_kwargs"], split, **request)
 
 
 def rerun_bundle(

@@ -25,6 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
+from baselines.algorithms import algorithm
 from baselines.common.candidates import CANDIDATE_KEYS, candidate_env, candidate_shape, run_candidate_episodes
 from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
 from textgym.wrappers import RecordGenerations, ReferencePerplexity
@@ -56,6 +57,26 @@ class EvaluationRequest:
 #: An algorithm's evaluation, as the table names it: ``(algorithm, request) -> result``; the result
 #: holds at least ``episodes``, ``deterministic``, ``reward_mean``, ``reward_ci95`` and ``rewards``.
 Evaluator = Callable[[Any, EvaluationRequest], dict[str, Any]]
+
+
+def evaluate_on_split(
+    model: Any, algo: str, env_id: str, env_kwargs: dict[str, Any], split: str, **request: Any
+) -> dict[str, Any]:
+    """Play ``algo``'s evaluation (its table entry's evaluator) of ``model`` on ``split`` of ``env_id``.
+
+    Args:
+        model: The trained algorithm.
+        algo: Its key in :data:`baselines.algorithms.ALGOS`.
+        env_id: The env id to play.
+        env_kwargs: ``gym.make`` arguments of the training envs; ``split`` replaces theirs.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        **request: The other :class:`EvaluationRequest` fields (``episodes``, ``seed``, ...).
+
+    Raises:
+        baselines.algorithms.UnknownAlgorithmError: ``algo`` is not in the table.
+    """
+    evaluate = algorithm(algo).load("evaluate")
+    return evaluate(model, EvaluationRequest(env_id, {**env_kwargs, "split": split}, **request))
 
 
 def reward_summary(rewards: list[float]) -> dict[str, Any]:
