@@ -144,7 +144,7 @@ def test_csv_is_rewritten_from_the_history_and_widened_for_a_new_metric(tmp_path
 
 
 def test_bad_arguments_are_named(tmp_path):
-    with pytest.raises(ValueError, match="max_samples must be a positive integer, not 0"):
+    with pytest.raises(ValueError, match="max_samples must be an integer >= 1, got 0"):
         RunLogger(tmp_path, {}, max_samples=0)
     with pytest.raises(ValueError, match=r"history entries \[1\] have no 'step'"):
         RunLogger(tmp_path, {}, history=[fake_evaluation(0, 0.5), {"reward_mean": 1.0}])

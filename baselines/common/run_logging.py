@@ -31,6 +31,7 @@ from typing import Any
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat, configure
 
 from textgym import files
+from textgym.checks import check_integer
 
 EVAL_CSV = "eval.csv"
 #: eval.csv's first columns, always present (empty where an evaluator has no such metric, e.g. DQN's perplexity).
@@ -185,6 +186,7 @@ class RunLogger:
 
     Raises:
         ImportError: ``wandb_project`` is given and wandb is not installed.
+        TypeError: ``max_samples`` is not an integer.
         ValueError: ``max_samples`` is below 1, or an entry of ``history`` has no ``step``.
     """
 
@@ -198,8 +200,7 @@ class RunLogger:
         wandb_entity: str = "",
         max_samples: int = 8,
     ) -> None:
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples must be a positive integer, not {max_samples!r}")
+        max_samples = check_integer(max_samples, "max_samples", minimum=1)
         history = list(history)
         missing = [index for index, point in enumerate(history) if "step" not in point]
         if missing:
