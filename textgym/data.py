@@ -270,13 +270,13 @@ def data_source(dataset: str | None, config: Any = None, dataset_split: Any = No
     """A task's ``dataset``, ``dataset_config`` and ``dataset_split`` arguments; None for its built-in data.
 
     Raises:
-        ValueError: ``dataset_config`` or ``dataset_split`` without a ``dataset``.
+        DatasetError: ``dataset_config`` or ``dataset_split`` without a ``dataset``.
     """
     if dataset is not None:
         return DataSource(dataset, config, dataset_split)
     for name, value in (("dataset_config", config), ("dataset_split", dataset_split)):
         if value is not None:
-            raise ValueError(f"{name} applies to a dataset; got {name}={value!r} without a dataset")
+            raise DatasetError(f"{name} applies to a dataset; got {name}={value!r} without a dataset")
     return None
 
 

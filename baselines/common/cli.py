@@ -170,8 +170,6 @@ def parse_train_args(argv: list[str] | None = None) -> Args:
         parser.error(
             f"{args.env} takes no dataset, so {', '.join(given)} cannot apply; ids that do: {', '.join(takers)}"
         )
-    if (args.dataset_config or args.dataset_split) and not args.dataset:
-        parser.error("--dataset-config and --dataset-split need --dataset (the data source they select from)")
     if args.wandb_project:  # fail before training, not after building the model
         try:
             require_wandb()
