@@ -204,7 +204,6 @@ def rerun_bundle(
     directories = {run["training_seed"]: _checkpoint_dir(bundle, run, report) for run in bundle.manifest["runs"]}
     if None in directories.values():
         return
-    metas = {}
     for seed, directory in directories.items():
         what = f"checkpoint of training seed {seed}"
         try:
@@ -215,7 +214,6 @@ def rerun_bundle(
         problems = _check_metadata(meta, bundle, what)
         for message in problems:
             report.add("rerun", message)
-        metas[seed] = meta
     if not report.ok:
         return
 
