@@ -121,6 +121,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "exploration_final_eps",
             "q_hidden",
             "feature_layer",
+            "proposal_variants",
         ),
         vec_env_cls="baselines.vec_env:BatchedProposalVecEnv",
         build="baselines.dqn.builder:build_dqn",

@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from baselines.cluster import connect, import_ray
 from baselines.proposal_vec_env import BatchedProposalVecEnv
+from textgym.checks import check_integer
 
 #: What a rebuilt env's step reports in its info (its episode ended without a transition of its own).
 RESTARTED_KEY = "ray_restarted"
@@ -56,10 +57,12 @@ class EnvWorker:
     Args:
         env_fns: The group's env factories.
         first_index: The index of the group's first env in the whole vector env.
+        proposal_variants: As :class:`BatchedProposalVecEnv` (each actor keeps its own sets).
     """
 
-    def __init__(self, env_fns: list[Callable[[], gym.Env]], first_index: int) -> None:
+    def __init__(self, env_fns: list[Callable[[], gym.Env]], first_index: int, proposal_variants: int = 0) -> None:
         self.env_fns, self.first_index, self.venv = env_fns, first_index, None
+        self.proposal_variants = proposal_variants
 
     def build(self) -> dict[str, Any]:
         """Make the envs; return their spaces and where this actor runs.
@@ -80,7 +83,7 @@ class EnvWorker:
                     f"env {self.first_index + offset} failed to build from {describe_factory(factory)}: "
                     f"{type(error).__name__}: {error}"
                 ) from error
-        self.venv = BatchedProposalVecEnv([lambda env=env: env for env in envs])
+        self.venv = BatchedProposalVecEnv([lambda env=env: env for env in envs], self.proposal_variants)
         return {
             "observation_space": self.venv.observation_space,
             "action_space": self.venv.action_space,
@@ -146,6 +149,8 @@ class RayVecEnv(VecEnv):
         step_timeout: Seconds a step, reset or env call may take before its actor counts as lost.
         start_timeout: Seconds an actor may take to be placed and build its envs.
         max_restarts: Times each actor is rebuilt after being lost (0: a lost actor is an error).
+        proposal_variants: As :class:`BatchedProposalVecEnv`: candidate sets each actor keeps
+            per context for reuse (0: none).
 
     Raises:
         ValueError: Bad sizes, or the cluster has fewer CPUs than the workers need (before any actor starts).
@@ -163,7 +168,9 @@ class RayVecEnv(VecEnv):
         step_timeout: float = 600.0,
         start_timeout: float = 600.0,
         max_restarts: int = 0,
+        proposal_variants: int = 0,
     ) -> None:
+        proposal_variants = check_integer(proposal_variants, "proposal_variants", minimum=0)
         if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
             connect(None)
         ray = import_ray()
@@ -197,6 +204,7 @@ class RayVecEnv(VecEnv):
         self.cpus_per_worker, self.scheduling_strategy = cpus_per_worker, scheduling_strategy
         self.step_timeout, self.start_timeout, self.max_restarts = step_timeout, start_timeout, max_restarts
         self.restarts = [0] * num_workers
+        self.proposal_variants = proposal_variants
         self.actors: list[Any] = [None] * num_workers
         self.placement: list[dict[str, Any]] = [{} for _ in range(num_workers)]
         self.closed = False
@@ -221,7 +229,7 @@ class RayVecEnv(VecEnv):
             group = self.groups[slot]
             self.actors[slot] = worker.options(
                 num_cpus=self.cpus_per_worker, scheduling_strategy=self.scheduling_strategy
-            ).remote([self.env_fns[i] for i in group], group[0])
+            ).remote([self.env_fns[i] for i in group], group[0], self.proposal_variants)
         refs = {slot: self.actors[slot].build.remote() for slot in slots}
         ready, _ = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.start_timeout)
         built = []
@@ -466,6 +474,8 @@ def make_ray_vec_env(
     env_kwargs: dict[str, Any],
     address: str | None,
     workers: int | None = None,
+    wrapper_class: Callable[..., gym.Env] | None = None,
+    wrapper_kwargs: dict[str, Any] | None = None,
     **vec_env_kwargs: Any,
 ) -> RayVecEnv:
     """SB3's ``make_vec_env`` over a :class:`RayVecEnv`: connect, then build ``n_envs`` envs in ``workers`` actors.
@@ -477,10 +487,12 @@ def make_ray_vec_env(
         env_kwargs: ``gym.make`` arguments.
         address: As :func:`connect` (None or ``""``: a local Ray).
         workers: Actors (None or 0: one per CPU of the cluster, at most ``n_envs``).
+        wrapper_class: A wrapper for every env, as ``make_vec_env``'s.
+        wrapper_kwargs: Its arguments.
         **vec_env_kwargs: Further :class:`RayVecEnv` arguments (``step_timeout``, ``max_restarts``...).
     """
     connect(address or None)
     vec_env_kwargs = {"num_workers": workers or None, **vec_env_kwargs}
-    return make_vec_env(
-        env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, vec_env_cls=RayVecEnv, vec_env_kwargs=vec_env_kwargs
-    )
+    wrapping = {"wrapper_class": wrapper_class, "wrapper_kwargs": wrapper_kwargs}
+    make = {"n_envs": n_envs, "seed": seed, "env_kwargs": env_kwargs, "vec_env_kwargs": vec_env_kwargs}
+    return make_vec_env(env_id, vec_env_cls=RayVecEnv, **make, **wrapping)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,39 +53,75 @@ def summarize(runs: Path, task: str) -> dict | None:
                     "train_time_s": summary["train_time_s"],
                     "wall_time_s": summary["wall_time_s"],
                     "top_candidate_rate": summary["final"]["top_candidate_rate"],
+                    "proposal_sets_generated": summary.get("dqn", {}).get("proposal_sets_generated"),
                 }
             )
     pooled = [r for seed in seeds for r in seed["rewards"]]
     paired = [r - t for seed in seeds for r, t in zip(seed["rewards"], refs["top"]["rewards"], strict=True)]
-    return {"env": refs["env"], "episodes": episodes, "refs": refs, "seeds": seeds, "pooled": pooled, "paired": paired}
+    over_random = [r - t for seed in seeds for r, t in zip(seed["rewards"], refs["random"]["rewards"], strict=True)]
+    return {
+        "env": refs["env"],
+        "episodes": episodes,
+        "refs": refs,
+        "seeds": seeds,
+        "pooled": pooled,
+        "paired": paired,
+        "paired_over_random": over_random,
+    }
 
 
 def markdown(results: list[dict]) -> str:
     """One table row per reference and per DQN seed, then the pooled DQN and its paired gain over the LM's top."""
-    lines = ["| env id | policy | mean reward [95% CI] | env steps | train s | run s | picks candidate 0 |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines = [
+        "| env id | policy | mean reward [95% CI] | env steps | proposal sets generated | train s | run s "
+        "| picks candidate 0 |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|")
     for result in results:
         env = result["env"].removeprefix("TextGym/")
         for name, label in (("random", "random candidate"), ("top", "LM top candidate"), ("best_of_k", "best-of-K")):
             ref = result["refs"][name]
             low, high = ref["reward_ci95"]
-            lines.append(f"| {env} | {label} | {ref['reward_mean']:.3f} [{low:.3f}, {high:.3f}] | | | | |")
+            lines.append(f"| {env} | {label} | {ref['reward_mean']:.3f} [{low:.3f}, {high:.3f}] | | | | | |")
         for seed in result["seeds"]:
             low, high = bootstrap_ci(seed["rewards"])
             lines.append(
                 f"| {env} | DQN seed {seed['seed']} | {np.mean(seed['rewards']):.3f} [{low:.3f}, {high:.3f}] "
-                f"| {seed['env_steps']} | {seed['train_time_s']:.0f} | {seed['wall_time_s']:.0f} "
+                f"| {seed['env_steps']} | {seed['proposal_sets_generated'] or ''} "
+                f"| {seed['train_time_s']:.0f} | {seed['wall_time_s']:.0f} "
                 f"| {seed['top_candidate_rate']:.2f} |"
             )
         if result["seeds"]:
             low, high = bootstrap_ci(result["pooled"])
-            gain_low, gain_high = bootstrap_ci(result["paired"])
+            gains = []
+            for key, label in (("paired", "LM top"), ("paired_over_random", "random")):
+                gain_low, gain_high = bootstrap_ci(result[key])
+                gains.append(
+                    f"paired gain over {label} {np.mean(result[key]):+.3f} [{gain_low:+.3f}, {gain_high:+.3f}]"
+                )
             lines.append(
                 f"| {env} | **DQN, {len(result['seeds'])} seeds pooled** | **{np.mean(result['pooled']):.3f}** "
-                f"[{low:.3f}, {high:.3f}]; paired gain over LM top {np.mean(result['paired']):+.3f} "
-                f"[{gain_low:+.3f}, {gain_high:+.3f}] | | | | |"
+                f"[{low:.3f}, {high:.3f}]; {'; '.join(gains)} | | | | | |"
             )
     return "\n".join(lines) + "\n"
+
+
+def provenance() -> str:
+    """The commit and machine the figures come from (every checked-in figure names both)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in line
+            ),
+            platform.processor() or platform.machine(),
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else platform.machine()
+    )
+    return f"Measured at commit {commit.stdout.strip() or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     results = [r for r in (summarize(args.runs, task) for task in args.tasks) if r is not None]
-    table = markdown(results)
+    table = provenance() + "\n\n" + markdown(results)
     print(table)
     if args.markdown:
         args.markdown.write_text(table, encoding="utf-8")

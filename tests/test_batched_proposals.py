@@ -10,8 +10,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import textgym  # noqa: F401
+from baselines.proposal_vec_env import ReusedProposals
 from baselines.vec_env import BatchedProposalVecEnv
-from textgym.lm import LocalLanguageModel, ProposalBatcher
+from textgym.lm import Completion, LocalLanguageModel, ProposalBatcher
 
 ENV_ID = "TextGym/DialogueCandidate-v0"
 ENV_KWARGS = {
@@ -127,3 +128,92 @@ def test_shared_prefill_draws_what_repeated_prompts_draw(lm):
     assert shared.tokens.shape == (3, 6) and len({tuple(row.tolist()) for row in shared.tokens}) > 1
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         sample(lm.model, ids, torch.ones_like(ids), repeats=0, **settings)
+
+
+class CountingLM:
+    """A fake proposer that names each reply by its prompt, seed and rank, and counts what it generated."""
+
+    def __init__(self):
+        self.generated = []
+
+    def propose_many(self, requests):
+        self.generated.append(len(requests))
+        return [
+            [Completion(text=f"{tuple(prompt)}/{seed}/{rank}", finished=True) for rank in range(k)]
+            for prompt, k, _, seed in requests
+        ]
+
+
+def test_reused_proposals_keep_variants_per_context():
+    lm = CountingLM()
+    reuse = ReusedProposals(lm, variants=2)
+    # Seeds 10 and 12 pick variant 0 of context (1, 2), seed 11 variant 1; context (3,) is another key.
+    first = reuse.propose_many([([1, 2], 3, 8, 10), ([1, 2], 3, 8, 12), ([1, 2], 3, 8, 11), ([3], 3, 8, 5)])
+    assert [group[0].text for group in first] == ["(1, 2)/10/0", "(1, 2)/10/0", "(1, 2)/11/0", "(3,)/5/0"]
+    assert lm.generated == [3] and (reuse.hits, reuse.misses) == (1, 3)
+    # Later requests are answered from the kept sets, without generating.
+    again = reuse.propose_many([([1, 2], 3, 8, 99), ([3], 3, 8, 7)])
+    assert [group[0].text for group in again] == ["(1, 2)/11/0", "(3,)/5/0"]
+    assert lm.generated == [3] and reuse.hits == 3
+    # Another K or budget is another set.
+    assert reuse.propose([1, 2], 2, 8, 10)[0].text == "(1, 2)/10/0" and lm.generated == [3, 1]
+    # Handed-out lists are copies: a caller that edits its list does not edit the kept set.
+    again[0].clear()
+    assert len(reuse.propose([1, 2], 3, 8, 1)) == 3
+
+
+def test_reused_proposals_drop_the_least_recently_used_sets():
+    reuse = ReusedProposals(CountingLM(), variants=1, max_entries=2)
+    for context in ([1], [2], [1], [3]):
+        reuse.propose(context, 2, 4, 0)
+    assert list(reuse.sets) == [((1,), 2, 4, 0), ((3,), 2, 4, 0)]
+
+
+@pytest.mark.parametrize("variants", [0, -1])
+def test_reused_proposals_reject_a_bad_variant_count(variants):
+    with pytest.raises(ValueError, match=rf"proposal variants must be an integer >= 1, got {variants}"):
+        ReusedProposals(CountingLM(), variants)
+
+
+def test_vec_env_with_proposal_variants_reuses_candidate_sets(tiny_model):
+    env = make_vec_env(
+        "TextGym/SentimentCandidate-v0",
+        n_envs=4,
+        seed=3,
+        env_kwargs=ENV_KWARGS,
+        vec_env_cls=BatchedProposalVecEnv,
+        vec_env_kwargs={"proposal_variants": 1},
+    )
+    reuse = env.batcher.lm
+    assert isinstance(reuse, ReusedProposals) and all(e.unwrapped.proposer is env.batcher for e in env.envs)
+    seen = {}
+    obs = env.reset()
+    for _ in range(30):
+        for row in range(4):
+            key = obs["input_ids"][row].tobytes()
+            candidates = obs["candidate_ids"][row].tobytes()
+            # One variant: a context always comes with the same candidates.
+            assert seen.setdefault(key, candidates) == candidates
+        obs, _, _, _ = env.step(np.zeros(4, dtype=np.int64))
+    assert reuse.hits > 0 and reuse.misses == len(reuse.sets)
+    assert len(seen) < 4 * 31  # contexts really came back
+
+
+def test_proposal_variants_need_candidate_level_envs(tiny_model):
+    kwargs = {"model": "tiny", "render_mode": None}
+    with pytest.raises(ValueError, match="proposal_variants=2 needs candidate-level envs"):
+        make_vec_env(
+            "TextGym/Sentiment-v0",
+            2,
+            env_kwargs=kwargs,
+            vec_env_cls=BatchedProposalVecEnv,
+            vec_env_kwargs={"proposal_variants": 2},
+        )
+    with pytest.raises(ValueError, match="proposal_variants must be an integer >= 0, got -1"):
+        make_vec_env(
+            ENV_ID,
+            1,
+            env_kwargs=ENV_KWARGS,
+            vec_env_cls=BatchedProposalVecEnv,
+            vec_env_kwargs={"proposal_variants": -1},
+        )

@@ -218,3 +218,47 @@ def test_cli_trains_resumes_and_evaluates_a_dqn_checkpoint(tmp_path, tiny_model,
     (out / "checkpoint" / "policy.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="unreadable weights"):
         train.load_trained(str(out / "checkpoint"))
+
+
+def test_train_env_with_a_prompt_pool_reuses_proposals(tiny_model):
+    from baselines.common.loading import make_train_env
+    from baselines.proposal_vec_env import ReusedProposals
+
+    args = _cli_args(
+        "TextGym/SentimentCandidate-v0",
+        n_envs=3,
+        train_prompts=4,
+        proposal_variants=1,
+        max_context_tokens=48,
+        max_reply_tokens=2,
+        num_candidates=3,
+    )
+    env = make_train_env(args)
+    reuse = env.batcher.lm
+    assert isinstance(reuse, ReusedProposals) and reuse.variants == 1
+    pool = env.envs[0].get_wrapper_attr("pool")
+    assert len(pool) == 4 and all(e.get_wrapper_attr("pool") == pool for e in env.envs)
+    env.reset()
+    prompts = {info["prompt_id"] for info in env.reset_infos}
+    for _ in range(6):
+        env.step(np.zeros(3, dtype=np.int64))  # one-turn episodes: every env resets every step
+        prompts |= {info["prompt_id"] for info in env.reset_infos}
+    assert prompts <= set(pool)
+    # 21 contexts met, at most 4 generated: the rest were answered from the kept sets.
+    assert reuse.misses <= 4 and reuse.hits >= 17
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "proposal_variants": 2}, "--proposal-variants 2: only"),
+        ({"train_prompts": -1}, "--train-prompts must be an integer >= 0, got -1"),
+        ({"proposal_variants": -3}, "proposal_variants must be an integer >= 0, got -3"),
+    ],
+)
+def test_bad_reuse_flags_are_named(tiny_model, overrides, message):
+    from baselines.common.loading import make_train_env
+
+    with pytest.raises(ValueError, match=message):
+        make_train_env(_cli_args("TextGym/SentimentCandidate-v0", n_envs=1, **overrides))

@@ -108,3 +108,34 @@ def test_kl_penalty_cross_entropy_and_exact_kl(tiny_model):
 def test_kl_penalty_rejects_bad_coef(tiny_model, coef):
     with pytest.raises(ValueError, match="coef must be a finite number >= 0"):
         KLPenalty(make(tiny_model), coef=coef, reference_model=tiny_model)
+
+
+def test_prompt_pool_draws_one_pool_per_seed_and_starts_only_its_prompts(tiny_model):
+    from textgym.wrappers import PromptPool
+
+    first = PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 5, seed=3)
+    second = PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 5, seed=3)
+    other = PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 5, seed=4)
+    assert first.pool == second.pool != other.pool and len(set(first.pool)) == 5
+    split = first.unwrapped.task.prompt_ids()
+    assert set(first.pool) <= set(split)
+    # Envs of one pool reset with different seeds still start only prompts of the pool, and all of them.
+    started = {first.reset(seed=11)[1]["prompt_id"], second.reset(seed=12)[1]["prompt_id"]}
+    started |= {env.reset()[1]["prompt_id"] for env in (first, second) for _ in range(30)}
+    assert started == set(first.pool)
+    # A prompt asked for is started, pool or not.
+    outside = next(p for p in split if p not in first.pool)
+    assert first.reset(options={"prompt_id": outside})[1]["prompt_id"] == outside
+    # A pool larger than the split is the split.
+    assert sorted(PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 10**6).pool) == sorted(split)
+
+
+def test_prompt_pool_of_generated_problems_and_bad_sizes(tiny_model):
+    from textgym.wrappers import PromptPool
+
+    env = PromptPool(gym.make("TextGym/SparseCompletion-v0", model=tiny_model), 6, seed=0)
+    assert len(set(env.pool)) == 6
+    assert {env.reset()[1]["prompt_id"] for _ in range(40)} == set(env.pool)
+    for size in (0, -2):
+        with pytest.raises(ValueError, match=f"prompt pool size must be an integer >= 1, got {size}"):
+            PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), size)

@@ -79,10 +79,16 @@ class Args:
     exploration_fraction: float = option(0.5, "fraction of training over which epsilon decays from 1")
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
+    proposal_variants: int = option(
+        0, "candidate sets kept per context and handed out again in training (0: every turn proposed afresh)"
+    )
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
     dataset: str = option("", "the task's data: a local file or directory, or a hub id (empty: the task's own)", DATA)
     dataset_config: str = option("", "the dataset's config, e.g. 3.0.0 for CNN/DailyMail (empty: its default)", DATA)
     dataset_split: str = option("", "the dataset's own split to read (empty: the one named like the env's split)", DATA)
+    train_prompts: int = option(
+        0, "train on a fixed pool of N prompts of the split, drawn with the run's seed (0: the whole split)", DATA
+    )
     wandb_project: str = option("", "also log to this Weights & Biases project (needs textgym[wandb])", LOGGING)
     wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
     ray_address: str = option("", "run the envs in Ray actors on this cluster: auto or HOST:PORT", CLUSTER)

@@ -8,10 +8,12 @@ from typing import Any
 from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
-from baselines.algorithms import algorithm
+from baselines.algorithms import ALGOS, algorithm
 from baselines.checkpoint import load_checkpoint, read_metadata
 from baselines.common.config import Args, env_kwargs_of, uses_ray
 from baselines.vec_env import make_ray_vec_env
+from textgym.checks import check_integer
+from textgym.wrappers import PromptPool
 
 
 def build(args: Args, env: Any) -> Any:
@@ -23,12 +25,32 @@ def make_train_env(args: Args) -> Any:
     """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class, or in Ray actors.
 
     Raises:
+        ValueError: ``--proposal-variants`` for an algorithm that does not train at candidate level,
+            or a ``--train-prompts`` below 0.
         ImportError, ValueError, ConnectionError, RuntimeError: With ``--ray-address`` or
             ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
     """
+    reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
+    if reuse and "proposal_variants" not in algorithm(args.algo).options:
+        raise ValueError(
+            f"--proposal-variants {args.proposal_variants}: only candidate-level training reuses proposals "
+            f"(algorithms {', '.join(name for name in ALGOS if 'proposal_variants' in ALGOS[name].options)}), "
+            f"not --algo {args.algo}"
+        )
+    check_integer(args.train_prompts, "--train-prompts", minimum=0)
+    # Every env holds the same pool: drawn with the run's seed, not the env's.
+    pool = {"wrapper_class": PromptPool, "wrapper_kwargs": {"size": args.train_prompts, "seed": args.seed}}
+    wrapping = pool if args.train_prompts else {}
     if uses_ray(args):  # the same envs, in Ray actors (each actor batches its envs' proposals)
         return make_ray_vec_env(
-            args.env, args.n_envs, args.seed, env_kwargs_of(args), args.ray_address, args.env_workers
+            args.env,
+            args.n_envs,
+            args.seed,
+            env_kwargs_of(args),
+            args.ray_address,
+            args.env_workers,
+            **wrapping,
+            **reuse,
         )
     return make_vec_env(
         args.env,
@@ -36,6 +58,8 @@ def make_train_env(args: Args) -> Any:
         seed=args.seed,
         env_kwargs=env_kwargs_of(args),
         vec_env_cls=algorithm(args.algo).load("vec_env_cls"),
+        vec_env_kwargs=reuse or None,
+        **wrapping,
     )
 
 

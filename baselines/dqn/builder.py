@@ -9,6 +9,7 @@ from stable_baselines3 import DQN
 from baselines.common.candidates import candidate_shape
 from baselines.common.config import Args, learning_rate_of, same_named
 from baselines.dqn.policy import LMQPolicy
+from baselines.proposal_vec_env import ReusedProposals
 
 
 def build_dqn(args: Args, env: Any) -> DQN:
@@ -59,10 +60,18 @@ def replay_bytes_per_transition(model: DQN) -> float:
 
 
 def run_stats(model: DQN) -> dict[str, Any]:
-    """Replay-buffer bytes per transition and feature-cache counters of a DQN run."""
+    """Replay-buffer bytes per transition, feature-cache and proposal-reuse counters of a DQN run."""
     encoder = model.policy.encoder
     cached = sum(features.numel() * features.element_size() for features in encoder.cache.values())
+    # Reuse counters exist where the envs run in this process with --proposal-variants.
+    proposer = getattr(getattr(model.get_env(), "batcher", None), "lm", None)
+    reuse = (
+        {"proposal_sets_generated": proposer.misses, "proposal_sets_reused": proposer.hits}
+        if isinstance(proposer, ReusedProposals)
+        else {}
+    )
     return {
+        **reuse,
         "replay_bytes_per_transition": replay_bytes_per_transition(model),
         "feature_cache_entries": len(encoder.cache),
         "feature_cache_bytes": cached,

@@ -1,0 +1,56 @@
+"""Episodes drawn from a fixed pool of a task's prompts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from textgym.checks import check_integer
+
+
+class PromptPool(gym.Wrapper):
+    """Start every episode from one of ``size`` prompts of the env's split, drawn once with ``seed``.
+
+    A training run on a small pool meets each prompt many times, so whatever it caches per
+    context (a DQN's proposals and features, see ``baselines.proposal_vec_env``) is used
+    again. Every env built with the same ``size`` and ``seed`` holds the same pool, whatever
+    its own reset seed. ``reset(options={"prompt_id": ...})`` still starts the prompt asked for.
+
+    Args:
+        env: A TextGym env (its ``unwrapped.task`` draws the pool).
+        size: Prompts in the pool; a split with fewer prompts is taken whole.
+        seed: Seeds the draw of the pool.
+
+    Raises:
+        ValueError: ``size`` or ``seed`` is not an integer >= 1 (>= 0 for ``seed``).
+    """
+
+    def __init__(self, env: gym.Env, size: int, seed: int = 0) -> None:
+        super().__init__(env)
+        size = check_integer(size, "prompt pool size", minimum=1)
+        seed = check_integer(seed, "prompt pool seed", minimum=0)
+        task = env.unwrapped.task
+        draw = np.random.default_rng(seed)
+        ids = task.prompt_ids()
+        if ids is not None:
+            picked = draw.choice(len(ids), size=min(size, len(ids)), replace=False)
+            self.pool = [ids[int(index)] for index in sorted(picked)]
+        else:  # a task whose prompts have no end (generated problems): draw distinct ids
+            pool: dict[str, None] = {}
+            for _ in range(100 * size):
+                pool[task.draw_prompt_id(draw)] = None
+                if len(pool) == size:
+                    break
+            self.pool = list(pool)
+        self.pool_seed = seed
+        self._pick = np.random.default_rng(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Reset with a prompt of the pool (a seed also re-seeds which one), unless ``options`` names one."""
+        if seed is not None:
+            self._pick = np.random.default_rng([check_integer(seed, "seed", minimum=0), self.pool_seed])
+        if not (isinstance(options, dict) and options.get("prompt_id") is not None):
+            options = {**(options or {}), "prompt_id": self.pool[int(self._pick.integers(len(self.pool)))]}
+        return self.env.reset(seed=seed, options=options)
