@@ -50,6 +50,47 @@ def backfill_median_perplexity(run: Path, summary: dict) -> None:
             summary[point["tag"]].setdefault("perplexity_median", point["perplexity_median"])
 
 
+def first_and_last_evaluation(run: Path, episodes: int) -> tuple[list[dict], list[dict]] | None:
+    """The recorded episodes of a run's first (initial) and last (final) evaluation, or None without both."""
+    path = run / "eval_generations.jsonl"
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(records) < 2 * episodes:
+        return None
+    return records[:episodes], records[-episodes:]
+
+
+def reply_reward(records: list[dict]) -> float:
+    """Mean reward of a single reply: every turn's reward of every episode, pooled (Dialogue: one reply's word-F1)."""
+    turns = [reward for record in records for reward in record["turn_rewards"]]
+    return float(np.mean(turns)) if turns else float("nan")
+
+
+def paired_gains(summaries: list[dict]) -> list[float]:
+    """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs."""
+    gains = []
+    for s in summaries:
+        evaluations = first_and_last_evaluation(Path(s["run"]), s["final"]["episodes"])
+        if evaluations is None:
+            return []
+        initial = {record["seed"]: record["reward"] for record in evaluations[0]}
+        gains += [record["reward"] - initial[record["seed"]] for record in evaluations[1]]
+    return gains
+
+
+def provenance() -> str:
+    """The commit and machine of the figures (every checked-in figure names both)."""
+    import os
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+    cpu = names[0] if names else "unknown CPU"
+    return f"Summarized at commit {commit.stdout.strip() or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
+
+
 CURVE_COLUMNS = {"reply": "rollout/reply_reward_mean", "episode": "rollout/ep_rew_mean"}
 
 
@@ -65,17 +106,20 @@ def rollout_curve(run: Path, column: str = CURVE_COLUMNS["reply"]) -> tuple[list
 def table(summaries: list[dict]) -> str:
     lines = [
         "| run | seed | initial reward | final reward | gain | KL/reply | perplexity mean (init -> final) "
-        "| perplexity median | train s | steps/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| perplexity median | reward per reply (init -> final) | train s | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for s in summaries:
         initial, final = s["initial"], s["final"]
         ppl = f"{initial.get('perplexity_mean') or nan:.1f} -> {final.get('perplexity_mean') or nan:.1f}"
         median = f"{initial.get('perplexity_median') or nan:.1f} -> {final.get('perplexity_median') or nan:.1f}"
+        evaluations = first_and_last_evaluation(Path(s["run"]), final["episodes"])
+        per_reply = f"{reply_reward(evaluations[0]):.3f} -> {reply_reward(evaluations[1]):.3f}" if evaluations else ""
         lines.append(
             f"| {Path(s['run']).name} | {s['seed']} | {initial['reward_mean']:.3f} | {final['reward_mean']:.3f} | "
             f"{s['reward_gain']:+.3f} | {s['kl'].get('kl_per_reply', float('nan')):.2f} | {ppl} | {median} | "
+            f"{per_reply} | "
             f"{s['train_time_s']:.0f} | {s['env_steps_per_s'] or float('nan'):.1f} |"
         )
     gains = [s["reward_gain"] for s in summaries]
@@ -84,6 +128,13 @@ def table(summaries: list[dict]) -> str:
     lines.append(
         f"Mean gain {np.mean(gains):+.3f} (95% bootstrap CI {low:+.3f} .. {high:+.3f}) over {len(gains)} seeds."
     )
+    paired = paired_gains(summaries)
+    if paired:
+        low, high = bootstrap_ci(paired)
+        lines.append(
+            f"Paired per-prompt gain, pooled over the seeds: {np.mean(paired):+.3f} (95% bootstrap CI "
+            f"{low:+.3f} .. {high:+.3f}, {len(paired)} prompt-runs)."
+        )
     return "\n".join(lines)
 
 
@@ -133,7 +184,7 @@ def main() -> int:
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"# {args.title}\n\n{text}\n", encoding="utf-8")
+        args.markdown.write_text(f"# {args.title}\n\n{provenance()}\n\n{text}\n", encoding="utf-8")
     if args.png:
         plot(summaries, args.title, args.png, args.curve)
         print(f"wrote {args.png}")

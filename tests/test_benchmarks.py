@@ -51,3 +51,49 @@ def test_reference_rewards_writes_finite_results(tmp_path, tiny_model):
     table = out.with_suffix(".md").read_text(encoding="utf-8")
     assert any(line.startswith("| id | granularity |") for line in table.splitlines())
     assert all(env_id in completed.stdout and env_id in table for env_id in IDS)
+
+
+def _run_dir(root, name, seed, initial, final, turns_per_episode=1):
+    """A run directory as baselines.train leaves it: summary.json and the initial and final evaluation records."""
+    run = root / name
+    run.mkdir()
+    records = []
+    for rewards in (initial, final):
+        for index, reward in enumerate(rewards):
+            turn_rewards = [reward / turns_per_episode] * turns_per_episode
+            records.append({"seed": 10_000 + index, "reward": reward, "turn_rewards": turn_rewards, "guard": {}})
+    (run / "eval_generations.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    evaluation = {"episodes": len(final), "perplexity_median": 1.0}
+    summary = {
+        "seed": seed,
+        "initial": {**evaluation, "reward_mean": sum(initial) / len(initial)},
+        "final": {**evaluation, "reward_mean": sum(final) / len(final)},
+        "reward_gain": (sum(final) - sum(initial)) / len(final),
+        "kl": {"kl_per_reply": 2.0},
+        "train_time_s": 10.0,
+        "env_steps_per_s": 5.0,
+        "curve": [],
+    }
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return run
+
+
+def test_summarize_runs_gives_paired_gains_and_per_reply_rewards(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import summarize_runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    runs = [
+        _run_dir(tmp_path, "ppo_a_s0", 0, [0.0, 0.5], [0.5, 0.5], turns_per_episode=2),
+        _run_dir(tmp_path, "ppo_a_s1", 1, [0.0, 0.5], [0.0, 1.0], turns_per_episode=2),
+    ]
+    summaries = [summarize_runs.load(run) for run in runs]
+    assert sorted(summarize_runs.paired_gains(summaries)) == [0.0, 0.0, 0.5, 0.5]
+    text = summarize_runs.table(summaries)
+    # Two turns per episode: a reply's reward is half an episode's (0.25 mean initially; 0.25 and 0.25 at the end).
+    assert "| 0.125 -> 0.250 |" in text
+    assert "Paired per-prompt gain, pooled over the seeds: +0.250" in text and "4 prompt-runs" in text
+    # A run without both evaluations recorded has no paired gains (never a gain against the wrong prompts).
+    (runs[1] / "eval_generations.jsonl").write_text("", encoding="utf-8")
+    assert summarize_runs.paired_gains(summaries) == []
