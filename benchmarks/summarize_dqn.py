@@ -106,9 +106,49 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def provenance() -> str:
-    """The commit and machine the figures come from (every checked-in figure names both)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+def plot(results: list[dict], runs: Path, path: Path) -> None:
+    """One panel per task: each seed's training reward (SB3's last 100 episodes, exploration included) against
+    env steps, its final validation reward as a dot, and the references as horizontal lines."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), dpi=100, squeeze=False)
+    for axis, result in zip(axes[0], results, strict=True):
+        task = result["env"].removeprefix("TextGym/").removesuffix("Candidate-v0").lower()
+        for seed in result["seeds"]:
+            progress = runs / f"dqn_{task}_s{seed['seed']}" / "tb" / "progress.csv"
+            steps, rewards = [], []
+            if progress.is_file():
+                with progress.open(encoding="utf-8") as handle:
+                    for row in csv.DictReader(handle):
+                        if row.get("rollout/ep_rew_mean"):
+                            steps.append(int(row["time/total_timesteps"]))
+                            rewards.append(float(row["rollout/ep_rew_mean"]))
+            line = axis.plot(steps, rewards, alpha=0.5, label=f"seed {seed['seed']} (training)")[0]
+            axis.plot([seed["env_steps"]], [np.mean(seed["rewards"])], "o", color=line.get_color())
+        for name, label, style in (
+            ("random", "random", ":"),
+            ("top", "LM top", "--"),
+            ("best_of_k", "best-of-K", "-."),
+        ):
+            axis.axhline(result["refs"][name]["reward_mean"], color="gray", linestyle=style, label=label)
+        axis.set_title(result["env"].removeprefix("TextGym/"), fontsize=9)
+        axis.set_xlabel("env steps (transitions)")
+    axes[0][0].set_ylabel("reward (lines: training; dots: validation)")
+    axes[0][-1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def provenance(commit: str | None = None) -> str:
+    """The commit (default: HEAD) and machine the figures come from (every checked-in figure names both)."""
+    if commit is None:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+        commit = head.stdout.strip()
     cpu = (
         next(
             (
@@ -121,7 +161,7 @@ def provenance() -> str:
         if Path("/proc/cpuinfo").is_file()
         else platform.machine()
     )
-    return f"Measured at commit {commit.stdout.strip() or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
+    return f"Measured at commit {commit or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialogue", "sparsecompletion", "summarization"])
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--png", type=Path, default=None, help="learning curves, one panel per task")
+    parser.add_argument("--commit", default=None, help="the commit the runs ran at (default: HEAD)")
     args = parser.parse_args(argv)
     results = [r for r in (summarize(args.runs, task) for task in args.tasks) if r is not None]
-    table = provenance() + "\n\n" + markdown(results)
+    table = provenance(args.commit) + "\n\n" + markdown(results)
     print(table)
     if args.markdown:
         args.markdown.write_text(table, encoding="utf-8")
+    if args.png:
+        plot(results, args.runs, args.png)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0

@@ -79,16 +79,18 @@ def paired_gains(summaries: list[dict]) -> list[float]:
     return gains
 
 
-def provenance() -> str:
-    """The commit and machine of the figures (every checked-in figure names both)."""
+def provenance(commit: str | None = None) -> str:
+    """The commit (default: HEAD) and machine of the figures (every checked-in figure names both)."""
     import os
     import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    if commit is None:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+        commit = head.stdout.strip()
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
     cpu = names[0] if names else "unknown CPU"
-    return f"Summarized at commit {commit.stdout.strip() or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
+    return f"Measured at commit {commit or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
 
 
 CURVE_COLUMNS = {"reply": "rollout/reply_reward_mean", "episode": "rollout/ep_rew_mean"}
@@ -177,6 +179,7 @@ def main() -> int:
     parser.add_argument("--title", default="")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--commit", default=None, help="the commit the runs ran at (default: HEAD)")
     parser.add_argument("--curve", choices=sorted(CURVE_COLUMNS), default="reply", help="what the PNG's lines show")
     args = parser.parse_args()
     summaries = [load(run) for run in args.runs]
@@ -184,7 +187,7 @@ def main() -> int:
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"# {args.title}\n\n{provenance()}\n\n{text}\n", encoding="utf-8")
+        args.markdown.write_text(f"# {args.title}\n\n{provenance(args.commit)}\n\n{text}\n", encoding="utf-8")
     if args.png:
         plot(summaries, args.title, args.png, args.curve)
         print(f"wrote {args.png}")
