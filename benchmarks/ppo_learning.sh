@@ -10,6 +10,8 @@
 # end of the episode, as evaluation does (--no-bootstrap-truncated), so that the policy learns to finish its
 # replies, and take Monte Carlo returns (--gae-lambda 1.0): a reply's reward comes only at its end, and with lambda
 # 0.95 the first tokens of a 48-token reply would see 0.95^48 = 9% of it and lean on a critic that is still learning.
+# Measured at commit 21266bf (benchmarks/results/ppo_*.md): Summarization's first rollout of 64 envs outlasts the
+# budget (each episode reads a 512-token article; 2.6 env steps/s), so its runs go over 15 minutes.
 set -euo pipefail
 runs="${1:-runs}"; env_ids="${2:-TextGym/Sentiment-v0}"; shift 2 || true
 seeds=("${@:-0 1 2}")
