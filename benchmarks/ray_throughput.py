@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,14 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from provenance import commit, machine  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 
 import textgym  # noqa: E402, F401
 from baselines.cluster import connect  # noqa: E402
 from baselines.vec_env import BatchedProposalVecEnv, RayVecEnv  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def seconds_per_step(env, steps: int, seed: int = 0) -> float:
@@ -50,24 +48,6 @@ def seconds_per_step(env, steps: int, seed: int = 0) -> float:
     for _ in range(steps):
         env.step(rng.integers(env.action_space.n, size=env.num_envs))
     return (time.perf_counter() - start) / steps
-
-
-def machine() -> str:
-    """The CPU model (lscpu) and core count."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} CPUs"
-
-
-def commit() -> str:
-    """The repository's commit (with '+dirty' when the work tree differs)."""
-    git = ["git", "-C", str(REPO)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-    return f"{head or 'unknown'}{'+dirty' if dirty else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:

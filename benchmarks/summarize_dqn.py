@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from provenance import measured_at
 
 from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
 from textgym.wrappers.recorder import read_records
@@ -144,26 +142,6 @@ def plot(results: list[dict], runs: Path, path: Path) -> None:
     figure.savefig(path)
 
 
-def provenance(commit: str | None = None) -> str:
-    """The commit (default: HEAD) and machine the figures come from (every checked-in figure names both)."""
-    if commit is None:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-        commit = head.stdout.strip()
-    cpu = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if "model name" in line
-            ),
-            platform.processor() or platform.machine(),
-        )
-        if Path("/proc/cpuinfo").is_file()
-        else platform.machine()
-    )
-    return f"Measured at commit {commit or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print (and optionally write) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -175,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", default=None, help="the commit the runs ran at (default: HEAD)")
     args = parser.parse_args(argv)
     results = [r for r in (summarize(args.runs, task) for task in args.tasks) if r is not None]
-    table = provenance(args.commit) + "\n\n" + markdown(results)
+    table = measured_at(args.commit) + "\n\n" + markdown(results)
     print(table)
     if args.markdown:
         args.markdown.write_text(table, encoding="utf-8")

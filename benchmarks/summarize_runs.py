@@ -16,29 +16,33 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from provenance import measured_at
 
 from baselines.common.evaluation import perplexity_summary
 from textgym.stats import bootstrap_ci
+from textgym.wrappers.recorder import read_records
 
 
 def load(run: Path) -> dict:
+    """A run's summary.json with ``run`` (its directory) and ``evaluations`` (:func:`first_and_last_evaluation`)."""
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     summary["run"] = str(run)
-    backfill_median_perplexity(run, summary)
+    path = run / "eval_generations.jsonl"
+    records = read_records(path) if path.is_file() else []
+    backfill_median_perplexity(records, summary)
+    summary["evaluations"] = first_and_last_evaluation(records, summary["final"]["episodes"])
     return summary
 
 
-def backfill_median_perplexity(run: Path, summary: dict) -> None:
+def backfill_median_perplexity(records: list[dict], summary: dict) -> None:
     """Give evaluations from before ``perplexity_median`` existed theirs, from the recorded generations.
 
     Each evaluation appends its episodes to eval_generations.jsonl in the curve's order; where
     the counts disagree (a reused initial evaluation, a file copied in part) nothing is filled.
     """
     points = summary.get("curve", [])
-    path = run / "eval_generations.jsonl"
-    if all("perplexity_median" in point for point in points) or not path.is_file():
+    if all("perplexity_median" in point for point in points) or not records:
         return
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(records) != sum(point["episodes"] for point in points):
         return
     start = 0
@@ -50,12 +54,8 @@ def backfill_median_perplexity(run: Path, summary: dict) -> None:
             summary[point["tag"]].setdefault("perplexity_median", point["perplexity_median"])
 
 
-def first_and_last_evaluation(run: Path, episodes: int) -> tuple[list[dict], list[dict]] | None:
+def first_and_last_evaluation(records: list[dict], episodes: int) -> tuple[list[dict], list[dict]] | None:
     """The recorded episodes of a run's first (initial) and last (final) evaluation, or None without both."""
-    path = run / "eval_generations.jsonl"
-    if not path.is_file():
-        return None
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(records) < 2 * episodes:
         return None
     return records[:episodes], records[-episodes:]
@@ -71,26 +71,12 @@ def paired_gains(summaries: list[dict]) -> list[float]:
     """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs."""
     gains = []
     for s in summaries:
-        evaluations = first_and_last_evaluation(Path(s["run"]), s["final"]["episodes"])
+        evaluations = s["evaluations"]
         if evaluations is None:
             return []
         initial = {record["seed"]: record["reward"] for record in evaluations[0]}
         gains += [record["reward"] - initial[record["seed"]] for record in evaluations[1]]
     return gains
-
-
-def provenance(commit: str | None = None) -> str:
-    """The commit (default: HEAD) and machine of the figures (every checked-in figure names both)."""
-    import os
-    import subprocess
-
-    if commit is None:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-        commit = head.stdout.strip()
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-    cpu = names[0] if names else "unknown CPU"
-    return f"Measured at commit {commit or 'unknown'} on {cpu}, {os.cpu_count()} CPUs."
 
 
 CURVE_COLUMNS = {"reply": "rollout/reply_reward_mean", "episode": "rollout/ep_rew_mean"}
@@ -116,7 +102,7 @@ def table(summaries: list[dict]) -> str:
         initial, final = s["initial"], s["final"]
         ppl = f"{initial.get('perplexity_mean') or nan:.1f} -> {final.get('perplexity_mean') or nan:.1f}"
         median = f"{initial.get('perplexity_median') or nan:.1f} -> {final.get('perplexity_median') or nan:.1f}"
-        evaluations = first_and_last_evaluation(Path(s["run"]), final["episodes"])
+        evaluations = s["evaluations"]
         per_reply = f"{reply_reward(evaluations[0]):.3f} -> {reply_reward(evaluations[1]):.3f}" if evaluations else ""
         lines.append(
             f"| {Path(s['run']).name} | {s['seed']} | {initial['reward_mean']:.3f} | {final['reward_mean']:.3f} | "
@@ -187,7 +173,7 @@ def main() -> int:
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"# {args.title}\n\n{provenance(args.commit)}\n\n{text}\n", encoding="utf-8")
+        args.markdown.write_text(f"# {args.title}\n\n{measured_at(args.commit)}\n\n{text}\n", encoding="utf-8")
     if args.png:
         plot(summaries, args.title, args.png, args.curve)
         print(f"wrote {args.png}")

@@ -96,4 +96,5 @@ def test_summarize_runs_gives_paired_gains_and_per_reply_rewards(tmp_path):
     assert "Paired per-prompt gain, pooled over the seeds: +0.250" in text and "4 prompt-runs" in text
     # A run without both evaluations recorded has no paired gains (never a gain against the wrong prompts).
     (runs[1] / "eval_generations.jsonl").write_text("", encoding="utf-8")
+    summaries = [summarize_runs.load(run) for run in runs]
     assert summarize_runs.paired_gains(summaries) == []
