@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from textgym.checks import check_integer, is_integer
-from textgym.lm import Completion, LanguageModel, Prompt, ProposalBatcher, ProposalRequest
+from textgym.lm import Completion, LanguageModel, Prompt, ProposalBatcher, ProposalRequest, propose_all
 
 
 def _prompt_key(prompt: Prompt) -> Hashable:
@@ -76,10 +76,7 @@ class ReusedProposals:
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
         if missing:
-            batched = getattr(self.lm, "propose_many", None)
-            chunk = list(missing.values())
-            replies = batched(chunk) if batched else [self.lm.propose(*request) for request in chunk]
-            self.sets.update(zip(missing, replies, strict=True))
+            self.sets.update(zip(missing, propose_all(self.lm, list(missing.values())), strict=True))
         answers = []
         for key in keys:
             self.sets.move_to_end(key)

@@ -384,6 +384,12 @@ ProposalRequest = tuple[Prompt, int, int, int]
 """Arguments of one :meth:`LanguageModel.propose` call: prompt, K, token budget, seed."""
 
 
+def propose_all(lm: LanguageModel, requests: Sequence[ProposalRequest]) -> list[list[Completion]]:
+    """Answer ``requests`` of one K and budget: one ``propose_many`` call where ``lm`` has it, else one by one."""
+    batched = getattr(lm, "propose_many", None)
+    return batched(requests) if batched else [lm.propose(*request) for request in requests]
+
+
 class ProposalBatcher:
     """Batch the proposals of several envs stepped at once, one LM call per round.
 
@@ -468,10 +474,8 @@ class ProposalBatcher:
         for ticket, (_, k, n, _) in requests.items():
             by_shape.setdefault((k, n), []).append(ticket)
         answers: dict[int, list[Completion]] = {}
-        batched = getattr(self.lm, "propose_many", None)
         for tickets in by_shape.values():
-            chunk = [requests[t] for t in tickets]
-            replies = batched(chunk) if batched else [self.lm.propose(*request) for request in chunk]
+            replies = propose_all(self.lm, [requests[t] for t in tickets])
             answers.update(zip(tickets, replies, strict=True))
         return answers
 
