@@ -122,6 +122,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "q_hidden",
             "feature_layer",
             "proposal_variants",
+            "proposal_cache",
         ),
         vec_env_cls="baselines.vec_env:BatchedProposalVecEnv",
         build="baselines.dqn.builder:build_dqn",

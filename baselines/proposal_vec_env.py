@@ -11,14 +11,21 @@ Even batched, a proposal of K replies costs far more than the DQN's update on th
 transition it yields. With ``proposal_variants=N`` a training vector env keeps N candidate
 sets per context (:class:`ReusedProposals`) and hands them out again when an episode comes
 back to that context, so a run sees each set under several actions for the price of one
-generation. Evaluation envs never reuse: they propose as the env does.
+generation. Evaluation envs never reuse: they propose as the env does, but runs that evaluate
+the same prompts with the same LM can keep what was proposed on disk (:class:`StoredProposals`)
+and so generate each of the evaluation's candidate sets once between them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from copy import deepcopy
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -84,6 +91,82 @@ class ReusedProposals:
         while len(self.sets) > self.max_entries:
             self.sets.popitem(last=False)
         return answers
+
+
+class StoredProposals:
+    """A proposer that keeps every candidate set it generates in a directory and answers the same request from it.
+
+    Unlike :class:`ReusedProposals` nothing is shared between seeds: a request is answered
+    from the directory only when the same context, K, reply budget and seed were asked for
+    before, by this process or by another given the same directory and ``namespace``. So the
+    replies are those the LM gives that request, and runs that evaluate the same prompts with
+    the same LM (a track's starting policy, its trained arms and its random arm) generate each
+    candidate set once between them. Sets are JSON files written to a temporary file and
+    renamed, so runs may share the directory while they run; a file that does not read back
+    as K completions is generated again.
+
+    Args:
+        lm: The LM that generates the sets (e.g. a candidate-level env's ``proposer``).
+        directory: Where the sets are kept (created if missing).
+        namespace: Everything else the replies depend on (the LM and the env's arguments):
+            requests of another namespace never meet.
+    """
+
+    def __init__(self, lm: LanguageModel, directory: str | os.PathLike, namespace: str) -> None:
+        self.lm, self.namespace = lm, str(namespace)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
+        """The stored set of this exact request, generated on the first one."""
+        return self.propose_many([(prompt, num_candidates, max_new_tokens, seed)])[0]
+
+    def propose_many(self, requests: Sequence[ProposalRequest]) -> list[list[Completion]]:
+        """Answer every request from the directory, generating the missing ones together."""
+        paths = [self._path(request) for request in requests]
+        answers = [self._read(path, int(request[1])) for path, request in zip(paths, requests, strict=True)]
+        missing = [index for index, answer in enumerate(answers) if answer is None]
+        self.misses += len(missing)
+        self.hits += len(requests) - len(missing)
+        if missing:
+            generated = propose_all(self.lm, [requests[index] for index in missing])
+            for index, completions in zip(missing, generated, strict=True):
+                answers[index] = list(completions)
+                self._write(paths[index], completions)
+        return answers
+
+    def _path(self, request: ProposalRequest) -> Path:
+        prompt, k, n, seed = request
+        key = json.dumps([self.namespace, _prompt_key(prompt), int(k), int(n), int(seed)])
+        return self.directory / f"{hashlib.sha256(key.encode('utf-8')).hexdigest()}.json"
+
+    @staticmethod
+    def _read(path: Path, num_candidates: int) -> list[Completion] | None:
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            completions = [
+                Completion(
+                    str(item["text"]),
+                    bool(item["finished"]),
+                    None if item["token_ids"] is None else tuple(int(token) for token in item["token_ids"]),
+                )
+                for item in stored
+            ]
+        except (OSError, ValueError, TypeError, KeyError):  # missing, or not a set this class wrote
+            return None
+        return completions if len(completions) == num_candidates else None
+
+    @staticmethod
+    def _write(path: Path, completions: Sequence[Completion]) -> None:
+        items = [
+            {"text": c.text, "finished": c.finished, "token_ids": None if c.token_ids is None else list(c.token_ids)}
+            for c in completions
+        ]
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(items, file)
+        os.replace(temporary, path)
 
 
 def share_batcher(envs: Sequence[gym.Env], proposal_variants: int = 0) -> ProposalBatcher | None:

@@ -139,6 +139,7 @@ def run_evaluation(model: Any, args: Args, out: Path, tag: str, run_log: RunLogg
         episodes=args.eval_episodes,
         record_path=records,
         reference_model=args.model,
+        proposal_cache=args.proposal_cache or None,
     )
     result.update(tag=tag, step=int(model.num_timesteps))
     low, high = result["reward_ci95"]

@@ -9,10 +9,10 @@ seeds 10000..10031, 3 training seeds):
 =========  ==================  ==============================================================
 arm        id                  what
 =========  ==================  ==============================================================
-ppo        ``<Task>-v0``       ``FastLMPPO`` (``baselines.train --algo ppo``), ``--ppo-seconds``
+ppo        ``<Task>-v0``       ``FastLMPPO`` (``baselines.train --algo ppo``)
 zero-shot  ``<Task>-v0``       the untrained PPO policy, i.e. the LM sampling (the PPO runs'
                                initial evaluation)
-dqn        ``<Task>Candidate``  ``LMQPolicy`` on stock DQN, ``--dqn-seconds``
+dqn        ``<Task>Candidate``  ``LMQPolicy`` on stock DQN
 lm-top     ``<Task>Candidate``  the LM's own top candidate (the DQN runs' initial evaluation)
 random     both ids            uniformly random tokens / a random valid candidate
 =========  ==================  ==============================================================
@@ -20,11 +20,15 @@ random     both ids            uniformly random tokens / a random valid candidat
 The PPO baseline trains at token level (utterance-level ids give the same rewards for the
 same replies), so utterance ids are not a separate arm. The starting policy does not depend
 on the training seed, so only the first seed's run evaluates it; the other seeds' runs start
-after it and reuse that evaluation (``baselines.train --initial-eval-from``). Budgets are
-fixed in seconds of training per run (plus the evaluations), so the whole track fits in an
-hour on the 2-core reference machine (58.1 min measured, see ``track.json`` in the results);
-learning at these budgets is small, and the longer learning benchmarks (``ppo_learning.sh``,
-``dqn_learning.sh``) are where learning is measured.
+after it and reuse that evaluation (``baselines.train --initial-eval-from``). The candidate-level
+arms play the same prompts with the same LM, so they keep the LM's candidate sets in one
+directory (``--proposal-cache``) and generate each set once. Budgets are fixed in seconds of
+training per run (plus the evaluations; :data:`TRAIN_SECONDS`), so the whole track fits in an
+hour on the 2-core reference machine (the wall time is in ``track.json``). The hour goes to
+the arms where the learning benchmarks (``ppo_learning.sh``, ``dqn_learning.sh``) measured
+learning, PPO and DQN on Sentiment; the other arms train for 60-90 seconds. The table ends
+with each trained arm's paired per-prompt gain over its starting policy, with a 95% bootstrap
+CI, and whether it beats it (the CI above 0).
 
 Each arm x id becomes one leaderboard bundle (3 training seeds, generations recorded by
 :class:`textgym.wrappers.RecordGenerations`), verified by re-scoring. The PPO and DQN bundles
@@ -57,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from baselines.algorithms import ALGOS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,14 +70,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: Longest first, so that the job pool ends evenly.
 TASKS = ("Dialogue", "Summarization", "SparseCompletion", "Sentiment")
-#: The trained algorithms of the track: their flags, and each one's color in the curves.
+#: The trained algorithms of the track: the flags of all their runs. DQN trains as in ``dqn_learning.sh`` (16
+#: envs on a pool of 96 prompts, each context's candidate set generated once); PPO as in ``ppo_learning.sh``, 16 envs.
 TRAIN_FLAGS = {
     "ppo": (
         "--n-envs 16 --n-steps 32 --batch-size 128 --n-epochs 1 --learning-rate 3e-4 "
         "--value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 --total-timesteps 100000"
     ),
-    "dqn": "--total-timesteps 48 --learning-starts 16",
+    "dqn": "--n-envs 16 --train-prompts 96 --proposal-variants 1 --total-timesteps 3000",
 }
+#: Flags of one algorithm on one task: PPO's recipe for rewards that come small and only at a reply's end.
+TASK_FLAGS = {
+    ("ppo", task): "--whiten-rewards --no-bootstrap-truncated --gae-lambda 1.0"
+    for task in ("Dialogue", "Summarization", "SparseCompletion")
+}
+#: Training seconds per run. The hour goes where the learning benchmarks measured learning (PPO and DQN on
+#: Sentiment); elsewhere the runs keep short budgets, since 7-11 minute runs there did not beat the starting policy.
+TRAIN_SECONDS = {
+    ("ppo", "Sentiment"): 240.0,
+    ("dqn", "Sentiment"): 180.0,
+    ("ppo", "Dialogue"): 90.0,
+    ("dqn", "SparseCompletion"): 90.0,
+}
+#: Training seconds of the runs :data:`TRAIN_SECONDS` does not list.
+DEFAULT_TRAIN_SECONDS = 60.0
 COLORS = {"ppo": "C0", "dqn": "C1"}
 #: Each arm's algorithm: a trained one, or the starting policy (initial evaluation) of one.
 ARM_ALGO = {**{algo: algo for algo in TRAIN_FLAGS}, **{ALGOS[algo].starting_policy[0]: algo for algo in TRAIN_FLAGS}}
@@ -91,6 +113,17 @@ def candidate_id(task: str) -> str:
     return f"TextGym/{task}Candidate-v0"
 
 
+def task_of(env_id: str) -> str:
+    """The task of a token- or candidate-level id (``TextGym/SentimentCandidate-v0`` -> ``Sentiment``)."""
+    return env_id.removeprefix("TextGym/").split("-")[0].removesuffix("Candidate")
+
+
+def train_seconds(args: argparse.Namespace, algo: str, task: str) -> float:
+    """Training seconds of ``algo``'s runs on ``task``: ``--<algo>-seconds`` when given, else the track's budget."""
+    given = getattr(args, f"{algo}_seconds")
+    return float(given) if given is not None else TRAIN_SECONDS.get((algo, task), DEFAULT_TRAIN_SECONDS)
+
+
 def slug(env_id: str) -> str:
     """A directory name for an env id."""
     return env_id.removeprefix("TextGym/").replace("-", "_").lower()
@@ -108,7 +141,7 @@ def train_command(
     evaluation instead of repeating it: the starting policy and its evaluation prompts do not
     depend on the training seed.
     """
-    seconds = getattr(args, f"{algo}_seconds")
+    task = task_of(env_id)
     return [
         sys.executable,
         "-m",
@@ -122,9 +155,11 @@ def train_command(
         "--seed",
         str(seed),
         *TRAIN_FLAGS[algo].split(),
+        *TASK_FLAGS.get((algo, task), "").split(),
+        *(["--proposal-cache", str(proposal_cache(args))] if "proposal_cache" in ALGOS[algo].options else []),
         *(["--trainable-layers", str(args.trainable_layers)] if "trainable_layers" in ALGOS[algo].options else []),
         "--max-train-seconds",
-        str(seconds),
+        str(train_seconds(args, algo, task)),
         "--eval-episodes",
         "32",
         *(["--initial-eval-from", str(initial_eval_from)] if initial_eval_from else ["--initial-eval"]),
@@ -140,9 +175,23 @@ def train_command(
     ]
 
 
+def proposal_cache(args: argparse.Namespace) -> Path:
+    """Where the track's candidate-level evaluations keep the LM's candidate sets.
+
+    Every candidate-level arm plays the same 32 prompts with the same LM and prompt seeds, so a
+    set is generated once: by the starting policy's evaluation, then read back by the final
+    evaluations (a context the trained head leads to for the first time is generated then) and
+    the random arm. The sets are exactly those the env proposes itself.
+    """
+    return Path(args.out) / "proposals"
+
+
 def random_command(args: argparse.Namespace, env_id: str, out: Path, seed: int) -> list[str]:
     """This script, run as the random-agent job of ``env_id`` and one training seed."""
-    return [sys.executable, __file__, "random-arm", env_id, str(out), "--model", args.model, "--seeds", str(seed)]
+    return [
+        *(sys.executable, __file__, "random-arm", env_id, str(out), "--model", args.model, "--seeds", str(seed)),
+        *("--proposal-cache", str(proposal_cache(args))),
+    ]
 
 
 def run_job(name: str, command: list[str], log: Path) -> dict[str, Any]:
@@ -259,10 +308,12 @@ def run_jobs(jobs: list[Job], workers: int, logs: Path) -> list[dict[str, Any]]:
     return results
 
 
-def random_arm(env_id: str, out: Path, model: str, seeds: list[int]) -> None:
-    """Record the random agent on the track's episodes of ``env_id``, one JSONL per training seed."""
+def random_arm(env_id: str, out: Path, model: str, seeds: list[int], proposals: Path | None = None) -> None:
+    """Record the random agent on the track's episodes of ``env_id``, one JSONL per training seed.
+
+    ``proposals``: the track's candidate sets (see :func:`proposal_cache`), or None to generate every one.
+    """
     import gymnasium as gym
-    import numpy as np
     import torch
 
     import textgym  # noqa: F401
@@ -290,7 +341,15 @@ def random_arm(env_id: str, out: Path, model: str, seeds: list[int]) -> None:
                     total, done = total + float(reward), terminated or truncated
                 return total
 
-            run_candidate_episodes(env_id, kwargs, track.episodes, play, parallel=track.episodes, record_path=path)
+            run_candidate_episodes(
+                env_id,
+                kwargs,
+                track.episodes,
+                play,
+                parallel=track.episodes,
+                record_path=path,
+                proposal_cache=str(proposals) if proposals else None,
+            )
         else:
             env = RecordGenerations(gym.make(env_id, **kwargs), path)
             for index, prompt_seed in enumerate(track.prompt_seeds):
@@ -383,13 +442,73 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gains_over_start(bundles: Path, tasks: list[str]) -> list[dict[str, Any]]:
+    """Per task and trained arm: its paired per-prompt gain over its starting policy, pooled over the seeds.
+
+    Both arms play the same prompts (and, at candidate level, choose among the same candidate
+    sets), so each (training seed, prompt) of the trained arm's bundle is paired with the same
+    episode of the starting policy's bundle.
+    """
+    from textgym.stats import bootstrap_ci
+    from textgym.wrappers.recorder import read_records
+
+    def rewards(name: str) -> dict[tuple[int, int], float] | None:
+        path = bundles / name / "generations.jsonl"
+        if not path.is_file():
+            return None
+        return {(r["training_seed"], r["seed"]): float(r["reward"]) for r in read_records(path)}
+
+    rows = []
+    for task in tasks:
+        for algo, env_id in (("ppo", token_id(task)), ("dqn", candidate_id(task))):
+            start_arm = ALGOS[algo].starting_policy[0]
+            trained, start = rewards(f"{algo}__{slug(env_id)}"), rewards(f"{start_arm}__{slug(env_id)}")
+            row: dict[str, Any] = {"task": task, "arm": algo, "start_arm": start_arm, "env": env_id}
+            if not trained or not start or set(trained) != set(start):
+                rows.append({**row, "error": "missing or unpaired bundles"})
+                continue
+            gains = [trained[key] - start[key] for key in sorted(trained)]
+            low, high = bootstrap_ci(gains)
+            verdict = "yes" if low > 0 else ("no, worse" if high < 0 else "no (CI includes 0)")
+            rows.append(
+                {
+                    **row,
+                    "start_mean": float(np.mean(list(start.values()))),
+                    "trained_mean": float(np.mean(list(trained.values()))),
+                    "gain": float(np.mean(gains)),
+                    "gain_ci95": [low, high],
+                    "pairs": len(gains),
+                    "beats_start": verdict,
+                }
+            )
+    return rows
+
+
+def gains_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: does each trained arm beat its starting policy (paired gain with its 95% bootstrap CI)?"""
+    lines = [
+        "| task | trained arm | starting policy | start -> trained | paired gain [95% CI] | beats its start |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['task']} | {row['arm']} | {row['start_arm']} | {row['error']} | | no |")
+            continue
+        low, high = row["gain_ci95"]
+        lines.append(
+            f"| {row['task']} | {row['arm']} | {row['start_arm']} "
+            f"| {row['start_mean']:.3f} -> {row['trained_mean']:.3f} "
+            f"| {row['gain']:+.3f} [{low:+.3f}, {high:+.3f}] | {row['beats_start']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(out: Path, tasks: list[str], seeds: list[int], path: Path) -> None:
     """Validation reward against env steps per trained arm: seeds, mean, and a bootstrap CI band over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from textgym.stats import bootstrap_ci
 
@@ -464,8 +583,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="the LM of every arm and env")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--ppo-seconds", type=float, default=60.0, help="training seconds per PPO run")
-    parser.add_argument("--dqn-seconds", type=float, default=60.0, help="training seconds per DQN run")
+    parser.add_argument(
+        "--ppo-seconds", type=float, default=None, help="training seconds of every PPO run (default: the track's)"
+    )
+    parser.add_argument(
+        "--dqn-seconds", type=float, default=None, help="training seconds of every DQN run (default: the track's)"
+    )
     parser.add_argument("--trainable-layers", type=int, default=8, help="PPO trains the top N layers (-1: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--device", default="cpu", help="device of the training runs")
@@ -487,8 +610,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("out", type=Path)
         sub.add_argument("--model", default="default")
         sub.add_argument("--seeds", nargs="+", type=int, required=True)
+        sub.add_argument("--proposal-cache", type=Path, default=None)
         options = sub.parse_args(argv[1:])
-        random_arm(options.env_id, options.out, options.model, options.seeds)
+        random_arm(options.env_id, options.out, options.model, options.seeds, options.proposal_cache)
         return 0
     args = parse_args(argv)
     out = Path(args.out)
@@ -507,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_jobs(jobs, args.jobs, out / "logs")
     jobs_time = time.perf_counter() - start
     rows = make_bundles(out, args.tasks, args.seeds, args.model)
-    table = markdown_table(rows)
+    gains = gains_over_start(out / "bundles", args.tasks)
+    table = markdown_table(rows) + "\n" + gains_table(gains)
     (out / "table.md").write_text(table, encoding="utf-8")
     plot_curves(out, args.tasks, args.seeds, out / "curves.png")
     wall = time.perf_counter() - start
@@ -520,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "results")},
         "jobs": results,
         "bundles": [{k: v for k, v in row.items() if k != "report"} for row in rows],
+        "gains_over_start": gains,
     }
     (out / "track.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     print(table)

@@ -10,7 +10,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import textgym  # noqa: F401
-from baselines.proposal_vec_env import ReusedProposals
+from baselines.proposal_vec_env import ReusedProposals, StoredProposals
 from baselines.vec_env import BatchedProposalVecEnv
 from textgym.lm import Completion, LocalLanguageModel, ProposalBatcher
 
@@ -167,6 +167,28 @@ def test_reused_proposals_drop_the_least_recently_used_sets():
     for context in ([1], [2], [1], [3]):
         reuse.propose(context, 2, 4, 0)
     assert list(reuse.sets) == [((1,), 2, 4, 0), ((3,), 2, 4, 0)]
+
+
+def test_stored_proposals_answer_only_the_same_request_and_are_shared_through_the_directory(tmp_path):
+    lm = CountingLM()
+    store = StoredProposals(lm, tmp_path, namespace="model a")
+    first = store.propose_many([([1, 2], 3, 8, 10), ([1, 2], 3, 8, 11), ([1, 2], 3, 8, 10)])
+    # Nothing is shared between seeds; the repeated request in one call is generated twice, stored once.
+    assert [group[0].text for group in first] == ["(1, 2)/10/0", "(1, 2)/11/0", "(1, 2)/10/0"]
+    assert lm.generated == [3] and len(list(tmp_path.glob("*.json"))) == 2
+    # Another store on the directory (another run) reads them back, completions intact, without generating.
+    other_lm = CountingLM()
+    other = StoredProposals(other_lm, tmp_path, namespace="model a")
+    assert other.propose([1, 2], 3, 8, 11) == first[1] and other_lm.generated == []
+    assert (other.hits, other.misses) == (1, 0)
+    # Another namespace, K, budget or seed is another set; a damaged file is generated again.
+    assert StoredProposals(other_lm, tmp_path, namespace="model b").propose([1, 2], 3, 8, 11)
+    other.propose([1, 2], 2, 8, 11)
+    other.propose([1, 2], 3, 9, 11)
+    assert other_lm.generated == [1, 1, 1]
+    for path in tmp_path.glob("*.json"):
+        path.write_text("[{", encoding="utf-8")
+    assert other.propose([1, 2], 3, 8, 11)[0].text == "(1, 2)/11/0" and other_lm.generated == [1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("variants", [0, -1])

@@ -106,6 +106,20 @@ def test_dqn_learns_to_pick_the_rewarded_candidate(tiny_model):
     assert len(after["rewards"]) == 40 and after["reward_ci95"][0] <= after["reward_mean"] <= after["reward_ci95"][1]
 
 
+def test_evaluation_with_a_proposal_cache_replays_its_episodes_without_proposing(tiny_model, tmp_path, monkeypatch):
+    model = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS))
+    model.learn(40)  # a head that does not always pick candidate 0
+    cache = tmp_path / "proposals"
+    fresh = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=6, seed=700, proposal_cache=str(cache))
+    assert len(list(cache.glob("*.json"))) == 6  # one-turn episodes: one set each
+    with monkeypatch.context() as patched:
+        patched.setattr(ShuffledWords, "propose", lambda *a: pytest.fail("proposed again"))
+        again = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=6, seed=700, proposal_cache=str(cache))
+    assert again["rewards"] == fresh["rewards"] and len(set(fresh["rewards"])) > 1
+    plain = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=6, seed=700)
+    assert plain["rewards"] == fresh["rewards"]  # the stored sets are the ones the env proposes itself
+
+
 def test_target_network_shares_the_frozen_trunk(tiny_model):
     model = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS))
     policy = model.policy
@@ -253,6 +267,7 @@ def test_train_env_with_a_prompt_pool_reuses_proposals(tiny_model):
     ("overrides", "message"),
     [
         ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "proposal_variants": 2}, "--proposal-variants 2: only"),
+        ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "proposal_cache": "p"}, "--proposal-cache p: only"),
         ({"train_prompts": -1}, "--train-prompts must be an integer >= 0, got -1"),
         ({"proposal_variants": -3}, "proposal_variants must be an integer >= 0, got -3"),
     ],

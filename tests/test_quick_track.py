@@ -3,6 +3,9 @@
 import json
 import sys
 
+import numpy as np
+import pytest
+
 from leaderboard.verify import verify_bundle
 
 
@@ -53,6 +56,58 @@ def test_track_commands_use_the_registered_envs_and_budgets(quick_track, tmp_pat
         assert "--max-reply-tokens" not in command and "--num-candidates" not in command
         assert "--initial-eval" in command and command[command.index("--eval-episodes") + 1] == "32"
     assert ppo[ppo.index("--trainable-layers") + 1] == "8" and "--trainable-layers" not in dqn
+    # Candidate-level arms share the track's candidate sets; PPO proposes nothing.
+    cache = str(tmp_path / "proposals")
+    assert dqn[dqn.index("--proposal-cache") + 1] == cache and "--proposal-cache" not in ppo
+    random = quick_track.random_command(args, "TextGym/SentimentCandidate-v0", tmp_path / "x", 0)
+    assert random[random.index("--proposal-cache") + 1] == cache
+
+
+def test_track_budgets_go_to_the_arms_that_learn(quick_track, tmp_path):
+    args = quick_track.parse_args(["--out", str(tmp_path)])
+
+    def seconds_and_flags(algo, env_id):
+        command = quick_track.train_command(args, algo, env_id, 0, tmp_path / "r")
+        return float(command[command.index("--max-train-seconds") + 1]), command
+
+    sentiment, _ = seconds_and_flags("ppo", "TextGym/Sentiment-v0")
+    summarization, command = seconds_and_flags("ppo", "TextGym/Summarization-v0")
+    assert sentiment == 240.0 and summarization == 60.0
+    assert "--whiten-rewards" in command and command[command.index("--gae-lambda") + 1] == "1.0"
+    assert "--whiten-rewards" not in seconds_and_flags("ppo", "TextGym/Sentiment-v0")[1]
+    dqn_seconds, dqn = seconds_and_flags("dqn", "TextGym/SentimentCandidate-v0")
+    assert dqn_seconds == 180.0 and dqn[dqn.index("--proposal-variants") + 1] == "1"
+    assert quick_track.task_of("TextGym/SparseCompletionCandidate-v0") == "SparseCompletion"
+
+
+def _bundle(bundles, name, rewards):
+    (bundles / name).mkdir(parents=True)
+    lines = [
+        json.dumps({"training_seed": seed, "seed": 10000 + index, "reward": reward})
+        for seed, per_prompt in enumerate(rewards)
+        for index, reward in enumerate(per_prompt)
+    ]
+    (bundles / name / "generations.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_gains_over_start_pair_each_episode_with_the_starting_policys(quick_track, tmp_path):
+    bundles = tmp_path / "bundles"
+    start = [[0.0, 0.5, 1.0, 0.0]] * 3
+    _bundle(bundles, "zero-shot__sentiment_v0", start)
+    _bundle(bundles, "ppo__sentiment_v0", [[0.5, 1.0, 1.0, 0.5], [0.25, 0.75, 1.0, 0.5], [0.5, 0.5, 1.0, 0.5]])
+    _bundle(bundles, "lm-top__sentimentcandidate_v0", start)
+    _bundle(bundles, "dqn__sentimentcandidate_v0", start)  # a head that never left the LM's top candidate
+    ppo, dqn = quick_track.gains_over_start(bundles, ["Sentiment"])
+    gains = [0.5, 0.5, 0, 0.5] + [0.25, 0.25, 0, 0.5] + [0.5, 0, 0, 0.5]
+    assert ppo["pairs"] == 12 and ppo["gain"] == pytest.approx(np.mean(gains))
+    assert ppo["start_mean"] == pytest.approx(0.375) and ppo["gain_ci95"][0] > 0 and ppo["beats_start"] == "yes"
+    assert dqn["gain"] == 0.0 and dqn["beats_start"] == "no (CI includes 0)"
+    table = quick_track.gains_table([ppo, dqn])
+    assert "| Sentiment | ppo | zero-shot | 0.375 -> " in table and "| yes |" in table
+    # A missing arm is reported, not dropped.
+    (rows,) = [r for r in quick_track.gains_over_start(bundles, ["Dialogue"]) if r["arm"] == "ppo"]
+    assert rows["error"] == "missing or unpaired bundles"
+    assert "| Dialogue | ppo | zero-shot | missing or unpaired bundles | | no |" in quick_track.gains_table([rows])
 
 
 def test_later_seeds_reuse_the_first_seeds_initial_evaluation(quick_track, tmp_path):

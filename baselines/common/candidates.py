@@ -6,6 +6,7 @@ and reference pickers (:mod:`baselines.dqn`) and the benchmarks' random agent.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,7 @@ def run_candidate_episodes(
     play: Callable[[gym.Env, int, Any], Any],
     parallel: int,
     record_path: str | None = None,
+    proposal_cache: str | None = None,
 ) -> list[Any]:
     """``play(env, index, batcher)`` for every episode index, ``parallel`` episodes at a time.
 
@@ -80,6 +82,10 @@ def run_candidate_episodes(
             returns its result; an env copied inside must get ``batcher`` as its proposer.
         parallel: Episodes run at once.
         record_path: JSONL file the generations are appended to, in episode order.
+        proposal_cache: A directory where the LM's candidate sets are kept
+            (:class:`baselines.proposal_vec_env.StoredProposals`, namespaced by ``env_id`` and
+            ``env_kwargs``): a request made before, by any run given the directory, is answered
+            from it. None: every set is generated.
 
     Returns:
         The results of ``play``, in episode order.
@@ -87,7 +93,13 @@ def run_candidate_episodes(
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel!r}")
     probe = candidate_env(env_id, env_kwargs)
-    batcher = ProposalBatcher(probe.unwrapped.proposer)
+    proposer = probe.unwrapped.proposer
+    if proposal_cache:
+        from baselines.proposal_vec_env import StoredProposals
+
+        namespace = json.dumps([env_id, env_kwargs], sort_keys=True, default=str)
+        proposer = StoredProposals(proposer, proposal_cache, namespace)
+    batcher = ProposalBatcher(proposer)
     probe.close()
     with tempfile.TemporaryDirectory(prefix="textgym-episodes-") as scratch:
 

@@ -82,6 +82,9 @@ class Args:
     proposal_variants: int = option(
         0, "candidate sets kept per context and handed out again in training (0: every turn proposed afresh)"
     )
+    proposal_cache: str = option(
+        "", "keep the evaluations' candidate sets in this directory; runs given it share them (empty: none)"
+    )
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
     dataset: str = option("", "the task's data: a local file or directory, or a hub id (empty: the task's own)", DATA)
     dataset_config: str = option("", "the dataset's config, e.g. 3.0.0 for CNN/DailyMail (empty: its default)", DATA)

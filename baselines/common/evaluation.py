@@ -43,6 +43,8 @@ class EvaluationRequest:
         deterministic: Greedy instead of sampled replies (a candidate picker is always greedy).
         record_path: JSONL file the generations are appended to, or None.
         reference_model: The frozen reference LM for guard perplexity, or None (an LM policy's only).
+        proposal_cache: Where a candidate-level evaluation keeps the LM's candidate sets, or
+            None (see :func:`baselines.common.candidates.run_candidate_episodes`).
     """
 
     env_id: str
@@ -52,6 +54,7 @@ class EvaluationRequest:
     deterministic: bool = False
     record_path: str | None = None
     reference_model: str | None = None
+    proposal_cache: str | None = None
 
 
 #: An algorithm's evaluation, as the table names it: ``(algorithm, request) -> result``; the result
@@ -195,6 +198,7 @@ def evaluate_q_policy(
     seed: int = EVAL_SEED_BASE,
     record_path: str | None = None,
     parallel: int = 32,
+    proposal_cache: str | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` fixed-prompt episodes with the greedy Q policy (arg-max over valid candidates).
 
@@ -207,6 +211,8 @@ def evaluate_q_policy(
         record_path: JSONL file the generations are appended to (in episode order), through
             :class:`textgym.wrappers.RecordGenerations`.
         parallel: Episodes played at once, their proposals batched.
+        proposal_cache: A directory where the LM's candidate sets are kept and read back
+            (runs evaluating the same prompts generate each set once), or None.
 
     Returns:
         ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``episodes``,
@@ -244,7 +250,7 @@ def evaluate_q_policy(
             if terminated or truncated:
                 return total, info.get("guard", {}), picks
 
-    played = run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel, record_path)
+    played = run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel, record_path, proposal_cache)
     rewards = [total for total, _, _ in played]
     guards = [guard for _, guard, _ in played]
     picks = [pick for _, _, episode_picks in played for pick in episode_picks]
@@ -259,7 +265,9 @@ def evaluate_q_policy(
 
 def evaluate_lm(model: Any, request: EvaluationRequest) -> dict[str, Any]:
     """:data:`Evaluator` of an algorithm whose policy is an LM: :func:`evaluate_policy` of ``model.policy``."""
-    return evaluate_policy(model.policy, **dataclasses.asdict(request))
+    fields = dataclasses.asdict(request)
+    del fields["proposal_cache"]  # an LM policy writes its own replies: nothing is proposed
+    return evaluate_policy(model.policy, **fields)
 
 
 def evaluate_candidates(model: Any, request: EvaluationRequest) -> dict[str, Any]:
@@ -270,5 +278,11 @@ def evaluate_candidates(model: Any, request: EvaluationRequest) -> dict[str, Any
     is not read).
     """
     return evaluate_q_policy(
-        model, request.env_id, request.env_kwargs, request.episodes, request.seed, request.record_path
+        model,
+        request.env_id,
+        request.env_kwargs,
+        request.episodes,
+        request.seed,
+        request.record_path,
+        proposal_cache=request.proposal_cache,
     )

@@ -25,18 +25,20 @@ def make_train_env(args: Args) -> Any:
     """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class, or in Ray actors.
 
     Raises:
-        ValueError: ``--proposal-variants`` for an algorithm that does not train at candidate level,
-            or a ``--train-prompts`` below 0.
+        ValueError: ``--proposal-variants`` or ``--proposal-cache`` for an algorithm that does not
+            play at candidate level, or a ``--train-prompts`` below 0.
         ImportError, ValueError, ConnectionError, RuntimeError: With ``--ray-address`` or
             ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
     """
+    for name in ("proposal_variants", "proposal_cache"):  # the candidate-level options a run of another level ignores
+        value = getattr(args, name)
+        if value and name not in algorithm(args.algo).options:
+            users = ", ".join(algo for algo in ALGOS if name in ALGOS[algo].options)
+            raise ValueError(
+                f"--{name.replace('_', '-')} {value}: only candidate-level runs propose candidates "
+                f"(algorithms {users}), not --algo {args.algo}"
+            )
     reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
-    if reuse and "proposal_variants" not in algorithm(args.algo).options:
-        raise ValueError(
-            f"--proposal-variants {args.proposal_variants}: only candidate-level training reuses proposals "
-            f"(algorithms {', '.join(name for name in ALGOS if 'proposal_variants' in ALGOS[name].options)}), "
-            f"not --algo {args.algo}"
-        )
     check_integer(args.train_prompts, "--train-prompts", minimum=0)
     # Every env holds the same pool: drawn with the run's seed, not the env's.
     pool = {"wrapper_class": PromptPool, "wrapper_kwargs": {"size": args.train_prompts, "seed": args.seed}}
