@@ -10,8 +10,10 @@
 # end of the episode, as evaluation does (--no-bootstrap-truncated), so that the policy learns to finish its
 # replies, and take Monte Carlo returns (--gae-lambda 1.0): a reply's reward comes only at its end, and with lambda
 # 0.95 the first tokens of a 48-token reply would see 0.95^48 = 9% of it and lean on a critic that is still learning.
-# Measured at commit 21266bf (benchmarks/results/ppo_*.md): Summarization's first rollout of 64 envs outlasts the
-# budget (each episode reads a 512-token article; 2.6 env steps/s), so its runs go over 15 minutes.
+# Summarization's episodes each read a 512-token article for a reply of at most 48 tokens: with 64 envs the first
+# rollout outlasted the budget (2.6 env steps/s at commit 21266bf, half of it encoding articles) and the run took
+# 17 minutes. So Summarization trains for 540 s on a pool of 256 articles, each played 4 episodes in a row by its env
+# (--prompt-repeats: the KV cache keeps the article, which is read once for the 4 replies), with 32 envs of 16 steps.
 set -euo pipefail
 runs="${1:-runs}"; env_ids="${2:-TextGym/Sentiment-v0}"; shift 2 || true
 seeds=("${@:-0 1 2}")
@@ -21,6 +23,8 @@ for env_id in $env_ids; do
   name=$(echo "${env_id#TextGym/}" | tr 'A-Z' 'a-z' | tr -d -c 'a-z0-9')
   case "$env_id" in
     TextGym/Sentiment-v0) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-720}" --n-envs 64) ;;
+    TextGym/Summarization-v0) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-540}" --n-envs 32 --n-steps 16
+             --train-prompts 256 --prompt-repeats 4 --whiten-rewards --no-bootstrap-truncated --gae-lambda 1.0) ;;
     *) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-660}" --n-envs 64 --whiten-rewards --no-bootstrap-truncated
              --gae-lambda 1.0) ;;
   esac

@@ -269,6 +269,8 @@ def test_train_env_with_a_prompt_pool_reuses_proposals(tiny_model):
         ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "proposal_variants": 2}, "--proposal-variants 2: only"),
         ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "proposal_cache": "p"}, "--proposal-cache p: only"),
         ({"train_prompts": -1}, "--train-prompts must be an integer >= 0, got -1"),
+        ({"prompt_repeats": 0}, "--prompt-repeats must be an integer >= 1, got 0"),
+        ({"prompt_repeats": 4}, "--prompt-repeats 4 repeats prompts of a pool: give --train-prompts N too"),
         ({"proposal_variants": -3}, "proposal_variants must be an integer >= 0, got -3"),
     ],
 )

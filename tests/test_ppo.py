@@ -409,3 +409,25 @@ def test_logged_reply_rewards_are_the_tasks_not_the_whitened_ones(tiny_model):
     assert set(recorder.reply_rewards) == {0.0, 1.0}  # both replies occur
     assert model.last_rollout["reply_reward_mean"] == pytest.approx(np.mean(recorder.reply_rewards))
     assert buffer.rewards.max() > 1.0  # the algorithm itself trains on the whitened rewards
+
+
+def test_repeated_prompts_are_read_once_by_the_rollouts_kv_cache(tiny_model):
+    from textgym.wrappers import PromptPool
+
+    def encoded(repeats):
+        env = make_vec_env(
+            "TextGym/Summarization-v0",
+            n_envs=2,
+            seed=0,
+            env_kwargs={"model": "tiny", "max_context_tokens": 256, "max_reply_tokens": 3, "render_mode": None},
+            wrapper_class=PromptPool,
+            wrapper_kwargs={"size": 6, "seed": 0, "repeats": repeats},
+        )
+        model = tiny_ppo(env, n_steps=24)
+        collect(model)
+        values = model.logger.name_to_value
+        return values["rollout/prefix_tokens_encoded"], values["rollout/prefix_tokens_reused"]
+
+    (alone_encoded, alone_reused), (repeated_encoded, repeated_reused) = encoded(1), encoded(4)
+    # 3-token replies: about 16 episodes; with repeats 3 of 4 restarts keep the whole ~100-token article.
+    assert repeated_encoded < alone_encoded / 2 and repeated_reused > alone_reused

@@ -139,3 +139,20 @@ def test_prompt_pool_of_generated_problems_and_bad_sizes(tiny_model):
     for size in (0, -2):
         with pytest.raises(ValueError, match=f"prompt pool size must be an integer >= 1, got {size}"):
             PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), size)
+
+
+def test_prompt_pool_repeats_each_drawn_prompt_in_a_row(tiny_model):
+    from textgym.wrappers import PromptPool
+
+    env = PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 8, seed=1, repeats=3)
+    started = [env.reset(seed=5)[1]["prompt_id"]] + [env.reset()[1]["prompt_id"] for _ in range(11)]
+    runs = [started[i : i + 3] for i in range(0, 12, 3)]
+    assert all(len(set(run)) == 1 for run in runs) and len({run[0] for run in runs}) > 1
+    # A prompt asked for does not count as a repeat; a new seed starts a new run of repeats.
+    env.reset(seed=5)
+    outside = next(p for p in env.unwrapped.task.prompt_ids() if p != started[0])
+    assert env.reset(options={"prompt_id": outside})[1]["prompt_id"] == outside
+    assert [env.reset()[1]["prompt_id"] for _ in range(2)] == [started[0]] * 2
+    assert env.reset(seed=5)[1]["prompt_id"] == started[0]
+    with pytest.raises(ValueError, match="prompt repeats must be an integer >= 1, got 0"):
+        PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 4, repeats=0)

@@ -92,6 +92,9 @@ class Args:
     train_prompts: int = option(
         0, "train on a fixed pool of N prompts of the split, drawn with the run's seed (0: the whole split)", DATA
     )
+    prompt_repeats: int = option(
+        1, "play each prompt drawn from the --train-prompts pool N episodes in a row (its context is read once)", DATA
+    )
     wandb_project: str = option("", "also log to this Weights & Biases project (needs textgym[wandb])", LOGGING)
     wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
     ray_address: str = option("", "run the envs in Ray actors on this cluster: auto or HOST:PORT", CLUSTER)

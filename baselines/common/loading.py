@@ -26,7 +26,8 @@ def make_train_env(args: Args) -> Any:
 
     Raises:
         ValueError: ``--proposal-variants`` or ``--proposal-cache`` for an algorithm that does not
-            play at candidate level, or a ``--train-prompts`` below 0.
+            play at candidate level, a ``--train-prompts`` below 0, or a ``--prompt-repeats``
+            below 1 or without ``--train-prompts``.
         ImportError, ValueError, ConnectionError, RuntimeError: With ``--ray-address`` or
             ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
     """
@@ -40,8 +41,16 @@ def make_train_env(args: Args) -> Any:
             )
     reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
     check_integer(args.train_prompts, "--train-prompts", minimum=0)
+    check_integer(args.prompt_repeats, "--prompt-repeats", minimum=1)
+    if args.prompt_repeats > 1 and not args.train_prompts:
+        raise ValueError(
+            f"--prompt-repeats {args.prompt_repeats} repeats prompts of a pool: give --train-prompts N too"
+        )
     # Every env holds the same pool: drawn with the run's seed, not the env's.
-    pool = {"wrapper_class": PromptPool, "wrapper_kwargs": {"size": args.train_prompts, "seed": args.seed}}
+    pool = {
+        "wrapper_class": PromptPool,
+        "wrapper_kwargs": {"size": args.train_prompts, "seed": args.seed, "repeats": args.prompt_repeats},
+    }
     wrapping = pool if args.train_prompts else {}
     if uses_ray(args):  # the same envs, in Ray actors (each actor batches its envs' proposals)
         return make_ray_vec_env(

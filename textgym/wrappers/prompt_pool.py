@@ -18,19 +18,28 @@ class PromptPool(gym.Wrapper):
     again. Every env built with the same ``size`` and ``seed`` holds the same pool, whatever
     its own reset seed. ``reset(options={"prompt_id": ...})`` still starts the prompt asked for.
 
+    With ``repeats`` > 1 each prompt drawn is played that many episodes in a row. A token-level
+    PPO rollout keeps each env's context in its KV cache (``baselines.ppo.ContinuousDecoder``),
+    so the repeats of a long prompt (a 512-token article) read it once, not once per episode;
+    and the policy samples several replies to one prompt per rollout.
+
     Args:
         env: A TextGym env (its ``unwrapped.task`` draws the pool).
         size: Prompts in the pool; a split with fewer prompts is taken whole.
         seed: Seeds the draw of the pool.
+        repeats: Episodes played in a row on each prompt drawn.
 
     Raises:
-        ValueError: ``size`` or ``seed`` is not an integer >= 1 (>= 0 for ``seed``).
+        ValueError: ``size``, ``seed`` or ``repeats`` is not an integer >= 1 (>= 0 for ``seed``).
     """
 
-    def __init__(self, env: gym.Env, size: int, seed: int = 0) -> None:
+    def __init__(self, env: gym.Env, size: int, seed: int = 0, repeats: int = 1) -> None:
         super().__init__(env)
         size = check_integer(size, "prompt pool size", minimum=1)
         seed = check_integer(seed, "prompt pool seed", minimum=0)
+        self.repeats = check_integer(repeats, "prompt repeats", minimum=1)
+        self._current: str | None = None
+        self._left = 0
         task = env.unwrapped.task
         draw = np.random.default_rng(seed)
         ids = task.prompt_ids()
@@ -51,6 +60,10 @@ class PromptPool(gym.Wrapper):
         """Reset with a prompt of the pool (a seed also re-seeds which one), unless ``options`` names one."""
         if seed is not None:
             self._pick = np.random.default_rng([check_integer(seed, "seed", minimum=0), self.pool_seed])
+            self._left = 0
         if not (isinstance(options, dict) and options.get("prompt_id") is not None):
-            options = {**(options or {}), "prompt_id": self.pool[int(self._pick.integers(len(self.pool)))]}
+            if self._left == 0:
+                self._current, self._left = self.pool[int(self._pick.integers(len(self.pool)))], self.repeats
+            self._left -= 1
+            options = {**(options or {}), "prompt_id": self._current}
         return self.env.reset(seed=seed, options=options)
