@@ -615,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
         random_arm(options.env_id, options.out, options.model, options.seeds, options.proposal_cache)
         return 0
     args = parse_args(argv)
+    import provenance  # this script's neighbour (a script's folder is first on sys.path)
+
+    commit = provenance.commit()  # before the track writes anything
     out = Path(args.out)
     if (out / "runs").exists():
         print(f"error: {out} already holds a track; choose another --out (nothing is overwritten)")
@@ -632,14 +635,18 @@ def main(argv: list[str] | None = None) -> int:
     jobs_time = time.perf_counter() - start
     rows = make_bundles(out, args.tasks, args.seeds, args.model)
     gains = gains_over_start(out / "bundles", args.tasks)
-    table = markdown_table(rows) + "\n" + gains_table(gains)
+    wall = time.perf_counter() - start
+    table = (
+        f"{provenance.measured_at(commit)} One command, {wall / 60:.1f} min wall; `track.json` has the command "
+        "and every job's wall time.\n\n" + markdown_table(rows) + "\n" + gains_table(gains)
+    )
     (out / "table.md").write_text(table, encoding="utf-8")
     plot_curves(out, args.tasks, args.seeds, out / "curves.png")
-    wall = time.perf_counter() - start
     record = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "commit": commit,
+        "machine": f"{provenance.machine()}, {platform.machine()}, {platform.platform()}",
         "jobs_wall_time_s": jobs_time,
         "wall_time_s": wall,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "results")},
