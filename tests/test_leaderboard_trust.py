@@ -404,11 +404,13 @@ def test_migration_adds_guard_and_content_and_changes_nothing_else(bundles, tmp_
         migrate_to_v2(document, reports, dt.date(2025, 2, 4))
 
 
-def test_repository_entries_were_migrated_from_their_bundles():
+def test_repository_entries_were_migrated_and_match_the_checked_in_bundles():
     document = load_document(ENTRIES_PATH)
     assert document["format_version"] == 2 and document["migrations"][0]["entries"] == 40
     by_id = {entry["id"]: entry for entry in document["entries"]}
-    for name in ("zero-shot__sentiment_v0", "dqn__dialoguecandidate_v0"):
+    # A token-level and a candidate-level bundle of the latest quick track, both listed (a bundle whose episodes
+    # equal a listed entry's, e.g. a DQN that never left the LM's top candidate, is refused and has no entry).
+    for name in ("zero-shot__sentiment_v0", "dqn__sentimentcandidate_v0"):
         report = verify_bundle(QUICK_BUNDLES / name)
         entry = by_id[report.bundle.digest]
         assert entry["guard"] == report.guard and entry["content"] == report.content

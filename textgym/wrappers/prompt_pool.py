@@ -20,8 +20,10 @@ class PromptPool(gym.Wrapper):
 
     With ``repeats`` > 1 each prompt drawn is played that many episodes in a row. A token-level
     PPO rollout keeps each env's context in its KV cache (``baselines.ppo.ContinuousDecoder``),
-    so the repeats of a long prompt (a 512-token article) read it once, not once per episode;
-    and the policy samples several replies to one prompt per rollout.
+    so the repeats of a long prompt read it once, not once per episode, as long as prompt and
+    reply fit the observation window (a context that fills it slides it every step, and the
+    cache cannot keep a row whose first tokens change); and the policy samples several
+    replies to one prompt per rollout.
 
     Args:
         env: A TextGym env (its ``unwrapped.task`` draws the pool).
