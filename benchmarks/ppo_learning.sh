@@ -14,6 +14,8 @@
 # rollout outlasted the budget (2.6 env steps/s at commit 21266bf, half of it encoding articles) and the run took
 # 17 minutes. So Summarization trains for 540 s on a pool of 256 articles, each played 4 episodes in a row by its env
 # (--prompt-repeats: the KV cache keeps the article, which is read once for the 4 replies), with 32 envs of 16 steps.
+# Measured at commit fb7f60d (ppo_summarization.md): runs of 733-900 s, but only 2.2-9.5 env steps/s, because an
+# article that fills the 512-token window slides it every step and is encoded again each time.
 set -euo pipefail
 runs="${1:-runs}"; env_ids="${2:-TextGym/Sentiment-v0}"; shift 2 || true
 seeds=("${@:-0 1 2}")
