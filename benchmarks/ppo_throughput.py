@@ -36,7 +36,6 @@ import functools
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -232,16 +231,6 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
 # -- the driver ---------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def describe_model(name: str) -> str:
     from textgym.models import resolve_model_path
 
@@ -350,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.arm:
         print(RESULT_TAG + json.dumps(run_arm(args)), flush=True)
         return
+    from provenance import cpu_model  # this script's neighbour (a script's folder is first on sys.path)
+
     sections = args.sections.split(",")
     threads = args.threads or torch.get_num_threads()
     print(f"command: {shlex.join(['python', *sys.argv])}")

@@ -39,14 +39,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -251,16 +249,6 @@ def spawn(arm: str, args: argparse.Namespace, arm_flags: list[str]) -> dict[str,
     return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="'default', 'tiny', a local model directory or a hub id")
@@ -319,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         import trl
     except ImportError:
         raise SystemExit("this benchmark needs TRL: pip install -e '.[trl]'") from None
+
+    from provenance import cpu_model  # this script's neighbour (a script's folder is first on sys.path)
 
     print(f"command: {shlex.join(['python', *sys.argv])}")
     print(
