@@ -189,8 +189,17 @@ def proposal_cache(args: argparse.Namespace) -> Path:
 def random_command(args: argparse.Namespace, env_id: str, out: Path, seed: int) -> list[str]:
     """This script, run as the random-agent job of ``env_id`` and one training seed."""
     return [
-        *(sys.executable, __file__, "random-arm", env_id, str(out), "--model", args.model, "--seeds", str(seed)),
-        *("--proposal-cache", str(proposal_cache(args))),
+        sys.executable,
+        __file__,
+        "random-arm",
+        env_id,
+        str(out),
+        "--model",
+        args.model,
+        "--seeds",
+        str(seed),
+        "--proposal-cache",
+        str(proposal_cache(args)),
     ]
 
 
