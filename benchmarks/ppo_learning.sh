@@ -14,8 +14,11 @@
 # rollout outlasted the budget (2.6 env steps/s at commit 21266bf, half of it encoding articles) and the run took
 # 17 minutes. So Summarization trains for 540 s on a pool of 256 articles, each played 4 episodes in a row by its env
 # (--prompt-repeats: the KV cache keeps the article, which is read once for the 4 replies), with 32 envs of 16 steps.
-# Measured at commit fb7f60d (ppo_summarization.md): runs of 733-900 s, but only 2.2-9.5 env steps/s, because an
-# article that fills the 512-token window slides it every step and is encoded again each time.
+# At commit fb7f60d that made only 2.2-9.5 env steps/s, because an article that fills the 512-token window slides
+# it every step and is encoded again each time, and one update of 512 steps at learning rate 3e-4 could move the
+# policy 500 nats per reply from the reference. So the pool holds only articles whose prompt leaves room for the
+# 48-token reply (--max-prompt-tokens 464, 95% of the train split; evaluation keeps every validation article), and
+# each update takes 1,024 steps (32 envs of 32) at learning rate 1e-4.
 set -euo pipefail
 runs="${1:-runs}"; env_ids="${2:-TextGym/Sentiment-v0}"; shift 2 || true
 seeds=("${@:-0 1 2}")
@@ -25,8 +28,9 @@ for env_id in $env_ids; do
   name=$(echo "${env_id#TextGym/}" | tr 'A-Z' 'a-z' | tr -d -c 'a-z0-9')
   case "$env_id" in
     TextGym/Sentiment-v0) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-720}" --n-envs 64) ;;
-    TextGym/Summarization-v0) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-540}" --n-envs 32 --n-steps 16
-             --train-prompts 256 --prompt-repeats 4 --whiten-rewards --no-bootstrap-truncated --gae-lambda 1.0) ;;
+    TextGym/Summarization-v0) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-540}" --n-envs 32 --n-steps 32
+             --learning-rate 1e-4 --train-prompts 256 --prompt-repeats 4 --max-prompt-tokens 464 --whiten-rewards
+             --no-bootstrap-truncated --gae-lambda 1.0) ;;
     *) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-660}" --n-envs 64 --whiten-rewards --no-bootstrap-truncated
              --gae-lambda 1.0) ;;
   esac

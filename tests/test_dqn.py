@@ -263,6 +263,23 @@ def test_train_env_with_a_prompt_pool_reuses_proposals(tiny_model):
     env.close()
 
 
+def test_train_env_pool_holds_only_prompts_that_fit(tiny_model):
+    from baselines.common.config import Args, defaults_for
+    from baselines.common.loading import make_train_env
+
+    overrides = {"env": "TextGym/Summarization-v0", "model": "tiny", "n_envs": 2, "train_prompts": 5}
+    args = Args(**{**defaults_for("ppo"), **overrides, "max_prompt_tokens": 120})
+    env = make_train_env(args)
+    task, chat = env.envs[0].unwrapped.task, env.envs[0].unwrapped.chat
+    pool = env.envs[0].get_wrapper_attr("pool")
+    lengths = [len(chat.encode(task.reset(np.random.default_rng(0), {"prompt_id": p}).messages)) for p in pool]
+    assert len(pool) == 5 and max(lengths) <= 120
+    assert env.envs[1].get_wrapper_attr("pool") == pool
+    unlimited = make_train_env(Args(**{**defaults_for("ppo"), **overrides})).envs[0].get_wrapper_attr("pool")
+    assert unlimited != pool  # the same seed without the limit draws (some) longer prompts
+    env.close()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -270,7 +287,9 @@ def test_train_env_with_a_prompt_pool_reuses_proposals(tiny_model):
         ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "proposal_cache": "p"}, "--proposal-cache p: only"),
         ({"train_prompts": -1}, "--train-prompts must be an integer >= 0, got -1"),
         ({"prompt_repeats": 0}, "--prompt-repeats must be an integer >= 1, got 0"),
-        ({"prompt_repeats": 4}, "--prompt-repeats 4 repeats prompts of a pool: give --train-prompts N too"),
+        ({"prompt_repeats": 4}, "--prompt-repeats 4 applies to a pool of prompts: give --train-prompts N too"),
+        ({"max_prompt_tokens": 64}, "--max-prompt-tokens 64 applies to a pool of prompts: give --train-prompts N too"),
+        ({"max_prompt_tokens": -1, "train_prompts": 4}, "--max-prompt-tokens must be an integer >= 0, got -1"),
         ({"proposal_variants": -3}, "proposal_variants must be an integer >= 0, got -3"),
     ],
 )

@@ -156,3 +156,27 @@ def test_prompt_pool_repeats_each_drawn_prompt_in_a_row(tiny_model):
     assert env.reset(seed=5)[1]["prompt_id"] == started[0]
     with pytest.raises(ValueError, match="prompt repeats must be an integer >= 1, got 0"):
         PromptPool(gym.make("TextGym/Sentiment-v0", model=tiny_model), 4, repeats=0)
+
+
+def test_prompt_pool_holds_only_prompts_whose_first_context_fits(tiny_model):
+    from textgym.wrappers import PromptPool
+
+    env = gym.make("TextGym/Summarization-v0", model=tiny_model)
+    task, chat = env.unwrapped.task, env.unwrapped.chat
+    length = {
+        prompt_id: len(chat.encode(task.reset(np.random.default_rng(0), {"prompt_id": prompt_id}).messages))
+        for prompt_id in task.prompt_ids()
+    }
+    limit = int(np.median(list(length.values())))
+    short = {prompt_id for prompt_id, tokens in length.items() if tokens <= limit}
+    assert 0 < len(short) < len(length)
+    pool = PromptPool(env, 12, seed=2, max_prompt_tokens=limit)
+    assert len(pool.pool) == 12 and set(pool.pool) <= short
+    assert pool.pool == PromptPool(gym.make("TextGym/Summarization-v0", model=tiny_model), 12, 2, 1, limit).pool
+    assert {pool.reset()[1]["prompt_id"] for _ in range(60)} == set(pool.pool)
+    # More than fit: the pool is every short prompt; none short enough: a clear error.
+    assert set(PromptPool(env, 10**6, seed=2, max_prompt_tokens=limit).pool) == short
+    with pytest.raises(ValueError, match="max_prompt_tokens 1: no prompt of the split"):
+        PromptPool(env, 4, max_prompt_tokens=1)
+    with pytest.raises(ValueError, match="max_prompt_tokens must be an integer >= 1, got 0"):
+        PromptPool(env, 4, max_prompt_tokens=0)

@@ -95,6 +95,9 @@ class Args:
     prompt_repeats: int = option(
         1, "play each prompt drawn from the --train-prompts pool N episodes in a row (its context is read once)", DATA
     )
+    max_prompt_tokens: int = option(
+        0, "the --train-prompts pool holds only prompts whose first context has at most N tokens (0: any)", DATA
+    )
     wandb_project: str = option("", "also log to this Weights & Biases project (needs textgym[wandb])", LOGGING)
     wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
     ray_address: str = option("", "run the envs in Ray actors on this cluster: auto or HOST:PORT", CLUSTER)

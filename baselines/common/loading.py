@@ -42,14 +42,20 @@ def make_train_env(args: Args) -> Any:
     reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
     check_integer(args.train_prompts, "--train-prompts", minimum=0)
     check_integer(args.prompt_repeats, "--prompt-repeats", minimum=1)
-    if args.prompt_repeats > 1 and not args.train_prompts:
-        raise ValueError(
-            f"--prompt-repeats {args.prompt_repeats} repeats prompts of a pool: give --train-prompts N too"
-        )
+    check_integer(args.max_prompt_tokens, "--max-prompt-tokens", minimum=0)
+    pool_options = (("--prompt-repeats", args.prompt_repeats, 1), ("--max-prompt-tokens", args.max_prompt_tokens, 0))
+    for flag, value, unset in pool_options:
+        if value != unset and not args.train_prompts:
+            raise ValueError(f"{flag} {value} applies to a pool of prompts: give --train-prompts N too")
     # Every env holds the same pool: drawn with the run's seed, not the env's.
     pool = {
         "wrapper_class": PromptPool,
-        "wrapper_kwargs": {"size": args.train_prompts, "seed": args.seed, "repeats": args.prompt_repeats},
+        "wrapper_kwargs": {
+            "size": args.train_prompts,
+            "seed": args.seed,
+            "repeats": args.prompt_repeats,
+            "max_prompt_tokens": args.max_prompt_tokens or None,
+        },
     }
     wrapping = pool if args.train_prompts else {}
     if uses_ray(args):  # the same envs, in Ray actors (each actor batches its envs' proposals)

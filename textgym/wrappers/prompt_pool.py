@@ -25,38 +25,75 @@ class PromptPool(gym.Wrapper):
     cache cannot keep a row whose first tokens change); and the policy samples several
     replies to one prompt per rollout.
 
+    With ``max_prompt_tokens`` the pool holds only prompts whose first context (the
+    chat-template encoding of the prompt's messages) is at most that many tokens: e.g. the
+    observation window less the reply budget, so that no prompt of the pool slides the
+    window while the reply is written. The task and its evaluation are unchanged; only the
+    training prompts are chosen.
+
     Args:
         env: A TextGym env (its ``unwrapped.task`` draws the pool).
         size: Prompts in the pool; a split with fewer prompts is taken whole.
         seed: Seeds the draw of the pool.
         repeats: Episodes played in a row on each prompt drawn.
+        max_prompt_tokens: Longest first context of a prompt of the pool (``None``: any).
 
     Raises:
-        ValueError: ``size``, ``seed`` or ``repeats`` is not an integer >= 1 (>= 0 for ``seed``).
+        ValueError: ``size``, ``seed``, ``repeats`` or ``max_prompt_tokens`` is not an integer
+            >= 1 (>= 0 for ``seed``), or no prompt of the split is short enough.
     """
 
-    def __init__(self, env: gym.Env, size: int, seed: int = 0, repeats: int = 1) -> None:
+    def __init__(
+        self, env: gym.Env, size: int, seed: int = 0, repeats: int = 1, max_prompt_tokens: int | None = None
+    ) -> None:
         super().__init__(env)
         size = check_integer(size, "prompt pool size", minimum=1)
         seed = check_integer(seed, "prompt pool seed", minimum=0)
         self.repeats = check_integer(repeats, "prompt repeats", minimum=1)
         self._current: str | None = None
         self._left = 0
+        if max_prompt_tokens is not None:
+            max_prompt_tokens = check_integer(max_prompt_tokens, "max_prompt_tokens", minimum=1)
+        self.max_prompt_tokens = max_prompt_tokens
         task = env.unwrapped.task
         draw = np.random.default_rng(seed)
         ids = task.prompt_ids()
-        if ids is not None:
+        if ids is not None and max_prompt_tokens is None:
             picked = draw.choice(len(ids), size=min(size, len(ids)), replace=False)
             self.pool = [ids[int(index)] for index in sorted(picked)]
+        elif ids is not None:  # the first ``size`` short enough prompts of a seeded order
+            order = (ids[int(index)] for index in draw.permutation(len(ids)))
+            fitting: list[str] = []
+            for prompt_id in order:
+                if len(fitting) == size:
+                    break
+                if self._fits(prompt_id):
+                    fitting.append(prompt_id)
+            position = {prompt_id: index for index, prompt_id in enumerate(ids)}
+            self.pool = sorted(fitting, key=position.__getitem__)
         else:  # a task whose prompts have no end (generated problems): draw distinct ids
             pool: dict[str, None] = {}
             for _ in range(100 * size):
-                pool[task.draw_prompt_id(draw)] = None
+                prompt_id = task.draw_prompt_id(draw)
+                if prompt_id not in pool and self._fits(prompt_id):
+                    pool[prompt_id] = None
                 if len(pool) == size:
                     break
             self.pool = list(pool)
+        if not self.pool:
+            raise ValueError(
+                f"max_prompt_tokens {max_prompt_tokens}: no prompt of the split has a first context that short"
+            )
         self.pool_seed = seed
         self._pick = np.random.default_rng(seed)
+
+    def _fits(self, prompt_id: str) -> bool:
+        """Whether the first context of ``prompt_id`` is at most ``max_prompt_tokens`` tokens."""
+        if self.max_prompt_tokens is None:
+            return True
+        env = self.env.unwrapped
+        prompt = env.task.reset(np.random.default_rng(0), {"prompt_id": prompt_id})
+        return len(env.chat.encode(prompt.messages)) <= self.max_prompt_tokens
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset with a prompt of the pool (a seed also re-seeds which one), unless ``options`` names one."""
