@@ -431,3 +431,25 @@ def test_repeated_prompts_are_read_once_by_the_rollouts_kv_cache(tiny_model):
     (alone_encoded, alone_reused), (repeated_encoded, repeated_reused) = encoded(1), encoded(4)
     # 3-token replies: about 16 episodes; with repeats 3 of 4 restarts keep the whole ~100-token article.
     assert repeated_encoded < alone_encoded / 2 and repeated_reused > alone_reused
+
+
+def test_kl_of_rollouts_that_end_no_reply_counts_towards_the_next_reply(tiny_model):
+    # End tokens blocked: every 6-token reply runs to its budget, so a 4-step rollout ends none.
+    env = token_vec_env()
+    end_ids = sorted(env.get_attr("end_ids")[0])
+    blocked = {"blocked_token_ids": end_ids}
+    model = tiny_ppo(env, n_steps=4, policy_kwargs=blocked, kl_coef=0.05, target_kl_per_reply=6.0)
+    model.policy.lm.get_input_embeddings().weight.data.normal_(std=1.0)  # a policy far from the reference
+    _, callback = model._setup_learn(64, callback=None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    values = model.logger.name_to_value
+    assert model.last_rollout["replies"] == 0 and "kl_per_reply" not in model.last_rollout
+    assert "rollout/kl_per_reply" not in values and model.kl.coef == 0.05  # nothing to steer by yet
+    carried = values["rollout/kl_per_token"] * 4 * 2
+    assert model._kl_carried == pytest.approx(carried, rel=1e-5) and model._kl_carried > 1.0
+    # Steps 5-8 of the same episodes: both replies end at step 6.
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    assert model.last_rollout["replies"] == 2
+    expected = (carried + model.logger.name_to_value["rollout/kl_per_token"] * 4 * 2) / 2
+    assert model.last_rollout["kl_per_reply"] == pytest.approx(expected, rel=1e-5)
+    assert model.kl.coef != 0.05 and model._kl_carried == 0.0

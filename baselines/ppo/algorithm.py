@@ -66,6 +66,8 @@ class FastLMPPO(PPO):
         self._decoder: ContinuousDecoder | None = None
         self._split_works: bool | None = None  # checked on the first rollout that keeps trunk states
         self._reference_top: Any = None
+        # KL summed over rollouts in which no reply ended (rollouts shorter than a reply), with their env steps.
+        self._kl_carried, self._steps_carried = 0.0, 0
         super().__init__(LMActorCriticPolicy, env, policy_kwargs=policy_kwargs, **kwargs)
         if bf16 and self.device.type != "cuda":
             raise ValueError(f"bf16 autocast needs a CUDA device, got {self.device}")
@@ -197,7 +199,7 @@ class FastLMPPO(PPO):
         self.logger.record("rollout/prefix_tokens_reused", decoder.reused_tokens)
         self.logger.record("rollout/prefix_tokens_encoded", decoder.encoded_tokens)
 
-        self._penalise_kl(rollout_buffer, max(replies, 1))
+        self._penalise_kl(rollout_buffer, replies)
         self.monitor.check_rollout(reply_rewards, guards, components)
         self.last_rollout.update(
             reply_reward_mean=float(np.mean(reply_rewards)) if reply_rewards else float("nan"),
@@ -271,7 +273,11 @@ class FastLMPPO(PPO):
 
     @torch.no_grad()
     def _penalise_kl(self, buffer: SegmentRolloutBuffer, replies: int) -> None:
-        """Subtract ``beta * (log pi_old - log p_ref)`` from every step's reward; adapt ``beta``."""
+        """Subtract ``beta * (log pi_old - log p_ref)`` from every step's reward; adapt ``beta``.
+
+        ``replies``: replies that ended in the rollout; the KL per reply steering ``beta`` is
+        the KL summed since the last rollout that ended any, divided by them.
+        """
         if self.kl.coef == 0:
             return
         reference = self._reference_model()
@@ -293,13 +299,22 @@ class FastLMPPO(PPO):
             reference_log_probs = reference_log_probs.cpu().numpy()
             kl[rows, cols] = buffer.log_probs[rows, cols] - reference_log_probs
         buffer.rewards -= self.kl.coef * kl
-        kl_per_token, kl_per_reply = float(kl.mean()), float(kl.sum()) / replies
+        kl_per_token = float(kl.mean())
         self.monitor.check_kl(kl_per_token)
         self.logger.record("rollout/kl_per_token", kl_per_token)
-        self.logger.record("rollout/kl_per_reply", kl_per_reply)
         self.logger.record("rollout/kl_coef", self.kl.coef)
-        self.last_rollout.update(kl_per_token=kl_per_token, kl_per_reply=kl_per_reply, kl_coef=self.kl.coef)
-        self.kl.update(kl_per_reply, buffer.buffer_size * buffer.n_envs)
+        self.last_rollout.update(kl_per_token=kl_per_token, kl_coef=self.kl.coef)
+        # A rollout shorter than a reply may end none: its KL counts towards the next rollout that ends
+        # some, rather than being divided by one reply (which overstated it up to the rollout's length).
+        self._kl_carried += float(kl.sum())
+        self._steps_carried += buffer.buffer_size * buffer.n_envs
+        if replies == 0:
+            return
+        kl_per_reply = self._kl_carried / replies
+        self.logger.record("rollout/kl_per_reply", kl_per_reply)
+        self.last_rollout.update(kl_per_reply=kl_per_reply)
+        self.kl.update(kl_per_reply, self._steps_carried)
+        self._kl_carried, self._steps_carried = 0.0, 0
 
     # -- training ---------------------------------------------------------------------
 
