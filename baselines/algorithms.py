@@ -95,6 +95,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "kl_coef",
             "target_kl_per_reply",
             "bootstrap_truncated",
+            "group_baseline",
             "bf16",
             "lora_r",
             "trainable_layers",

@@ -20,6 +20,9 @@
 # policy 500 nats per reply from the reference. So the pool holds only articles whose prompt leaves room for the
 # 48-token reply (--max-prompt-tokens 464, 95% of the train split; evaluation keeps every validation article), and
 # each update takes 1,024 steps (32 envs of 32) at learning rate 1e-4.
+# TEXTGYM_PPO_VARIANT=group trains with a group baseline instead (runs named ppo_<id>_group_s<seed>): each env plays
+# a prompt of a pool of 4,096 (the whole split where it is smaller) 4 times in a row, and a reply's advantage is its
+# return less the mean reward of the rollout's other replies to the same prompt (--group-baseline), not the critic's.
 set -euo pipefail
 runs="${1:-runs}"; env_ids="${2:-TextGym/Sentiment-v0}"; shift 2 || true
 seeds=("${@:-0 1 2}")
@@ -35,10 +38,17 @@ for env_id in $env_ids; do
     *) task=(--max-train-seconds "${TEXTGYM_TRAIN_SECONDS:-660}" --n-envs 32 --whiten-rewards --no-bootstrap-truncated
              --gae-lambda 1.0) ;;
   esac
+  variant=()
+  if [ "${TEXTGYM_PPO_VARIANT:-}" = group ]; then
+    variant=(--train-prompts 4096 --prompt-repeats 4 --group-baseline); name="${name}_group"
+  elif [ -n "${TEXTGYM_PPO_VARIANT:-}" ]; then
+    echo "TEXTGYM_PPO_VARIANT must be empty or 'group', got '${TEXTGYM_PPO_VARIANT}'" >&2; exit 2
+  fi
   for seed in ${seeds[@]}; do
     python -m baselines.train --algo ppo --env "$env_id" --model default --seed "$seed" \
       --total-timesteps 10000000 --n-steps 32 --batch-size 256 --n-epochs 1 --learning-rate 3e-4 \
       --trainable-layers 8 --value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 "${task[@]}" \
+      ${variant[@]+"${variant[@]}"} \
       --eval-episodes 32 --torch-threads "$threads" \
       --no-progress-bar --sample-every 4 --out "$runs/ppo_${name}_s${seed}" > "$runs/ppo_${name}_s${seed}.log" 2>&1 &
     while [ "$(jobs -rp | wc -l)" -ge "${TEXTGYM_PARALLEL_RUNS:-1}" ]; do sleep 5; done

@@ -290,6 +290,7 @@ def test_train_env_pool_holds_only_prompts_that_fit(tiny_model):
         ({"prompt_repeats": 4}, "--prompt-repeats 4 applies to a pool of prompts: give --train-prompts N too"),
         ({"max_prompt_tokens": 64}, "--max-prompt-tokens 64 applies to a pool of prompts: give --train-prompts N too"),
         ({"max_prompt_tokens": -1, "train_prompts": 4}, "--max-prompt-tokens must be an integer >= 0, got -1"),
+        ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "group_baseline": True}, "--group-baseline True applies to a"),
         ({"proposal_variants": -3}, "proposal_variants must be an integer >= 0, got -3"),
     ],
 )

@@ -453,3 +453,52 @@ def test_kl_of_rollouts_that_end_no_reply_counts_towards_the_next_reply(tiny_mod
     expected = (carried + model.logger.name_to_value["rollout/kl_per_token"] * 4 * 2) / 2
     assert model.last_rollout["kl_per_reply"] == pytest.approx(expected, rel=1e-5)
     assert model.kl.coef != 0.05 and model._kl_carried == 0.0
+
+
+def test_group_baseline_replaces_whole_episodes_advantages_by_leave_one_out(tiny_model):
+    from gymnasium import spaces
+
+    observation_space = spaces.Dict({"input_ids": spaces.Box(0, 9, (4,), np.int32)})
+    buffer = ppo_buffer.SegmentRolloutBuffer(6, observation_space, spaces.Discrete(10), "cpu", 1.0, 1.0, 2)
+    buffer.reset()
+    # env 0: A (prompt p, steps 0-1, reward 1), B (p, 2-3, reward 0), C (p, 4-5, still running);
+    # env 1: the end of an episode begun in the last rollout (p, step 0), D (q, 1-3, reward 0.5, alone),
+    # E (p, 4-5, reward 0.25).
+    buffer.episode_serials[:, 0], buffer.episode_serials[:, 1] = [0, 0, 1, 1, 2, 2], [5, 6, 6, 6, 7, 7]
+    buffer.prompt_keys[:, 0], buffer.prompt_keys[:, 1] = ["p"] * 6, ["p", "q", "q", "q", "p", "p"]
+    buffer.episode_starts[:, 0], buffer.episode_starts[:, 1] = [1, 0, 1, 0, 1, 0], [0, 1, 0, 0, 1, 0]
+    buffer.episode_ends[:, 0], buffer.episode_ends[:, 1] = [0, 1, 0, 1, 0, 0], [1, 0, 0, 1, 0, 1]
+    buffer.task_rewards[:, 0], buffer.task_rewards[:, 1] = [0, 1, 0, 0, 0, 0], [0.3, 0, 0, 0.5, 0, 0.25]
+    buffer.rewards[:] = buffer.task_rewards - 0.1  # a KL penalty of 0.1 at every step
+    buffer.advantages[:] = 99.0
+    assert buffer.apply_group_baseline() == pytest.approx(6 / 12)
+    # Group p: A, B, E. A: baseline (0 + 0.25) / 2, returns to go 0.8, 0.9; B: (1 + 0.25) / 2, -0.2, -0.1;
+    # E: (1 + 0) / 2, 0.05, 0.15. C, D and the continued episode keep their GAE advantages.
+    np.testing.assert_allclose(buffer.advantages[:, 0], [0.675, 0.775, -0.825, -0.725, 99, 99], atol=1e-6)
+    np.testing.assert_allclose(buffer.advantages[:, 1], [99, 99, 99, 99, -0.45, -0.35], atol=1e-6)
+
+
+def test_group_baseline_in_a_rollout_and_learning_without_the_critic(tiny_model):
+    yes_id, blocked = yes_no_tokens()
+    env = say_yes_vec_env(n_envs=4)  # one prompt: every whole episode of a rollout is in one group
+    probe = SayYesEnv(model="tiny", max_context_tokens=32, max_reply_tokens=2)
+    probe.yes_id = yes_id
+    kwargs = {"policy_kwargs": {"blocked_token_ids": blocked}, "n_epochs": 4, "learning_rate": 1e-3}
+    model = tiny_ppo(env, n_steps=16, group_baseline=True, vf_coef=0.0, gamma=1.0, **kwargs)  # no critic learning
+    assert not model.normalize_advantage
+    buffer = collect(model)
+    assert set(buffer.prompt_keys.flatten()) == {"agree"}
+    assert model.logger.name_to_value["rollout/group_baseline_fraction"] > 0.8
+    # Each whole episode's first step: its return less the mean reward of the rollout's other whole episodes.
+    starts = np.argwhere(buffer.episode_starts == 1)
+    whole = [(t, e) for t, e in starts if buffer.episode_ends[t:, e].any()]
+    totals = {}
+    for t, e in whole:
+        end = t + int(np.argmax(buffer.episode_ends[t:, e]))
+        totals[(t, e)] = (buffer.task_rewards[t : end + 1, e].sum(), buffer.rewards[t : end + 1, e].sum())
+    task_sum = sum(task for task, _ in totals.values())
+    for (t, e), (task, reward) in totals.items():
+        assert buffer.advantages[t, e] == pytest.approx(reward - (task_sum - task) / (len(totals) - 1), abs=1e-5)
+    before = yes_probability(model, probe)
+    model.learn(6 * 64)
+    assert yes_probability(model, probe) > before + 0.2

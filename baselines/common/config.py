@@ -54,6 +54,9 @@ class Args:
     target_kl_per_reply: float = option(6.0, "adaptive KL target in nats per reply (<= 0: fixed coefficient)")
     whiten_rewards: bool = option(False, "scale rewards by a running std of returns (SB3 VecNormalize)")
     bootstrap_truncated: bool = option(True, "a reply cut by the token budget bootstraps from V (no: its end is final)")
+    group_baseline: bool = option(
+        False, "advantages of whole episodes against the mean reward of the rollout's others on the same prompt"
+    )
     max_context_tokens: int = option(0, "env observation length (0: the id's default)")
     max_reply_tokens: int = option(0, "env reply budget (0: the id's default)")
     eval_episodes: int = option(32, "fixed validation prompts for the initial / final / periodic evaluation")

@@ -43,7 +43,11 @@ def make_train_env(args: Args) -> Any:
     check_integer(args.train_prompts, "--train-prompts", minimum=0)
     check_integer(args.prompt_repeats, "--prompt-repeats", minimum=1)
     check_integer(args.max_prompt_tokens, "--max-prompt-tokens", minimum=0)
-    pool_options = (("--prompt-repeats", args.prompt_repeats, 1), ("--max-prompt-tokens", args.max_prompt_tokens, 0))
+    pool_options = (
+        ("--prompt-repeats", args.prompt_repeats, 1),
+        ("--max-prompt-tokens", args.max_prompt_tokens, 0),
+        ("--group-baseline", args.group_baseline, False),  # replies to one prompt meet in a rollout only in a pool
+    )
     for flag, value, unset in pool_options:
         if value != unset and not args.train_prompts:
             raise ValueError(f"{flag} {value} applies to a pool of prompts: give --train-prompts N too")

@@ -37,6 +37,12 @@ class FastLMPPO(PPO):
             True bootstraps it from the value of its last observation, as SB3 does for time
             limits; False treats the end as final, as evaluation does (the later turns of a
             dialogue are lost), so that the policy learns to finish its replies.
+        group_baseline: The advantages of an episode that starts and ends within a rollout
+            are its return to go less the mean reward of the rollout's other episodes on the
+            same prompt (see :meth:`SegmentRolloutBuffer.apply_group_baseline`), not the
+            critic's GAE; meant for one-reply tasks whose envs play each prompt several times
+            (:class:`~textgym.wrappers.PromptPool` with ``repeats``). Turns off SB3's
+            per-minibatch advantage standardisation unless ``normalize_advantage`` is given.
         **kwargs: Passed to SB3 ``PPO`` (``n_steps``, ``batch_size``, ``learning_rate``, ...).
     """
 
@@ -51,16 +57,23 @@ class FastLMPPO(PPO):
         bf16: bool = False,
         nan_guard: bool = True,
         bootstrap_truncated: bool = True,
+        group_baseline: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("rollout_buffer_class", SegmentRolloutBuffer)
+        # A minibatch whose groups all tied holds only KL terms; standardising it would blow them up to unit
+        # scale, so group advantages are kept as they are (rewards are whitened, or not, by the caller).
+        kwargs.setdefault("normalize_advantage", not group_baseline)
         self.kl = KLController(kl_coef, target_kl_per_reply, kl_horizon)
         # bf16 rounds the cached-decoding and segment forwards differently: on an H200 the first
         # minibatch's mean |ratio - 1| was about 1.1e-3 under bf16 autocast, so 1e-3 would warn on
         # every update; an actual mismatch (dropout, another model) is orders of magnitude larger.
         self.monitor = TrainingMonitor(ratio_tolerance=BF16_RATIO_TOLERANCE if bf16 else FP32_RATIO_TOLERANCE)
         self.check_ratios, self.bf16, self.nan_guard = check_ratios, bf16, nan_guard
-        self.bootstrap_truncated = bootstrap_truncated
+        self.bootstrap_truncated, self.group_baseline = bootstrap_truncated, group_baseline
+        # With a group baseline: each env's episode serial number and prompt id, kept across rollouts.
+        self._episode_serials: np.ndarray | None = None
+        self._episode_prompts: list[Any] = []
         self.reference = None
         self._shares_trunk: bool | None = None
         self._decoder: ContinuousDecoder | None = None
@@ -87,6 +100,8 @@ class FastLMPPO(PPO):
             "_decoder",
             "monitor",
             "_weight_backup",
+            "_episode_serials",
+            "_episode_prompts",
         ]
 
     def _reference_model(self) -> Any:
@@ -145,6 +160,9 @@ class FastLMPPO(PPO):
         guards: list[dict] = []
         components: list[dict] = []
         replies = 0
+        if self.group_baseline and self._episode_serials is None:
+            self._episode_serials = np.zeros(self.n_envs, dtype=np.int64)
+            self._episode_prompts = [self._prompt_of(env, index) for index in range(self.n_envs)]
         for _ in range(n_rollout_steps):
             tokens = sample_from_logits(decoder.logits)
             log_probs = decoder.logits.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(decoder.logits, -1)
@@ -179,6 +197,11 @@ class FastLMPPO(PPO):
             if cut:
                 rewards[cut] += self.gamma * self._terminal_values(decoder, cut, infos)
             rollout_buffer.mark_segment_starts(segment_starts)
+            if self.group_baseline:
+                rollout_buffer.mark_episodes(self._episode_serials, self._episode_prompts, dones)
+                for index in np.flatnonzero(dones):
+                    self._episode_serials[index] += 1
+                    self._episode_prompts[index] = self._prompt_of(env, index)
             rollout_buffer.add(
                 self._last_obs,
                 actions.reshape(-1, 1),
@@ -199,6 +222,7 @@ class FastLMPPO(PPO):
         self.logger.record("rollout/prefix_tokens_reused", decoder.reused_tokens)
         self.logger.record("rollout/prefix_tokens_encoded", decoder.encoded_tokens)
 
+        rollout_buffer.task_rewards[:] = rollout_buffer.rewards
         self._penalise_kl(rollout_buffer, replies)
         self.monitor.check_rollout(reply_rewards, guards, components)
         self.last_rollout.update(
@@ -209,9 +233,22 @@ class FastLMPPO(PPO):
             self.logger.record("rollout/reply_reward_mean", self.last_rollout["reply_reward_mean"])
         last_values = decoder.values.detach().float()[:, None]  # the values of new_obs, computed with them
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        if self.group_baseline:
+            self.logger.record("rollout/group_baseline_fraction", rollout_buffer.apply_group_baseline())
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    @staticmethod
+    def _prompt_of(env: Any, index: int) -> Any:
+        """The prompt id of the episode env ``index`` started at its last reset (a group's key)."""
+        prompt = env.reset_infos[index].get("prompt_id")
+        if prompt is None:
+            raise ValueError(
+                f"group_baseline groups episodes by prompt, but env {index}'s reset info has no 'prompt_id' "
+                f"(keys: {sorted(env.reset_infos[index])})"
+            )
+        return prompt
 
     @torch.no_grad()
     def _check_split(self, decoder: ContinuousDecoder) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from stable_baselines3.common.buffers import DictRolloutBuffer
@@ -23,6 +25,57 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
         self.segment_starts = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.trunk_states: dict[tuple[int, int], torch.Tensor] = {}
         self._open_segment = np.zeros(self.n_envs, dtype=np.int64)
+        # Filled only with a group baseline: each step's episode (a per-env serial number) and prompt,
+        # whether the episode ended at that step, and the step's reward before the KL penalty.
+        self.episode_serials = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        self.prompt_keys = np.full((self.buffer_size, self.n_envs), None, dtype=object)
+        self.episode_ends = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        self.task_rewards = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+
+    def mark_episodes(self, serials: np.ndarray, prompts: list[Any], ends: np.ndarray) -> None:
+        """Record, for the step about to be added, each env's episode serial number and prompt, and its end."""
+        self.episode_serials[self.pos] = serials
+        self.prompt_keys[self.pos] = prompts
+        self.episode_ends[self.pos] = ends
+
+    def apply_group_baseline(self) -> float:
+        """Replace the advantages of whole episodes by their return to go less a leave-one-out group mean.
+
+        A group is the episodes of the rollout that started and ended in it on the same prompt
+        (from any env). Each member's step ``t`` gets ``G_t - mean of the others' task
+        rewards``: its (discounted) return to go, KL penalties included, less the mean episode
+        reward (before the KL penalty) of the group's other members (RLOO, Kool et al. 2019;
+        Ahmadian et al. 2024). Whether a reply beat the other replies to the same prompt then
+        decides the sign, not how hard the prompt is; a group whose rewards tie gives its
+        replies only their KL terms. Steps of other episodes keep the critic's GAE advantages.
+        With one reply per episode the baseline is exactly leave-one-out; the returns the
+        critic is trained on are unchanged.
+
+        Returns:
+            The fraction of the rollout's steps whose advantages were replaced.
+        """
+        groups: dict[Any, list[tuple[int, int, int]]] = {}
+        for env in range(self.n_envs):
+            serials = self.episode_serials[:, env]
+            breaks = np.flatnonzero(np.diff(serials)) + 1
+            for first, end in zip([0, *breaks.tolist()], [*breaks.tolist(), self.buffer_size], strict=True):
+                last = end - 1
+                if self.episode_starts[first, env] and self.episode_ends[last, env]:
+                    groups.setdefault(self.prompt_keys[first, env], []).append((env, first, last))
+        replaced = 0
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            totals = np.array([self.task_rewards[first : last + 1, env].sum() for env, first, last in members])
+            for (env, first, last), total in zip(members, totals, strict=True):
+                baseline = (totals.sum() - total) / (len(members) - 1)
+                to_go, running = np.zeros(last - first + 1, dtype=np.float32), 0.0
+                for offset in range(last - first, -1, -1):
+                    running = self.rewards[first + offset, env] + self.gamma * running
+                    to_go[offset] = running
+                self.advantages[first : last + 1, env] = to_go - baseline
+                replaced += last - first + 1
+        return replaced / (self.buffer_size * self.n_envs)
 
     def mark_segment_starts(self, starts: np.ndarray) -> None:
         """Record, for the step about to be added, which envs start a new segment."""

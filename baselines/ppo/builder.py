@@ -24,5 +24,5 @@ def build_ppo(args: Args, env: Any) -> FastLMPPO:
         tensorboard_log=None,
         verbose=0,
         **same_named(args, "bf16", "bootstrap_truncated", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda"),
-        **same_named(args, "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "seed", "device"),
+        **same_named(args, "clip_range", "ent_coef", "vf_coef", "max_grad_norm", "seed", "device", "group_baseline"),
     )
