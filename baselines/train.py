@@ -55,7 +55,13 @@ from baselines.common.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error  #
 from baselines.common.cli import parse_train_args as parse_args  # noqa: E402
 from baselines.common.config import Args, env_kwargs_of, uses_ray  # noqa: E402
 from baselines.common.evaluation import evaluate_on_split  # noqa: E402
-from baselines.common.loading import build, checkpoint_metadata, load_trained, make_train_env  # noqa: E402
+from baselines.common.loading import (  # noqa: E402
+    build,
+    check_env_options,
+    checkpoint_metadata,
+    load_trained,
+    make_train_env,
+)
 from baselines.common.resume import (  # noqa: E402
     EVAL_RECORDS,
     restore_resume_state,
@@ -229,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
     elif (out / "checkpoint").exists():
         error(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        return EXIT_USAGE
+    try:
+        check_env_options(args)
+    except ValueError as problem:  # before the run directory is made: nothing to clean up
+        error(str(problem))
         return EXIT_USAGE
     reused: tuple[dict[str, Any], list[str]] | None = None
     if args.initial_eval_from and not args.resume:

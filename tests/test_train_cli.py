@@ -98,6 +98,13 @@ def test_train_rejects_bad_arguments(args, message):
     assert result.returncode == 2 and message in result.stderr
 
 
+def test_train_refuses_pool_options_without_a_pool_before_making_the_run(tmp_path):
+    out = tmp_path / "run"
+    result = run("baselines.train", "--group-baseline", "--model", "tiny", "--out", str(out), check=False)
+    assert result.returncode == 2 and "--group-baseline True applies to a pool of prompts" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 def test_train_rejects_a_missing_model(tmp_path):
     result = run(
         "baselines.train",

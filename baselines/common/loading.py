@@ -21,15 +21,14 @@ def build(args: Args, env: Any) -> Any:
     return algorithm(args.algo).load("build")(args, env)
 
 
-def make_train_env(args: Args) -> Any:
-    """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class, or in Ray actors.
+def check_env_options(args: Args) -> None:
+    """Check the options that shape the training envs, before anything is built.
 
     Raises:
         ValueError: ``--proposal-variants`` or ``--proposal-cache`` for an algorithm that does not
-            play at candidate level, a ``--train-prompts`` below 0, or a ``--prompt-repeats``
-            below 1 or without ``--train-prompts``.
-        ImportError, ValueError, ConnectionError, RuntimeError: With ``--ray-address`` or
-            ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
+            play at candidate level, a ``--train-prompts`` below 0, a ``--prompt-repeats`` below 1,
+            a ``--max-prompt-tokens`` below 0, or one of ``--prompt-repeats``,
+            ``--max-prompt-tokens`` and ``--group-baseline`` without ``--train-prompts``.
     """
     for name in ("proposal_variants", "proposal_cache"):  # the candidate-level options a run of another level ignores
         value = getattr(args, name)
@@ -39,7 +38,6 @@ def make_train_env(args: Args) -> Any:
                 f"--{name.replace('_', '-')} {value}: only candidate-level runs propose candidates "
                 f"(algorithms {users}), not --algo {args.algo}"
             )
-    reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
     check_integer(args.train_prompts, "--train-prompts", minimum=0)
     check_integer(args.prompt_repeats, "--prompt-repeats", minimum=1)
     check_integer(args.max_prompt_tokens, "--max-prompt-tokens", minimum=0)
@@ -51,6 +49,18 @@ def make_train_env(args: Args) -> Any:
     for flag, value, unset in pool_options:
         if value != unset and not args.train_prompts:
             raise ValueError(f"{flag} {value} applies to a pool of prompts: give --train-prompts N too")
+
+
+def make_train_env(args: Args) -> Any:
+    """The run's training vector env: ``args.n_envs`` envs of the algorithm's vector env class, or in Ray actors.
+
+    Raises:
+        ValueError: Options :func:`check_env_options` refuses.
+        ImportError, ValueError, ConnectionError, RuntimeError: With ``--ray-address`` or
+            ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
+    """
+    check_env_options(args)
+    reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
     # Every env holds the same pool: drawn with the run's seed, not the env's.
     pool = {
         "wrapper_class": PromptPool,
