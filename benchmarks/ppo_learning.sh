@@ -7,8 +7,8 @@
 # Sentiment trains for 720 s, TRL's wall time in the peer figure, with 64 envs. The word-F1 (Dialogue), ROUGE
 # (Summarization) and exact-answer (SparseCompletion) tasks train for 660 s (their evaluations are longer) with 32
 # envs (1,024 steps per update: at commit 21266bf 64 envs made 6 updates in 420 s, and the policy moved only 1.3-3.7
-# nats per reply from the reference), whiten rewards (their rewards are small beside the KL penalty), treat a reply cut by the token budget as the
-# end of the episode, as evaluation does (--no-bootstrap-truncated), so that the policy learns to finish its
+# nats per reply from the reference), whiten rewards (their rewards are small beside the KL penalty), treat a reply
+# cut by the token budget as the end of the episode, as evaluation does (--no-bootstrap-truncated), so that the policy learns to finish its
 # replies, and take Monte Carlo returns (--gae-lambda 1.0): a reply's reward comes only at its end, and with lambda
 # 0.95 the first tokens of a 48-token reply would see 0.95^48 = 9% of it and lean on a critic that is still learning.
 # Summarization's episodes each read a 512-token article for a reply of at most 48 tokens: with 64 envs the first
@@ -16,10 +16,10 @@
 # 17 minutes. So Summarization trains for 540 s on a pool of 256 articles, each played 4 episodes in a row by its env
 # (--prompt-repeats: the KV cache keeps the article, which is read once for the 4 replies), with 32 envs of 16 steps.
 # At commit fb7f60d that made only 2.2-9.5 env steps/s, because an article that fills the 512-token window slides
-# it every step and is encoded again each time, and one update of 512 steps at learning rate 3e-4 could move the
-# policy 500 nats per reply from the reference. So the pool holds only articles whose prompt leaves room for the
+# it every step and is encoded again each time. So the pool holds only articles whose prompt leaves room for the
 # 48-token reply (--max-prompt-tokens 464, 95% of the train split; evaluation keeps every validation article), and
-# each update takes 1,024 steps (32 envs of 32) at learning rate 1e-4.
+# each update takes 1,024 steps (32 envs of 32) at learning rate 1e-4, so that a rollout ends replies and the KL
+# controller sees whole replies (16-step rollouts of 48-token replies ended none).
 # TEXTGYM_PPO_VARIANT=group trains with a group baseline instead (runs named ppo_<id>_group_s<seed>): each env plays
 # a prompt of a pool of 4,096 (the whole split where it is smaller) 4 times in a row, and a reply's advantage is its
 # return less the mean reward of the rollout's other replies to the same prompt (--group-baseline), not the critic's.
