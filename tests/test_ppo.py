@@ -8,6 +8,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecNormalize
 
 import textgym  # noqa: F401
 from baselines.policies import LMActorCriticPolicy
@@ -480,7 +481,9 @@ def test_group_baseline_replaces_whole_episodes_advantages_by_leave_one_out(tiny
 
 def test_group_baseline_in_a_rollout_and_learning_without_the_critic(tiny_model):
     yes_id, blocked = yes_no_tokens()
-    env = say_yes_vec_env(n_envs=4)  # one prompt: every whole episode of a rollout is in one group
+    # One prompt: every whole episode of a rollout is in one group. Wrapped as train.py wraps it for
+    # --whiten-rewards (values left as they are), so the prompt ids are read through a VecEnvWrapper.
+    env = VecNormalize(say_yes_vec_env(n_envs=4), norm_obs=False, norm_reward=False)
     probe = SayYesEnv(model="tiny", max_context_tokens=32, max_reply_tokens=2)
     probe.yes_id = yes_id
     kwargs = {"policy_kwargs": {"blocked_token_ids": blocked}, "n_epochs": 4, "learning_rate": 1e-3}

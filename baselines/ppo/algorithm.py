@@ -242,11 +242,13 @@ class FastLMPPO(PPO):
     @staticmethod
     def _prompt_of(env: Any, index: int) -> Any:
         """The prompt id of the episode env ``index`` started at its last reset (a group's key)."""
-        prompt = env.reset_infos[index].get("prompt_id")
+        # A VecEnvWrapper (VecNormalize for whitened rewards) has reset_infos of its own that stay empty.
+        reset_info = env.unwrapped.reset_infos[index]
+        prompt = reset_info.get("prompt_id")
         if prompt is None:
             raise ValueError(
                 f"group_baseline groups episodes by prompt, but env {index}'s reset info has no 'prompt_id' "
-                f"(keys: {sorted(env.reset_infos[index])})"
+                f"(keys: {sorted(reset_info)})"
             )
         return prompt
 
