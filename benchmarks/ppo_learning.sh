@@ -23,6 +23,8 @@
 # TEXTGYM_PPO_VARIANT=group trains with a group baseline instead (runs named ppo_<id>_group_s<seed>): each env plays
 # a prompt of a pool of 4,096 (the whole split where it is smaller) 4 times in a row, and a reply's advantage is its
 # return less the mean reward of the rollout's other replies to the same prompt (--group-baseline), not the critic's.
+# TEXTGYM_PPO_EXTRA_ARGS is appended to every run's flags (the last of a repeated flag wins), for sweeps around a
+# recipe; write sweep runs to a RUNS_DIR of their own, since the run names stay those of the recipe.
 set -euo pipefail
 runs="${1:-runs}"; env_ids="${2:-TextGym/Sentiment-v0}"; shift 2 || true
 seeds=("${@:-0 1 2}")
@@ -48,7 +50,7 @@ for env_id in $env_ids; do
     python -m baselines.train --algo ppo --env "$env_id" --model default --seed "$seed" \
       --total-timesteps 10000000 --n-steps 32 --batch-size 256 --n-epochs 1 --learning-rate 3e-4 \
       --trainable-layers 8 --value-scale 10 --kl-coef 0.05 --target-kl-per-reply 6 "${task[@]}" \
-      ${variant[@]+"${variant[@]}"} \
+      ${variant[@]+"${variant[@]}"} ${TEXTGYM_PPO_EXTRA_ARGS:-} \
       --eval-episodes 32 --torch-threads "$threads" \
       --no-progress-bar --sample-every 4 --out "$runs/ppo_${name}_s${seed}" > "$runs/ppo_${name}_s${seed}.log" 2>&1 &
     while [ "$(jobs -rp | wc -l)" -ge "${TEXTGYM_PARALLEL_RUNS:-1}" ]; do sleep 5; done
