@@ -23,6 +23,9 @@
 # TEXTGYM_PPO_VARIANT=group trains with a group baseline instead (runs named ppo_<id>_group_s<seed>): each env plays
 # a prompt of a pool of 4,096 (the whole split where it is smaller) 4 times in a row, and a reply's advantage is its
 # return less the mean reward of the rollout's other replies to the same prompt (--group-baseline), not the critic's.
+# A group needs two whole episodes of a prompt within one rollout, and 4 replies of SparseCompletion's 16-token
+# budget take up to 64 steps: with 32 envs of 32 steps the baseline covered 3-17% of the steps once the envs drifted
+# apart (commit 0bd9f4a), so the variant rolls out 16 envs of 64 steps (59-88%), the same 1,024 steps per update.
 # TEXTGYM_PPO_EXTRA_ARGS is appended to every run's flags (the last of a repeated flag wins), for sweeps around a
 # recipe; write sweep runs to a RUNS_DIR of their own, since the run names stay those of the recipe.
 set -euo pipefail
@@ -42,7 +45,7 @@ for env_id in $env_ids; do
   esac
   variant=()
   if [ "${TEXTGYM_PPO_VARIANT:-}" = group ]; then
-    variant=(--train-prompts 4096 --prompt-repeats 4 --group-baseline); name="${name}_group"
+    variant=(--train-prompts 4096 --prompt-repeats 4 --group-baseline --n-envs 16 --n-steps 64); name="${name}_group"
   elif [ -n "${TEXTGYM_PPO_VARIANT:-}" ]; then
     echo "TEXTGYM_PPO_VARIANT must be empty or 'group', got '${TEXTGYM_PPO_VARIANT}'" >&2; exit 2
   fi
