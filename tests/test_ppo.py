@@ -465,7 +465,6 @@ def test_group_baseline_replaces_whole_episodes_advantages_by_leave_one_out(tiny
     # env 0: A (prompt p, steps 0-1, reward 1), B (p, 2-3, reward 0), C (p, 4-5, still running);
     # env 1: the end of an episode begun in the last rollout (p, step 0), D (q, 1-3, reward 0.5, alone),
     # E (p, 4-5, reward 0.25).
-    buffer.episode_serials[:, 0], buffer.episode_serials[:, 1] = [0, 0, 1, 1, 2, 2], [5, 6, 6, 6, 7, 7]
     buffer.prompt_keys[:, 0], buffer.prompt_keys[:, 1] = ["p"] * 6, ["p", "q", "q", "q", "p", "p"]
     buffer.episode_starts[:, 0], buffer.episode_starts[:, 1] = [1, 0, 1, 0, 1, 0], [0, 1, 0, 0, 1, 0]
     buffer.episode_ends[:, 0], buffer.episode_ends[:, 1] = [0, 1, 0, 1, 0, 0], [1, 0, 0, 1, 0, 1]

@@ -71,8 +71,7 @@ class FastLMPPO(PPO):
         self.monitor = TrainingMonitor(ratio_tolerance=BF16_RATIO_TOLERANCE if bf16 else FP32_RATIO_TOLERANCE)
         self.check_ratios, self.bf16, self.nan_guard = check_ratios, bf16, nan_guard
         self.bootstrap_truncated, self.group_baseline = bootstrap_truncated, group_baseline
-        # With a group baseline: each env's episode serial number and prompt id, kept across rollouts.
-        self._episode_serials: np.ndarray | None = None
+        # With a group baseline: the prompt id of each env's current episode, kept across rollouts.
         self._episode_prompts: list[Any] = []
         self.reference = None
         self._shares_trunk: bool | None = None
@@ -100,7 +99,6 @@ class FastLMPPO(PPO):
             "_decoder",
             "monitor",
             "_weight_backup",
-            "_episode_serials",
             "_episode_prompts",
         ]
 
@@ -160,8 +158,7 @@ class FastLMPPO(PPO):
         guards: list[dict] = []
         components: list[dict] = []
         replies = 0
-        if self.group_baseline and self._episode_serials is None:
-            self._episode_serials = np.zeros(self.n_envs, dtype=np.int64)
+        if self.group_baseline and not self._episode_prompts:
             self._episode_prompts = [self._prompt_of(env, index) for index in range(self.n_envs)]
         for _ in range(n_rollout_steps):
             tokens = sample_from_logits(decoder.logits)
@@ -198,9 +195,8 @@ class FastLMPPO(PPO):
                 rewards[cut] += self.gamma * self._terminal_values(decoder, cut, infos)
             rollout_buffer.mark_segment_starts(segment_starts)
             if self.group_baseline:
-                rollout_buffer.mark_episodes(self._episode_serials, self._episode_prompts, dones)
+                rollout_buffer.mark_episodes(self._episode_prompts, dones)
                 for index in np.flatnonzero(dones):
-                    self._episode_serials[index] += 1
                     self._episode_prompts[index] = self._prompt_of(env, index)
             rollout_buffer.add(
                 self._last_obs,
@@ -222,7 +218,8 @@ class FastLMPPO(PPO):
         self.logger.record("rollout/prefix_tokens_reused", decoder.reused_tokens)
         self.logger.record("rollout/prefix_tokens_encoded", decoder.encoded_tokens)
 
-        rollout_buffer.task_rewards[:] = rollout_buffer.rewards
+        if self.group_baseline:
+            rollout_buffer.task_rewards[:] = rollout_buffer.rewards
         self._penalise_kl(rollout_buffer, replies)
         self.monitor.check_rollout(reply_rewards, guards, components)
         self.last_rollout.update(

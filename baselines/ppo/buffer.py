@@ -25,16 +25,14 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
         self.segment_starts = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.trunk_states: dict[tuple[int, int], torch.Tensor] = {}
         self._open_segment = np.zeros(self.n_envs, dtype=np.int64)
-        # Filled only with a group baseline: each step's episode (a per-env serial number) and prompt,
-        # whether the episode ended at that step, and the step's reward before the KL penalty.
-        self.episode_serials = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        # Filled only with a group baseline: each step's prompt, whether its episode ended at that step, and
+        # the step's reward before the KL penalty (where episodes start is SB3's ``episode_starts``).
         self.prompt_keys = np.full((self.buffer_size, self.n_envs), None, dtype=object)
         self.episode_ends = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.task_rewards = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
 
-    def mark_episodes(self, serials: np.ndarray, prompts: list[Any], ends: np.ndarray) -> None:
-        """Record, for the step about to be added, each env's episode serial number and prompt, and its end."""
-        self.episode_serials[self.pos] = serials
+    def mark_episodes(self, prompts: list[Any], ends: np.ndarray) -> None:
+        """Record, for the step about to be added, each env's prompt and whether its episode ends there."""
         self.prompt_keys[self.pos] = prompts
         self.episode_ends[self.pos] = ends
 
@@ -56,8 +54,7 @@ class SegmentRolloutBuffer(DictRolloutBuffer):
         """
         groups: dict[Any, list[tuple[int, int, int]]] = {}
         for env in range(self.n_envs):
-            serials = self.episode_serials[:, env]
-            breaks = np.flatnonzero(np.diff(serials)) + 1
+            breaks = np.flatnonzero(self.episode_starts[1:, env]) + 1
             for first, end in zip([0, *breaks.tolist()], [*breaks.tolist(), self.buffer_size], strict=True):
                 last = end - 1
                 if self.episode_starts[first, env] and self.episode_ends[last, env]:

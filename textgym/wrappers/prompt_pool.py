@@ -62,15 +62,13 @@ class PromptPool(gym.Wrapper):
             picked = draw.choice(len(ids), size=min(size, len(ids)), replace=False)
             self.pool = [ids[int(index)] for index in sorted(picked)]
         elif ids is not None:  # the first ``size`` short enough prompts of a seeded order
-            order = (ids[int(index)] for index in draw.permutation(len(ids)))
-            fitting: list[str] = []
-            for prompt_id in order:
+            fitting: list[int] = []
+            for index in draw.permutation(len(ids)).tolist():
                 if len(fitting) == size:
                     break
-                if self._fits(prompt_id):
-                    fitting.append(prompt_id)
-            position = {prompt_id: index for index, prompt_id in enumerate(ids)}
-            self.pool = sorted(fitting, key=position.__getitem__)
+                if self._fits(ids[index]):
+                    fitting.append(index)
+            self.pool = [ids[index] for index in sorted(fitting)]
         else:  # a task whose prompts have no end (generated problems): draw distinct ids
             pool: dict[str, None] = {}
             for _ in range(100 * size):
