@@ -70,13 +70,23 @@ def test_track_budgets_go_to_the_arms_that_learn(quick_track, tmp_path):
         command = quick_track.train_command(args, algo, env_id, 0, tmp_path / "r")
         return float(command[command.index("--max-train-seconds") + 1]), command
 
-    sentiment, _ = seconds_and_flags("ppo", "TextGym/Sentiment-v0")
+    def last_value(command, flag):  # argparse keeps a repeated flag's last value
+        return command[len(command) - 1 - command[::-1].index(flag) + 1]
+
+    sentiment, sentiment_command = seconds_and_flags("ppo", "TextGym/Sentiment-v0")
+    dialogue, dialogue_command = seconds_and_flags("ppo", "TextGym/Dialogue-v0")
     summarization, command = seconds_and_flags("ppo", "TextGym/Summarization-v0")
-    assert sentiment == 240.0 and summarization == 60.0
+    assert dialogue == 360.0 and sentiment == 240.0 and summarization == 90.0
     assert "--whiten-rewards" in command and command[command.index("--gae-lambda") + 1] == "1.0"
-    assert "--whiten-rewards" not in seconds_and_flags("ppo", "TextGym/Sentiment-v0")[1]
+    assert last_value(command, "--learning-rate") == "1e-4" and last_value(command, "--max-prompt-tokens") == "464"
+    assert last_value(dialogue_command, "--n-envs") == "32" and last_value(sentiment_command, "--n-envs") == "16"
+    assert "--whiten-rewards" not in sentiment_command
     dqn_seconds, dqn = seconds_and_flags("dqn", "TextGym/SentimentCandidate-v0")
     assert dqn_seconds == 180.0 and dqn[dqn.index("--proposal-variants") + 1] == "1"
+    assert last_value(dqn, "--train-prompts") == "96"
+    assert last_value(seconds_and_flags("dqn", "TextGym/SummarizationCandidate-v0")[1], "--train-prompts") == "16"
+    # Every trained arm has a budget of its own: no run is left to a default that makes no update.
+    assert {key for key in quick_track.TRAIN_SECONDS} == {(a, t) for a in ("ppo", "dqn") for t in quick_track.TASKS}
     assert quick_track.task_of("TextGym/SparseCompletionCandidate-v0") == "SparseCompletion"
 
 
