@@ -19,7 +19,7 @@ import numpy as np
 from provenance import measured_at
 
 from baselines.common.evaluation import perplexity_summary
-from textgym.stats import bootstrap_ci
+from textgym.stats import bootstrap_ci, cluster_means
 from textgym.wrappers.recorder import read_records
 
 
@@ -67,16 +67,18 @@ def reply_reward(records: list[dict]) -> float:
     return float(np.mean(turns)) if turns else float("nan")
 
 
-def paired_gains(summaries: list[dict]) -> list[float]:
-    """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs."""
-    gains = []
+def paired_gains(summaries: list[dict]) -> tuple[list[int], list[float]]:
+    """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs, with each gain's
+    prompt seed."""
+    prompts, gains = [], []
     for s in summaries:
         evaluations = s["evaluations"]
         if evaluations is None:
-            return []
+            return [], []
         initial = {record["seed"]: record["reward"] for record in evaluations[0]}
+        prompts += [record["seed"] for record in evaluations[1]]
         gains += [record["reward"] - initial[record["seed"]] for record in evaluations[1]]
-    return gains
+    return prompts, gains
 
 
 CURVE_COLUMNS = {"reply": "rollout/reply_reward_mean", "episode": "rollout/ep_rew_mean"}
@@ -116,12 +118,19 @@ def table(summaries: list[dict]) -> str:
     lines.append(
         f"Mean gain {np.mean(gains):+.3f} (95% bootstrap CI {low:+.3f} .. {high:+.3f}) over {len(gains)} seeds."
     )
-    paired = paired_gains(summaries)
+    prompts, paired = paired_gains(summaries)
     if paired:
         low, high = bootstrap_ci(paired)
         lines.append(
             f"Paired per-prompt gain, pooled over the seeds: {np.mean(paired):+.3f} (95% bootstrap CI "
             f"{low:+.3f} .. {high:+.3f}, {len(paired)} prompt-runs)."
+        )
+        # Every seed's gain on a prompt subtracts the same initial evaluation of it: resample prompts, not runs.
+        per_prompt = cluster_means(prompts, paired)
+        low, high = bootstrap_ci(per_prompt)
+        lines.append(
+            f"Prompts resampled (each prompt's gain averaged over the seeds): 95% bootstrap CI {low:+.3f} .. "
+            f"{high:+.3f}, {len(per_prompt)} prompts."
         )
     return "\n".join(lines)
 

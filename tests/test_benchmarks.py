@@ -89,12 +89,15 @@ def test_summarize_runs_gives_paired_gains_and_per_reply_rewards(tmp_path):
         _run_dir(tmp_path, "ppo_a_s1", 1, [0.0, 0.5], [0.0, 1.0], turns_per_episode=2),
     ]
     summaries = [summarize_runs.load(run) for run in runs]
-    assert sorted(summarize_runs.paired_gains(summaries)) == [0.0, 0.0, 0.5, 0.5]
+    prompts, gains = summarize_runs.paired_gains(summaries)
+    assert prompts == [10_000, 10_001, 10_000, 10_001] and gains == [0.5, 0.0, 0.0, 0.5]
     text = summarize_runs.table(summaries)
     # Two turns per episode: a reply's reward is half an episode's (0.25 mean initially; 0.25 and 0.25 at the end).
     assert "| 0.125 -> 0.250 |" in text
     assert "Paired per-prompt gain, pooled over the seeds: +0.250" in text and "4 prompt-runs" in text
+    # Resampling prompts: each prompt's gain over the two seeds is 0.25, so the interval has no width.
+    assert "95% bootstrap CI +0.250 .. +0.250, 2 prompts" in text
     # A run without both evaluations recorded has no paired gains (never a gain against the wrong prompts).
     (runs[1] / "eval_generations.jsonl").write_text("", encoding="utf-8")
     summaries = [summarize_runs.load(run) for run in runs]
-    assert summarize_runs.paired_gains(summaries) == []
+    assert summarize_runs.paired_gains(summaries) == ([], [])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from leaderboard.verify import verify_bundle
+from textgym.stats import bootstrap_ci
 
 
 def test_random_arms_make_verified_bundles_and_missing_runs_are_reported(quick_track, tmp_path, tiny_model):
@@ -109,7 +110,10 @@ def test_gains_over_start_pair_each_episode_with_the_starting_policys(quick_trac
     _bundle(bundles, "dqn__sentimentcandidate_v0", start)  # a head that never left the LM's top candidate
     ppo, dqn = quick_track.gains_over_start(bundles, ["Sentiment"])
     gains = [0.5, 0.5, 0, 0.5] + [0.25, 0.25, 0, 0.5] + [0.5, 0, 0, 0.5]
-    assert ppo["pairs"] == 12 and ppo["gain"] == pytest.approx(np.mean(gains))
+    assert ppo["pairs"] == 12 and ppo["prompts"] == 4 and ppo["gain"] == pytest.approx(np.mean(gains))
+    # The starting policy's one evaluation of a prompt is shared by the seeds: the CI resamples the 4 prompts.
+    per_prompt = np.mean(np.reshape(gains, (3, 4)), axis=0)
+    assert ppo["gain_ci95"] == pytest.approx(bootstrap_ci(list(per_prompt)))
     assert ppo["start_mean"] == pytest.approx(0.375) and ppo["gain_ci95"][0] > 0 and ppo["beats_start"] == "yes"
     assert dqn["gain"] == 0.0 and dqn["beats_start"] == "no (CI includes 0)"
     table = quick_track.gains_table([ppo, dqn])

@@ -8,7 +8,7 @@ leaderboard verifier can run without torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -45,6 +45,31 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95) -> list[floa
     means = data[rng.integers(len(data), size=(BOOTSTRAP_RESAMPLES, len(data)))].mean(axis=1)
     tail = (1 - confidence) / 2
     return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
+
+
+def cluster_means(clusters: Sequence[Hashable], values: Sequence[float]) -> list[float]:
+    """The mean of ``values`` within each cluster, in the order the clusters first appear.
+
+    Bootstrap these means, not the values, when the values of one cluster are not independent:
+    the paired gains of several training seeds over their starting policy all subtract that
+    policy's one evaluation of each prompt, so the unit to resample is the prompt.
+
+    Args:
+        clusters: Each value's cluster (e.g. its prompt seed).
+        values: The values, as many as ``clusters``.
+
+    Returns:
+        One mean per distinct cluster.
+
+    >>> cluster_means([7, 8, 7], [1.0, 0.0, 0.0])
+    [0.5, 0.0]
+    """
+    if len(clusters) != len(values):
+        raise ValueError(f"cluster_means needs one cluster per value, got {len(clusters)} clusters for {len(values)}")
+    groups: dict[Hashable, list[float]] = {}
+    for cluster, value in zip(clusters, values, strict=True):
+        groups.setdefault(cluster, []).append(float(value))
+    return [float(np.mean(group)) for group in groups.values()]
 
 
 def standard_error(values: Sequence[float]) -> float:
