@@ -77,7 +77,7 @@ def test_track_budgets_go_to_the_arms_that_learn(quick_track, tmp_path):
     sentiment, sentiment_command = seconds_and_flags("ppo", "TextGym/Sentiment-v0")
     dialogue, dialogue_command = seconds_and_flags("ppo", "TextGym/Dialogue-v0")
     summarization, command = seconds_and_flags("ppo", "TextGym/Summarization-v0")
-    assert dialogue == 360.0 and sentiment == 240.0 and summarization == 90.0
+    assert dialogue == 600.0 and sentiment == 180.0 and summarization == 60.0
     assert "--whiten-rewards" in command and command[command.index("--gae-lambda") + 1] == "1.0"
     assert last_value(command, "--learning-rate") == "1e-4" and last_value(command, "--max-prompt-tokens") == "464"
     assert last_value(dialogue_command, "--n-envs") == "32" and last_value(sentiment_command, "--n-envs") == "16"
