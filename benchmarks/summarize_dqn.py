@@ -6,7 +6,8 @@ Reads ``RUNS_DIR/dqn_refs_<task>.json`` (``python -m baselines.dqn``: random can
 LM's top candidate, best-of-K) and ``RUNS_DIR/dqn_<task>_s<seed>/`` (``baselines.train --algo
 dqn``), as ``benchmarks/dqn_learning.sh`` writes them. Every score is on the same 32
 validation prompts (episode ``i`` resets with seed ``10000 + i``), so the DQN's gain over the
-LM's top candidate is also given paired per prompt (pooled over seeds, bootstrap CI).
+LM's top candidate is also given paired per prompt (pooled over seeds, bootstrap CI; and with prompts resampled,
+each prompt's gain averaged over the seeds).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from provenance import measured_at
 
-from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
+from textgym.stats import EVAL_SEED_BASE, bootstrap_ci, cluster_means
 from textgym.wrappers.recorder import read_records
 
 
@@ -92,10 +93,14 @@ def markdown(results: list[dict]) -> str:
         if result["seeds"]:
             low, high = bootstrap_ci(result["pooled"])
             gains = []
+            # The references play each prompt once for every seed: the second CI resamples prompts, not prompt-runs.
+            prompts = [index for _ in result["seeds"] for index in range(len(result["refs"]["top"]["rewards"]))]
             for key, label in (("paired", "LM top"), ("paired_over_random", "random")):
                 gain_low, gain_high = bootstrap_ci(result[key])
+                prompt_low, prompt_high = bootstrap_ci(cluster_means(prompts, result[key]))
                 gains.append(
-                    f"paired gain over {label} {np.mean(result[key]):+.3f} [{gain_low:+.3f}, {gain_high:+.3f}]"
+                    f"paired gain over {label} {np.mean(result[key]):+.3f} [{gain_low:+.3f}, {gain_high:+.3f}], "
+                    f"prompts resampled [{prompt_low:+.3f}, {prompt_high:+.3f}]"
                 )
             lines.append(
                 f"| {env} | **DQN, {len(result['seeds'])} seeds pooled** | **{np.mean(result['pooled']):.3f}** "

@@ -101,3 +101,27 @@ def test_summarize_runs_gives_paired_gains_and_per_reply_rewards(tmp_path):
     (runs[1] / "eval_generations.jsonl").write_text("", encoding="utf-8")
     summaries = [summarize_runs.load(run) for run in runs]
     assert summarize_runs.paired_gains(summaries) == ([], [])
+
+
+def test_summarize_dqn_resamples_prompts_for_the_gain_over_the_references():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import summarize_dqn
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    ref = {"reward_mean": 0.0, "reward_ci95": [0.0, 0.0], "rewards": [0.0, 0.0]}
+    seed = {"env_steps": 1, "proposal_sets_generated": 1, "train_time_s": 1.0, "wall_time_s": 1.0}
+    seeds = [{**seed, "seed": 0, "rewards": [1.0, 0.0], "top_candidate_rate": 0.5}]
+    seeds.append({**seed, "seed": 1, "rewards": [0.0, 1.0], "top_candidate_rate": 0.5})
+    result = {
+        "env": "TextGym/SentimentCandidate-v0",
+        "refs": {"random": ref, "top": ref, "best_of_k": ref},
+        "seeds": seeds,
+        "pooled": [1.0, 0.0, 0.0, 1.0],
+        "paired": [1.0, 0.0, 0.0, 1.0],
+        "paired_over_random": [1.0, 0.0, 0.0, 1.0],
+    }
+    text = summarize_dqn.markdown([result])
+    # Each prompt gained 0.5 on average over the two seeds: resampling prompts gives an interval of no width,
+    # where resampling the four prompt-runs (0 or 1 each) does not.
+    assert "paired gain over LM top +0.500 [+0.000, +1.000], prompts resampled [+0.500, +0.500]" in text
