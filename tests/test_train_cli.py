@@ -159,3 +159,28 @@ def test_evaluation_reports_the_median_perplexity_beside_the_mean(tmp_path, tiny
     assert len(per_episode) == 5 and len(set(per_episode)) > 1
     assert result["perplexity_median"] == pytest.approx(float(np.median(per_episode)))
     assert result["perplexity_mean"] == pytest.approx(float(np.mean(per_episode)))
+
+
+def test_evaluation_draws_other_replies_to_the_same_prompts_with_another_sampling_seed(tmp_path, tiny_model):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from baselines.evaluate import evaluate_policy
+    from baselines.train import Args, build, env_kwargs_of
+
+    args = Args(model="tiny", max_reply_tokens=6, kl_coef=0.0, batch_size=16, device="cpu", torch_threads=1)
+    env = make_vec_env(args.env, n_envs=1, seed=0, env_kwargs=env_kwargs_of(args))
+    policy = build(args, env).policy
+    env.close()
+    kwargs = {**env_kwargs_of(args), "split": "validation"}
+
+    def draw(name, **seeds):
+        record = tmp_path / f"{name}.jsonl"
+        evaluate_policy(policy, args.env, kwargs, episodes=4, record_path=str(record), **seeds)
+        lines = [json.loads(line) for line in record.read_text().splitlines()]
+        return [line["prompt_id"] for line in lines], [line["generations"] for line in lines]
+
+    prompts, replies = draw("default")
+    # The default sampling seed is the prompts' base seed: naming it gives the very same replies.
+    assert draw("same", sampling_seed=10_000) == (prompts, replies)
+    other_prompts, other_replies = draw("other", sampling_seed=10_001)
+    assert other_prompts == prompts and other_replies != replies

@@ -132,6 +132,7 @@ def evaluate_policy(
     deterministic: bool = False,
     record_path: str | None = None,
     reference_model: str | None = None,
+    sampling_seed: int | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` fixed-prompt episodes with an LM policy at token or utterance level.
 
@@ -140,17 +141,18 @@ def evaluate_policy(
         env_id: A token- or utterance-level TextGym id.
         env_kwargs: ``gym.make`` arguments (e.g. ``model``, ``split``).
         episodes: Number of episodes; episode ``i`` resets with ``seed + i``.
-        seed: Base seed of the prompts, and of the sampling.
+        seed: Base seed of the prompts, and of the sampling unless ``sampling_seed`` is given.
         deterministic: Greedy instead of sampled replies.
         record_path: JSONL file for the generations (appended).
         reference_model: Name of the frozen reference LM for guard perplexity, or None.
+        sampling_seed: Seed of the sampled replies (None: ``seed``), to draw other replies to the same prompts.
 
     Returns:
         ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``perplexity_mean`` and
         ``perplexity_median`` (:func:`perplexity_summary`), ``reply_words_mean``, ``distinct_2_mean``
         and ``episodes``.
     """
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if sampling_seed is None else sampling_seed)
     envs = make_eval_envs(env_id, env_kwargs, episodes, record_path, reference_model)
     observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     rewards = [0.0] * episodes
