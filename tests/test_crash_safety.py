@@ -102,6 +102,23 @@ def test_replace_directory_switches_versions_atomically_and_cleans_up(tmp_path):
         files.replace_directory(tmp_path / "elsewhere", target)
 
 
+def test_replace_directory_takes_a_relative_target_with_an_absolute_version(tmp_path, monkeypatch):
+    # Python 3.12's mkdtemp returns an absolute path for a relative dir: `--out runs/x` on 3.12
+    # gave an absolute version beside a relative target, and the first checkpoint was refused.
+    monkeypatch.chdir(tmp_path)
+    target = Path("runs") / "checkpoint"
+    version = files.new_version_directory(target).absolute()
+    (version / "data.txt").write_text("v1")
+    files.replace_directory(version, target)
+    assert (tmp_path / "runs" / "checkpoint" / "data.txt").read_text() == "v1"
+    relative_version = Path(os.path.relpath(files.new_version_directory(target)))
+    (relative_version / "data.txt").write_text("v2")
+    files.replace_directory(relative_version, target.absolute())
+    assert (target / "data.txt").read_text() == "v2"
+    with pytest.raises(ValueError, match="not a version directory"):
+        files.replace_directory(tmp_path / ".checkpoint.v1-x", target)
+
+
 # -- append-only JSON Lines -----------------------------------------------------------------
 
 

@@ -121,7 +121,10 @@ def replace_directory(version: str | os.PathLike, target: str | os.PathLike) -> 
         ValueError: ``version`` is not a sibling of ``target`` made for it.
     """
     version, target = Path(version), Path(target)
-    if version.parent != target.parent or not version.name.startswith(f".{target.name}.v"):
+    # From Python 3.12 mkdtemp returns an absolute path even for a relative ``dir``, so the
+    # parents are compared as absolute paths (not resolved: a linked parent is still the same).
+    same_parent = os.path.abspath(version.parent) == os.path.abspath(target.parent)
+    if not same_parent or not version.name.startswith(f".{target.name}.v"):
         raise ValueError(f"{version} is not a version directory of {target} (use new_version_directory)")
     for file in version.rglob("*"):
         if file.is_file():
