@@ -38,6 +38,7 @@ def commit() -> str:
     return f"{head or 'unknown'}{'+dirty' if dirty else ''}"
 
 
-def measured_at(commit_id: str | None = None) -> str:
-    """``Measured at commit ... on ...``: ``commit_id`` (the runs' commit) or this checkout's."""
-    return f"Measured at commit {commit_id or commit()} on {machine()}."
+def measured_at(commit_id: str | None = None, machine_name: str | None = None) -> str:
+    """``Measured at commit ... on ...``: ``commit_id`` (the runs' commit) or this checkout's, on
+    ``machine_name`` (runs measured elsewhere) or this machine."""
+    return f"Measured at commit {commit_id or commit()} on {machine_name or machine()}."

@@ -177,6 +177,7 @@ def main() -> int:
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--commit", default=None, help="the commit the runs ran at (default: HEAD)")
+    parser.add_argument("--machine", default=None, help="the machine the runs ran on (default: this one)")
     parser.add_argument("--curve", choices=sorted(CURVE_COLUMNS), default="reply", help="what the PNG's lines show")
     args = parser.parse_args()
     summaries = [load(run) for run in args.runs]
@@ -184,7 +185,9 @@ def main() -> int:
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"# {args.title}\n\n{measured_at(args.commit)}\n\n{text}\n", encoding="utf-8")
+        args.markdown.write_text(
+            f"# {args.title}\n\n{measured_at(args.commit, args.machine)}\n\n{text}\n", encoding="utf-8"
+        )
     if args.png:
         plot(summaries, args.title, args.png, args.curve)
         print(f"wrote {args.png}")
