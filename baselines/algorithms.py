@@ -121,7 +121,6 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "exploration_fraction",
             "exploration_final_eps",
             "q_hidden",
-            "q_features",
             "feature_layer",
             "proposal_variants",
             "proposal_cache",

@@ -11,7 +11,6 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym  # noqa: F401
 from baselines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from baselines.common.cli import parse_train_args
 from baselines.dqn import (
     LMQPolicy,
     build_dqn,
@@ -19,7 +18,6 @@ from baselines.dqn import (
     evaluate_q_policy,
     replay_bytes_per_transition,
 )
-from baselines.dqn.encoder import NUM_SCALARS
 from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.lm import Completion
 from textgym.text_env import TextEnv
@@ -153,43 +151,6 @@ def test_replay_buffer_keeps_integer_ids_and_features_are_cached(tiny_model):
     assert replay_bytes_per_transition(model) == expected
     encoder = model.policy.encoder
     assert encoder.hits > encoder.misses > 0  # each distinct observation went through the LM once
-
-
-def test_a_scalar_q_head_reads_only_the_candidate_scalars_and_learns(tiny_model, capsys):
-    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
-    model = make_dqn(env, policy_kwargs={"model": "tiny", "net_arch": [32], "q_features": "scalars"})
-    assert model.policy.q_net.head[0].in_features == NUM_SCALARS
-    model.learn(160)
-    after = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)
-    random = candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)["random"]["reward_mean"]
-    # The words are one token each: only their log-probabilities under the LM tell them apart, and suffice.
-    assert after["reward_mean"] > random + 0.25
-
-    class ShiftedStates:
-        """The encoder's features with every LM-state feature moved: a scalar head must not notice."""
-
-        def __init__(self, encoder):
-            self.encoder, self.statistics = encoder, encoder.statistics
-
-        def __call__(self, obs):
-            features = self.encoder(obs).clone()
-            features[..., :-NUM_SCALARS] += 5.0 * torch.randn(features[..., :-NUM_SCALARS].shape)
-            return features
-
-    observation, _ = env.reset(seed=3)
-    batch = {k: torch.as_tensor(v[None]) for k, v in observation.items()}
-    q_net = model.policy.q_net
-    model.policy.set_training_mode(False)
-    with torch.no_grad():
-        expected = q_net(batch)
-        q_net.encoder = ShiftedStates(q_net.encoder)
-        torch.testing.assert_close(q_net(batch), expected)
-
-    with pytest.raises(ValueError, match="q_features must be one of all, scalars, got 'hidden'"):
-        make_dqn(env, policy_kwargs={"model": "tiny", "q_features": "hidden"})
-    with pytest.raises(SystemExit) as exit_info:
-        parse_train_args(["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--q-features", "hidden"])
-    assert exit_info.value.code == 2 and "'hidden'" in capsys.readouterr().err
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path, tiny_model):

@@ -19,7 +19,7 @@ import gymnasium as gym
 
 import textgym
 from baselines.algorithms import ALGOS, algorithm
-from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Q_FEATURES, Args
+from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args
 from baselines.common.run_logging import require_wandb
 from textgym.registration import effective_env_kwargs
 from textgym.stats import EVAL_SEED_BASE
@@ -116,8 +116,7 @@ def train_parser() -> argparse.ArgumentParser:
         for algo, spec in ALGOS.items()
     }
     named: dict[str, Any] = {}
-    # Shown as {a,b}; one_of names a bad value.
-    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES, "q_features": Q_FEATURES}
+    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES}  # shown as {a,b}; one_of names a bad value
     for item in dataclasses.fields(Args):
         owner = owners.get(item.name, [])
         if item.metadata.get("group"):

@@ -82,9 +82,6 @@ class Args:
     exploration_fraction: float = option(0.5, "fraction of training over which epsilon decays from 1")
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
-    q_features: str = option(
-        "all", "what the Q head reads per candidate: all (LM states and scalars) or scalars (log-probs, length, flags)"
-    )
     proposal_variants: int = option(
         0, "candidate sets kept per context and handed out again in training (0: every turn proposed afresh)"
     )
@@ -112,8 +109,6 @@ class Args:
 
 #: The values ``--lr-schedule`` takes.
 LR_SCHEDULES = ("constant", "linear")
-#: The values ``--q-features`` takes (see :class:`baselines.dqn.policy.LMQPolicy`).
-Q_FEATURES = ("all", "scalars")
 
 
 def defaults_for(algo: str) -> dict[str, Any]:
