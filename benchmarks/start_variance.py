@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"draw {draw} (sampling seed {EVAL_SEED_BASE + draw}): mean reward {means[-1]:.4f}", flush=True)
     spread = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
     print(
-        f"{provenance.measured_at(provenance.commit())} {args.env}, {args.episodes} prompts, {args.draws} draws: "
+        f"{provenance.measured_at()} {args.env}, {args.episodes} prompts, {args.draws} draws: "
         f"mean {np.mean(means):.4f}, standard deviation {spread:.4f}, range {min(means):.4f}..{max(means):.4f}"
     )
     if args.out:
