@@ -100,6 +100,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "lora_r",
             "trainable_layers",
             "value_scale",
+            "temperature",
         ),
         build="baselines.ppo.builder:build_ppo",
         evaluate="baselines.common.evaluation:evaluate_lm",

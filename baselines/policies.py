@@ -167,8 +167,8 @@ class LMActorCriticPolicy(ActorCriticPolicy):
                 f"(MultiDiscrete([V] * L)) envs, got action space {action_space}; for candidate-level "
                 "envs use baselines.dqn.LMQPolicy"
             )
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
         self.model_name, self.vocab_size, self.temperature = model, vocab, float(temperature)

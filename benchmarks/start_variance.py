@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--draws", type=int, default=6, help="sampling seeds 10000 + 0..draws-1")
     parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=1.0, help="the policy's sampling temperature")
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file for the per-draw means")
     args = parser.parse_args(argv)
@@ -45,7 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     from textgym.stats import EVAL_SEED_BASE
 
     torch.set_num_threads(args.torch_threads)
-    train_args = parse_train_args(["--algo", "ppo", "--env", args.env, "--model", args.model, "--n-envs", "1"])
+    train_args = parse_train_args(
+        [
+            "--algo",
+            "ppo",
+            "--env",
+            args.env,
+            "--model",
+            args.model,
+            "--n-envs",
+            "1",
+            "--temperature",
+            str(args.temperature),
+        ]
+    )
     policy = build(train_args, make_train_env(train_args)).policy
     kwargs = {**env_kwargs_of(train_args), "split": "validation"}
     means = []
@@ -55,12 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"draw {draw} (sampling seed {EVAL_SEED_BASE + draw}): mean reward {means[-1]:.4f}", flush=True)
     spread = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
     print(
-        f"{provenance.measured_at()} {args.env}, {args.episodes} prompts, {args.draws} draws: "
+        f"{provenance.measured_at()} {args.env}, {args.episodes} prompts, temperature {args.temperature:g}, "
+        f"{args.draws} draws: "
         f"mean {np.mean(means):.4f}, standard deviation {spread:.4f}, range {min(means):.4f}..{max(means):.4f}"
     )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"env": args.env, "episodes": args.episodes, "draw_means": means}, handle, indent=1)
+            json.dump(
+                {"env": args.env, "episodes": args.episodes, "temperature": args.temperature, "draw_means": means},
+                handle,
+                indent=1,
+            )
     return 0
 
 

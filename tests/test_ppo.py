@@ -504,3 +504,20 @@ def test_group_baseline_in_a_rollout_and_learning_without_the_critic(tiny_model)
     before = yes_probability(model, probe)
     model.learn(6 * 64)
     assert yes_probability(model, probe) > before + 0.2
+
+
+@pytest.mark.parametrize("trainable_layers", [None, 1], ids=["full-lm", "frozen-trunk-states"])
+def test_a_tempered_policy_starts_at_zero_kl_from_its_reference(tiny_model, trainable_layers):
+    # The reference is the starting policy: sampled at the policy's temperature, an untrained policy is
+    # no KL away from it, whatever the temperature (against the untempered LM it would start a KL away).
+    kwargs = {"temperature": 0.5, "trainable_layers": trainable_layers}
+    model = tiny_ppo(n_steps=8, policy_kwargs=kwargs, kl_coef=0.05, target_kl_per_reply=6.0)
+    buffer = collect(model)
+    assert abs(model.logger.name_to_value["rollout/kl_per_token"]) < 1e-4
+    assert np.abs(buffer.rewards - buffer.task_rewards).max() < 1e-4  # no per-step penalty either
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("inf"), float("nan")])
+def test_policy_rejects_a_temperature_that_is_not_a_finite_positive_number(tiny_model, temperature):
+    with pytest.raises(ValueError, match=f"temperature must be a finite number > 0, got {temperature!r}"):
+        tiny_ppo(policy_kwargs={"temperature": temperature})

@@ -70,6 +70,9 @@ class Args:
     lora_r: int = option(0, "LoRA rank through peft (0: full fine-tuning)")
     trainable_layers: int = option(-1, "train only the top N transformer layers (-1: all)")
     value_scale: float = option(1.0, "value = value_scale * head(hidden): a faster-learning value head")
+    temperature: float = option(
+        1.0, "softmax temperature of the LM policy: it samples, is evaluated and KL-penalised at it (1: the LM itself)"
+    )
     torch_threads: int = option(2, "torch CPU threads")
     progress_bar: bool = option(True, "show a progress bar")
     resume: bool = option(False, "continue the run in --out from its checkpoint")
@@ -163,6 +166,7 @@ def lm_policy_kwargs(args: Args) -> dict[str, Any]:
         "torch_threads": args.torch_threads,
         "trainable_layers": None if args.trainable_layers < 0 else args.trainable_layers,
         "value_scale": args.value_scale,
+        "temperature": args.temperature,
     }
     if args.lora_r:
         kwargs["lora"] = {"r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear"}

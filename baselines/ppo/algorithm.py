@@ -329,7 +329,9 @@ class FastLMPPO(PPO):
             hidden = forward(model, attention_mask=batch.attention_mask, position_ids=batch.positions(), **inputs)
             hidden = hidden.last_hidden_state
             hidden = hidden[batch.segment_index, batch.position]
-            logits = reference.get_output_embeddings()(hidden).float()
+            # The reference is the starting policy, so it samples at the policy's temperature too: a tempered
+            # policy would otherwise start a KL away from it, and the controller would pull it back to T = 1.
+            logits = reference.get_output_embeddings()(hidden).float() / self.policy.temperature
             actions = torch.as_tensor(buffer.actions[rows, cols, 0], device=self.device).long()
             reference_log_probs = logits.gather(-1, actions[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
             reference_log_probs = reference_log_probs.cpu().numpy()
