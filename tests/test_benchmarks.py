@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 IDS = ["TextGym/SentimentUtterance-v0", "TextGym/SparseCompletionCandidate-v0"]
 
@@ -125,3 +127,23 @@ def test_summarize_dqn_resamples_prompts_for_the_gain_over_the_references():
     # Each prompt gained 0.5 on average over the two seeds: resampling prompts gives an interval of no width,
     # where resampling the four prompt-runs (0 or 1 each) does not.
     assert "paired gain over LM top +0.500 [+0.000, +1.000], prompts resampled [+0.500, +0.500]" in text
+
+
+def test_rescore_candidates_refuses_runs_of_different_envs(tmp_path, tiny_model, capsys, monkeypatch):
+    from baselines import train
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rescore_candidates
+
+    runs = []
+    for env_id in ("TextGym/SentimentCandidate-v0", "TextGym/SparseCompletionCandidate-v0"):
+        out = tmp_path / env_id.split("/")[1]
+        flags = ["--algo", "dqn", "--env", env_id, "--model", "tiny", "--max-reply-tokens", "2", "--num-candidates"]
+        flags += ["2", "--learning-starts", "2", "--no-progress-bar", "--torch-threads", "1", "--n-envs", "2"]
+        flags += ["--total-timesteps", "4", "--no-initial-eval", "--eval-episodes", "1", "--out", str(out)]
+        assert train.main(flags) == 0
+        runs.append(str(out))
+    with pytest.raises(SystemExit) as exit_info:
+        rescore_candidates.main([*runs, "--episodes", "2"])
+    assert exit_info.value.code == 2
+    assert "rescore runs of one env and env arguments together" in capsys.readouterr().err

@@ -30,6 +30,9 @@ PICK_WORD_ID = "TestPickWord-v0"
 class PickWordTask(TextTask):
     """Reward a reply by which word it is: the candidate's slot carries no information."""
 
+    def __init__(self, split: str = "train"):
+        self.split = split  # one prompt for every split
+
     def reset(self, rng, options=None):
         return TaskPrompt([{"role": "user", "content": "Pick a word."}], "pick")
 
@@ -299,3 +302,40 @@ def test_bad_reuse_flags_are_named(tiny_model, overrides, message):
 
     with pytest.raises(ValueError, match=message):
         make_train_env(_cli_args("TextGym/SentimentCandidate-v0", n_envs=1, **overrides))
+
+
+def test_rescore_candidates_pairs_runs_with_the_top_candidate_on_shared_sets(tmp_path, tiny_model, monkeypatch):
+    from pathlib import Path
+
+    from baselines.common.config import env_kwargs_of
+    from baselines.common.loading import build, checkpoint_metadata, load_trained
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import rescore_candidates
+
+    runs = []
+    for seed, steps in ((0, 160), (1, 48)):
+        overrides = {"seed": seed, "num_candidates": 4, "max_reply_tokens": 4, "n_envs": 1, "learning_starts": 24}
+        args = _cli_args(PICK_WORD_ID, device="cpu", torch_threads=1, **overrides)
+        model = build(args, make_vec_env(PICK_WORD_ID, n_envs=1, seed=seed, env_kwargs=env_kwargs_of(args)))
+        model.learn(steps)
+        save_checkpoint(tmp_path / f"run{seed}" / "checkpoint", model.policy, checkpoint_metadata(args, model))
+        runs.append(str(tmp_path / f"run{seed}"))
+    out = tmp_path / "rescored.json"
+    cache = tmp_path / "proposals"
+    argv = [*runs, "--episodes", "12", "--proposal-cache", str(cache), "--torch-threads", "1", "--out", str(out)]
+    assert rescore_candidates.main(argv) == 0
+    assert len(list(cache.glob("*.json"))) == 12  # one set per prompt, shared by the top candidate and both runs
+    result = json.loads(out.read_text(encoding="utf-8"))
+    top, rewards = result["top"], result["rewards"]
+    kwargs = {**env_kwargs_of(args), "split": "validation"}
+    assert top == candidate_references(PICK_WORD_ID, kwargs, episodes=12)["top"]["rewards"] and len(set(top)) > 1
+    for run in runs:
+        alone = evaluate_q_policy(load_trained(run + "/checkpoint", device="cpu")[0], PICK_WORD_ID, kwargs, episodes=12)
+        assert rewards[run] == alone["rewards"]  # the cached sets are those the env proposes itself
+        expected_gain = float(np.mean(rewards[run]) - np.mean(top))
+        assert result["runs"][run]["gain"] == pytest.approx(expected_gain) and rewards[run] != top
+    pooled = np.concatenate([np.subtract(rewards[run], top) for run in runs])
+    assert result["gain_mean"] == pytest.approx(pooled.mean())
+    for low, high in (result["gain_ci95_prompts"], result["gain_ci95_prompt_runs"]):
+        assert low <= result["gain_mean"] <= high and low < high

@@ -1,0 +1,132 @@
+r"""Score finished candidate-level runs and the LM's top candidate again, on more validation prompts, on shared sets.
+
+    python benchmarks/rescore_candidates.py runs/dqn_summarization_s0 runs/dqn_summarization_s1 \
+        --episodes 128 --proposal-cache runs/proposals_summarization --out rescored.json
+
+A DQN run is evaluated at its end on 32 validation prompts, and a paired gain over the LM's top
+candidate that is a few hundredths wide cannot be told from 0 on 32 prompts. This script loads
+each run's final checkpoint and plays it, and the LM's top candidate (candidate 0 every turn),
+on the first ``--episodes`` validation prompts (episode ``i`` resets with seed ``10000 + i``,
+the prompts of the runs' own evaluation first). Every picker reads the same candidate sets
+from ``--proposal-cache`` (a directory the runs' ``--proposal-cache`` may already fill), so
+the gains are paired on identical candidates. It prints the top candidate's mean, each run's
+mean and gain, and the gain's 95% bootstrap CI twice: over prompt-runs, and with prompts
+resampled (each prompt's gain averaged over the runs first: the top candidate plays each
+prompt once for all runs, so prompts are the independent units).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def top_candidate_rewards(
+    env_id: str, env_kwargs: dict[str, Any], episodes: int, proposal_cache: str, parallel: int = 32
+) -> list[float]:
+    """Rewards of candidate 0 (the LM's greedy reply) picked every turn; episode ``i`` resets with seed 10000 + i."""
+    from baselines.common.candidates import run_candidate_episodes
+    from textgym.stats import EVAL_SEED_BASE
+
+    def play(env: Any, index: int, batcher: Any) -> float:
+        env.reset(seed=EVAL_SEED_BASE + index)
+        total = 0.0
+        while True:
+            _, reward, terminated, truncated, _ = env.step(0)
+            total += float(reward)
+            if terminated or truncated:
+                return total
+
+    return run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel, proposal_cache=proposal_cache)
+
+
+def paired_summary(top: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
+    """Each run's mean and gain over ``top`` (same prompts, in order), and the gain's CIs pooled and per prompt."""
+    from textgym.stats import bootstrap_ci
+
+    gains = {name: np.asarray(rewards) - np.asarray(top) for name, rewards in runs.items()}
+    pooled = np.concatenate(list(gains.values()))
+    per_prompt = np.mean(np.stack(list(gains.values())), axis=0)
+    return {
+        "top_mean": float(np.mean(top)),
+        "runs": {name: {"mean": float(np.mean(runs[name])), "gain": float(gains[name].mean())} for name in runs},
+        "gain_mean": float(pooled.mean()),
+        "gain_ci95_prompt_runs": bootstrap_ci(pooled.tolist()),
+        "gain_ci95_prompts": bootstrap_ci(per_prompt.tolist()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-score the runs and the LM's top candidate; print the paired gains; optionally save them as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run directories of baselines.train (candidate level)")
+    parser.add_argument("--episodes", type=int, default=128, help="validation prompts, seeds 10000 + 0..N-1")
+    parser.add_argument("--proposal-cache", default="", help="the candidate sets' directory (empty: a temporary one)")
+    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="JSON file for every episode's rewards and the summary")
+    args = parser.parse_args(argv)
+    if args.episodes < 2:
+        parser.error(f"--episodes must be at least 2, got {args.episodes}")
+
+    import provenance
+    import torch
+
+    from baselines.common.evaluation import evaluate_on_split
+    from baselines.common.loading import load_trained
+
+    torch.set_num_threads(args.torch_threads)
+    loaded = {}
+    for run in args.runs:
+        model, meta = load_trained(str(Path(run) / "checkpoint"), device="cpu")
+        loaded[run] = (model, meta)
+    (first, (_, meta)), *others = loaded.items()
+    for run, (_, other) in others:
+        if (other["env"], other["env_kwargs"]) != (meta["env"], meta["env_kwargs"]):
+            parser.error(
+                f"{run} played {other['env']} with {other['env_kwargs']}, {first} {meta['env']} with "
+                f"{meta['env_kwargs']}: rescore runs of one env and env arguments together"
+            )
+    env_id, env_kwargs = meta["env"], {**meta["env_kwargs"], "split": "validation"}
+    with tempfile.TemporaryDirectory(prefix="textgym-proposals-") as scratch:
+        cache = args.proposal_cache or scratch
+        top = top_candidate_rewards(env_id, env_kwargs, args.episodes, cache)
+        print(f"LM top candidate: {np.mean(top):.4f} on {args.episodes} prompts", flush=True)
+        rewards = {}
+        for run, (model, run_meta) in loaded.items():
+            result = evaluate_on_split(
+                model,
+                run_meta["algo"],
+                env_id,
+                run_meta["env_kwargs"],
+                "validation",
+                episodes=args.episodes,
+                proposal_cache=cache,
+            )
+            rewards[run] = result["rewards"]
+            print(f"{run}: {result['reward_mean']:.4f} (gain {result['reward_mean'] - np.mean(top):+.4f})", flush=True)
+    summary = paired_summary(top, rewards)
+    low, high = summary["gain_ci95_prompts"]
+    pooled_low, pooled_high = summary["gain_ci95_prompt_runs"]
+    print(
+        f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts, {len(rewards)} runs: "
+        f"{summary['top_mean']:.4f} -> {np.mean([r['mean'] for r in summary['runs'].values()]):.4f}, paired gain "
+        f"{summary['gain_mean']:+.4f}, 95% CI {pooled_low:+.4f}..{pooled_high:+.4f} over prompt-runs, "
+        f"{low:+.4f}..{high:+.4f} with prompts resampled"
+    )
+    if args.out:
+        record = {"env": env_id, "env_kwargs": env_kwargs, "episodes": args.episodes, "top": top, "rewards": rewards}
+        Path(args.out).write_text(json.dumps({**record, **summary}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
