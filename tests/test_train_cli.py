@@ -184,3 +184,36 @@ def test_evaluation_draws_other_replies_to_the_same_prompts_with_another_samplin
     assert draw("same", sampling_seed=10_000) == (prompts, replies)
     other_prompts, other_replies = draw("other", sampling_seed=10_001)
     assert other_prompts == prompts and other_replies != replies
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temperature", "0"], "--temperature must be a finite number > 0, got 0.0"),
+        (["--temperature", "nan"], "--temperature must be a finite number > 0, got nan"),
+        (["--temperature", "inf"], "--temperature must be a finite number > 0, got inf"),
+        (["--proposal-variants", "2"], "--proposal-variants 2 is an option of --algo dqn; --algo ppo does not read it"),
+        (
+            ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--value-scale", "3"],
+            "--value-scale 3.0 is an option of --algo ppo; --algo dqn does not read it",
+        ),
+        (
+            ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--temperature", "0.5"],
+            "--temperature 0.5 is an option of --algo ppo; --algo dqn does not read it",
+        ),
+    ],
+)
+def test_train_refuses_a_bad_temperature_and_options_the_algorithm_would_ignore(args, message, capsys):
+    from baselines.common.cli import parse_train_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_args(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_train_accepts_another_algorithms_option_at_its_default():
+    from baselines.common.cli import parse_train_args
+
+    args = parse_train_args(["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--value-scale", "1.0"])
+    assert args.value_scale == 1.0 and args.algo == "dqn"
+    assert parse_train_args(["--temperature", "0.5"]).temperature == 0.5

@@ -19,7 +19,7 @@ import gymnasium as gym
 
 import textgym
 from baselines.algorithms import ALGOS, algorithm
-from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args
+from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args, defaults_for
 from baselines.common.run_logging import require_wandb
 from textgym.registration import effective_env_kwargs
 from textgym.stats import EVAL_SEED_BASE
@@ -94,6 +94,15 @@ def _default_text(item: dataclasses.Field) -> str:
     return f"{text}; {', '.join(differ)}" if differ else text
 
 
+def option_owners() -> dict[str, list[str]]:
+    """Each :class:`Args` field that some algorithms list in their ``options``: those algorithms."""
+    owners: dict[str, list[str]] = {}
+    for algo, spec in ALGOS.items():
+        for name in spec.options:
+            owners.setdefault(name, []).append(algo)
+    return owners
+
+
 def train_parser() -> argparse.ArgumentParser:
     """The parser of ``baselines.train``: one flag per :class:`Args` field, grouped by the algorithm that reads it.
 
@@ -106,10 +115,7 @@ def train_parser() -> argparse.ArgumentParser:
         "eval_generations.jsonl and summary.json to --out.",
         epilog=TRAIN_EXIT_CODES,
     )
-    owners: dict[str, list[str]] = {}
-    for algo, spec in ALGOS.items():
-        for name in spec.options:
-            owners.setdefault(name, []).append(algo)
+    owners = option_owners()
     shared = parser.add_argument_group("run and training options (every algorithm)")
     groups = {
         algo: parser.add_argument_group(f"{algo.upper()} options (--algo {algo}: {spec.summary})")
@@ -154,6 +160,16 @@ def parse_train_args(argv: list[str] | None = None) -> Args:
     if algo in ALGOS:
         parser.set_defaults(**algorithm(algo).defaults)
     args = Args(**vars(parser.parse_args(argv)))
+    defaults = defaults_for(args.algo)
+    for name, users in option_owners().items():  # a flag the run would silently ignore is a mistake
+        if args.algo not in users and getattr(args, name) != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            parser.error(
+                f"{flag} {getattr(args, name)} is an option of --algo {' / '.join(users)}; --algo {args.algo} "
+                "does not read it"
+            )
+    if not 0 < args.temperature < float("inf"):
+        parser.error(f"--temperature must be a finite number > 0, got {args.temperature}")
     if args.env not in gym.registry or not args.env.startswith("TextGym/"):
         parser.error(f"unknown --env {args.env!r}; TextGym ids: {', '.join(textgym.env_ids())}")
     granularity = gym.spec(args.env).kwargs.get("granularity")
