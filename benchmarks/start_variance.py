@@ -46,20 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from textgym.stats import EVAL_SEED_BASE
 
     torch.set_num_threads(args.torch_threads)
-    train_args = parse_train_args(
-        [
-            "--algo",
-            "ppo",
-            "--env",
-            args.env,
-            "--model",
-            args.model,
-            "--n-envs",
-            "1",
-            "--temperature",
-            str(args.temperature),
-        ]
-    )
+    flags = ["--algo", "ppo", "--env", args.env, "--model", args.model, "--n-envs", "1"]
+    train_args = parse_train_args([*flags, "--temperature", str(args.temperature)])
     policy = build(train_args, make_train_env(train_args)).policy
     kwargs = {**env_kwargs_of(train_args), "split": "validation"}
     means = []
@@ -75,11 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(
-                {"env": args.env, "episodes": args.episodes, "temperature": args.temperature, "draw_means": means},
-                handle,
-                indent=1,
-            )
+            record = {"env": args.env, "episodes": args.episodes, "temperature": args.temperature}
+            json.dump({**record, "draw_means": means}, handle, indent=1)
     return 0
 
 

@@ -147,3 +147,20 @@ def test_rescore_candidates_refuses_runs_of_different_envs(tmp_path, tiny_model,
         rescore_candidates.main([*runs, "--episodes", "2"])
     assert exit_info.value.code == 2
     assert "rescore runs of one env and env arguments together" in capsys.readouterr().err
+
+
+def test_start_variance_draws_the_untrained_policy_with_other_sampling_seeds(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import start_variance
+
+    def draws(temperature):
+        out = tmp_path / f"draws_{temperature}.json"
+        argv = ["TextGym/Sentiment-v0", "--model", "tiny", "--draws", "2", "--episodes", "2", "--torch-threads", "1"]
+        assert start_variance.main([*argv, "--temperature", str(temperature), "--out", str(out)]) == 0
+        result = json.loads(out.read_text(encoding="utf-8"))
+        assert result["temperature"] == temperature and len(result["draw_means"]) == 2
+        return result["draw_means"]
+
+    warm = draws(1.0)
+    assert warm[0] != warm[1]  # another sampling seed, other replies
+    assert draws(0.5) != warm  # the temperature reaches the policy that samples
