@@ -1,5 +1,6 @@
 """The training and evaluation CLIs, in subprocesses with tiny budgets (CleanRL style)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -192,6 +193,13 @@ def test_evaluation_draws_other_replies_to_the_same_prompts_with_another_samplin
         (["--temperature", "0"], "--temperature must be a finite number > 0, got 0.0"),
         (["--temperature", "nan"], "--temperature must be a finite number > 0, got nan"),
         (["--temperature", "inf"], "--temperature must be a finite number > 0, got inf"),
+        (["--n-envs", "0"], "--n-envs must be an integer >= 1, got 0"),
+        (["--gamma", "2"], "--gamma must be a finite number in [0, 1], got 2.0"),
+        (["--learning-rate", "-1"], "--learning-rate must be a finite number > 0, got -1.0"),
+        (["--eval-episodes", "0"], "--eval-episodes must be an integer >= 1, got 0"),
+        (["--n-epochs", "0"], "--n-epochs must be an integer >= 1, got 0"),
+        (["--ent-coef", "nan"], "--ent-coef must be a finite number, got nan"),
+        (["--seed", "-3"], "--seed must be an integer in [0, 4294967295], got -3"),
         (["--proposal-variants", "2"], "--proposal-variants 2 is an option of --algo dqn; --algo ppo does not read it"),
         (
             ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--value-scale", "3"],
@@ -203,7 +211,7 @@ def test_evaluation_draws_other_replies_to_the_same_prompts_with_another_samplin
         ),
     ],
 )
-def test_train_refuses_a_bad_temperature_and_options_the_algorithm_would_ignore(args, message, capsys):
+def test_train_refuses_values_out_of_range_and_options_the_algorithm_would_ignore(args, message, capsys):
     from baselines.common.cli import parse_train_args
 
     with pytest.raises(SystemExit) as exit_info:
@@ -217,3 +225,13 @@ def test_train_accepts_another_algorithms_option_at_its_default():
     args = parse_train_args(["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--value-scale", "1.0"])
     assert args.value_scale == 1.0 and args.algo == "dqn"
     assert parse_train_args(["--temperature", "0.5"]).temperature == 0.5
+
+
+def test_every_default_is_within_its_range_and_every_range_names_a_field():
+    from baselines.algorithms import ALGOS
+    from baselines.common.config import RANGES, Args, defaults_for, range_errors
+
+    fields = {item.name for item in dataclasses.fields(Args)}
+    assert set(RANGES) <= fields
+    for algo in ALGOS:
+        assert range_errors(Args(**defaults_for(algo))) == []

@@ -19,7 +19,7 @@ import gymnasium as gym
 
 import textgym
 from baselines.algorithms import ALGOS, algorithm
-from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args, defaults_for
+from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args, defaults_for, range_errors
 from baselines.common.run_logging import require_wandb
 from textgym.registration import effective_env_kwargs
 from textgym.stats import EVAL_SEED_BASE
@@ -168,8 +168,8 @@ def parse_train_args(argv: list[str] | None = None) -> Args:
                 f"{flag} {getattr(args, name)} is an option of --algo {' / '.join(users)}; --algo {args.algo} "
                 "does not read it"
             )
-    if not 0 < args.temperature < float("inf"):
-        parser.error(f"--temperature must be a finite number > 0, got {args.temperature}")
+    for problem in range_errors(args):
+        parser.error(problem)
     if args.env not in gym.registry or not args.env.startswith("TextGym/"):
         parser.error(f"unknown --env {args.env!r}; TextGym ids: {', '.join(textgym.env_ids())}")
     granularity = gym.spec(args.env).kwargs.get("granularity")

@@ -8,6 +8,7 @@ torch nor stable-baselines3: the leaderboard reads configurations without traini
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,77 @@ class Args:
     wandb_entity: str = option("", "the W&B user or team of --wandb-project (empty: wandb's default)", LOGGING)
     ray_address: str = option("", "run the envs in Ray actors on this cluster: auto or HOST:PORT", CLUSTER)
     env_workers: int = option(0, "Ray actors hosting the envs (0: one per CPU; > 0 alone: a local Ray)", CLUSTER)
+
+
+#: Each numeric field's valid values: (lowest, highest, whether the lowest itself is excluded); None is unbounded.
+#: A float must also be finite. Fields not listed take any integer (``feature_layer``) or any finite float.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": (0, 2**32 - 1, False),  # what numpy and the envs accept
+    "total_timesteps": (0, None, False),
+    "n_envs": (1, None, False),
+    "n_steps": (1, None, False),
+    "batch_size": (2, None, False),
+    "n_epochs": (1, None, False),
+    "learning_rate": (0, None, True),
+    "gamma": (0, 1, False),
+    "gae_lambda": (0, 1, False),
+    "clip_range": (0, None, True),
+    "vf_coef": (0, None, False),
+    "max_grad_norm": (0, None, True),
+    "kl_coef": (0, None, False),
+    "max_context_tokens": (0, None, False),
+    "max_reply_tokens": (0, None, False),
+    "eval_episodes": (1, None, False),
+    "eval_every": (0, None, False),
+    "max_train_seconds": (0, None, False),
+    "sample_every": (0, None, False),
+    "lora_r": (0, None, False),
+    "trainable_layers": (-1, None, False),
+    "value_scale": (0, None, True),
+    "temperature": (0, None, True),
+    "torch_threads": (1, None, False),
+    "num_candidates": (0, None, False),
+    "buffer_size": (1, None, False),
+    "learning_starts": (0, None, False),
+    "train_freq": (1, None, False),
+    "gradient_steps": (-1, None, False),
+    "target_update_interval": (1, None, False),
+    "exploration_fraction": (0, 1, False),
+    "exploration_final_eps": (0, 1, False),
+    "q_hidden": (0, None, False),
+    "proposal_variants": (0, None, False),
+    "train_prompts": (0, None, False),
+    "prompt_repeats": (1, None, False),
+    "max_prompt_tokens": (0, None, False),
+    "env_workers": (0, None, False),
+}
+
+
+def _bounds_text(low: float, high: float | None, low_excluded: bool) -> str:
+    if high is None:
+        return f"> {low}" if low_excluded else f">= {low}"
+    return f"in ({low}, {high}]" if low_excluded else f"in [{low}, {high}]"
+
+
+def range_errors(args: Args) -> list[str]:
+    """One message per flag of ``args`` outside :data:`RANGES`, or, for a float, not a finite number."""
+    errors = []
+    for item in dataclasses.fields(Args):
+        value = getattr(args, item.name)
+        if item.type not in ("int", "float") or isinstance(value, bool):
+            continue
+        low, high, low_excluded = RANGES.get(item.name, (None, None, False))
+        finite = math.isfinite(value)
+        fits = (
+            finite
+            and (low is None or (value > low if low_excluded else value >= low))
+            and (high is None or value <= high)
+        )
+        if not fits:
+            kind = "an integer" if item.type == "int" else "a finite number"
+            bounds = "" if low is None else " " + _bounds_text(low, high, low_excluded)
+            errors.append(f"--{item.name.replace('_', '-')} must be {kind}{bounds}, got {value!r}")
+    return errors
 
 
 #: The values ``--lr-schedule`` takes.
