@@ -235,3 +235,21 @@ def test_every_default_is_within_its_range_and_every_range_names_a_field():
     assert set(RANGES) <= fields
     for algo in ALGOS:
         assert range_errors(Args(**defaults_for(algo))) == []
+
+
+@pytest.mark.parametrize(
+    ("main", "args", "message"),
+    [
+        ("evaluate", ["--checkpoint", "unused", "--episodes", "0"], "argument --episodes: must be an integer >= 1"),
+        ("evaluate", ["--checkpoint", "unused", "--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+        ("references", ["--env", "TextGym/SentimentCandidate-v0", "--episodes", "x"], "got 'x'"),
+        ("references", ["--env", "TextGym/SentimentCandidate-v0", "--torch-threads", "0"], "--torch-threads: must be"),
+    ],
+)
+def test_evaluation_clis_refuse_counts_out_of_range_before_loading_anything(main, args, message, capsys):
+    from baselines import evaluate
+    from baselines.dqn import references
+
+    with pytest.raises(SystemExit) as exit_info:
+        {"evaluate": evaluate.main, "references": references.main}[main](args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

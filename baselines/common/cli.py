@@ -64,6 +64,21 @@ def one_of(flag: str, options: tuple[str, ...]) -> Any:
     return check
 
 
+def integer_at_least(minimum: int) -> Any:
+    """An argparse ``type``: an integer of at least ``minimum`` (argparse names the flag of a bad value)."""
+
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or number < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value!r}")
+        return number
+
+    return check
+
+
 def add_device(parser: argparse.ArgumentParser | Any, default: str = "auto") -> None:
     """``--device``: where the policy runs."""
     parser.add_argument(
@@ -78,8 +93,10 @@ def add_device(parser: argparse.ArgumentParser | Any, default: str = "auto") -> 
 def add_episodes(parser: argparse.ArgumentParser | Any, episodes: int = 32) -> None:
     """``--split``, ``--episodes`` and ``--seed`` of an evaluation on fixed prompts."""
     parser.add_argument("--split", default="validation", choices=SPLITS, help="prompt split")
-    parser.add_argument("--episodes", type=int, default=episodes, help="episodes played")
-    parser.add_argument("--seed", type=int, default=EVAL_SEED_BASE, help="episode i resets with seed + i")
+    parser.add_argument("--episodes", type=integer_at_least(1), default=episodes, help="episodes played")
+    parser.add_argument(
+        "--seed", type=integer_at_least(0), default=EVAL_SEED_BASE, help="episode i resets with seed + i"
+    )
 
 
 def _default_text(item: dataclasses.Field) -> str:

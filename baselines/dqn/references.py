@@ -21,7 +21,7 @@ import torch
 
 import textgym  # noqa: F401 - registers the ids
 from baselines.common.candidates import run_candidate_episodes
-from baselines.common.cli import EXIT_OK, EXIT_USAGE, add_episodes, error
+from baselines.common.cli import EXIT_OK, EXIT_USAGE, add_episodes, error, integer_at_least
 from baselines.common.evaluation import reward_summary
 from textgym.stats import EVAL_SEED_BASE
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     add_episodes(parser)
     parser.add_argument("--num-candidates", type=int, default=0, help="K (0: the id's registered value)")
     parser.add_argument("--max-reply-tokens", type=int, default=0, help="reply budget (0: the id's registered value)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--torch-threads", type=integer_at_least(1), default=1, help="torch CPU threads")
     parser.add_argument("--parallel", type=int, default=32, help="episodes played at once, proposals batched")
     parser.add_argument("--out", default=None, help="JSON file for the result")
     args = parser.parse_args(argv)
