@@ -80,14 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     import provenance
     import torch
 
+    from baselines.algorithms import UnknownAlgorithmError, algorithm
+    from baselines.checkpoint import CheckpointError, read_metadata
     from baselines.common.evaluation import evaluate_on_split
     from baselines.common.loading import load_trained
 
     torch.set_num_threads(args.torch_threads)
     loaded = {}
     for run in args.runs:
-        model, meta = load_trained(str(Path(run) / "checkpoint"), device="cpu")
-        loaded[run] = (model, meta)
+        checkpoint = str(Path(run) / "checkpoint")
+        try:
+            if "candidate" not in algorithm(read_metadata(checkpoint)["algo"]).granularities:
+                parser.error(f"{run} is a run of an algorithm that writes its own replies: it picks no candidates")
+            loaded[run] = load_trained(checkpoint, device="cpu")
+        except (CheckpointError, UnknownAlgorithmError) as problem:
+            parser.error(f"cannot load the checkpoint of {run}: {problem}")
     (first, (_, meta)), *others = loaded.items()
     for run, (_, other) in others:
         if (other["env"], other["env_kwargs"]) != (meta["env"], meta["env_kwargs"]):

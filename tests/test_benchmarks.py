@@ -164,3 +164,24 @@ def test_start_variance_draws_the_untrained_policy_with_other_sampling_seeds(tmp
     warm = draws(1.0)
     assert warm[0] != warm[1]  # another sampling seed, other replies
     assert draws(0.5) != warm  # the temperature reaches the policy that samples
+
+
+def test_rescore_candidates_refuses_a_missing_checkpoint_and_a_run_without_candidates(
+    tmp_path, tiny_model, capsys, monkeypatch
+):
+    from tiny_runs import TINY_RUN
+
+    from baselines import train
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rescore_candidates
+
+    with pytest.raises(SystemExit) as exit_info:
+        rescore_candidates.main([str(tmp_path / "nowhere"), "--episodes", "2"])
+    assert exit_info.value.code == 2 and "cannot load the checkpoint of" in capsys.readouterr().err
+    ppo_run = tmp_path / "ppo"
+    assert train.main([*TINY_RUN, "--total-timesteps", "16", "--no-initial-eval", "--out", str(ppo_run)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        rescore_candidates.main([str(ppo_run), "--episodes", "2"])
+    assert exit_info.value.code == 2 and "writes its own replies: it picks no candidates" in capsys.readouterr().err
