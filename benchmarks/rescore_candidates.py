@@ -30,25 +30,6 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def top_candidate_rewards(
-    env_id: str, env_kwargs: dict[str, Any], episodes: int, proposal_cache: str, parallel: int = 32
-) -> list[float]:
-    """Rewards of candidate 0 (the LM's greedy reply) picked every turn; episode ``i`` resets with seed 10000 + i."""
-    from baselines.common.candidates import run_candidate_episodes
-    from textgym.stats import EVAL_SEED_BASE
-
-    def play(env: Any, index: int, batcher: Any) -> float:
-        env.reset(seed=EVAL_SEED_BASE + index)
-        total = 0.0
-        while True:
-            _, reward, terminated, truncated, _ = env.step(0)
-            total += float(reward)
-            if terminated or truncated:
-                return total
-
-    return run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel, proposal_cache=proposal_cache)
-
-
 def paired_summary(top: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
     """Each run's mean and gain over ``top`` (same prompts, in order), and the gain's CIs pooled and per prompt."""
     from textgym.stats import bootstrap_ci
@@ -67,15 +48,17 @@ def paired_summary(top: list[float], runs: dict[str, list[float]]) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """Re-score the runs and the LM's top candidate; print the paired gains; optionally save them as JSON."""
+    from baselines.common.cli import integer_at_least
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories of baselines.train (candidate level)")
-    parser.add_argument("--episodes", type=int, default=128, help="validation prompts, seeds 10000 + 0..N-1")
+    parser.add_argument(
+        "--episodes", type=integer_at_least(2), default=128, help="validation prompts, seeds 10000 + 0..N-1"
+    )
     parser.add_argument("--proposal-cache", default="", help="the candidate sets' directory (empty: a temporary one)")
-    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-threads", type=integer_at_least(1), default=2)
     parser.add_argument("--out", default=None, help="JSON file for every episode's rewards and the summary")
     args = parser.parse_args(argv)
-    if args.episodes < 2:
-        parser.error(f"--episodes must be at least 2, got {args.episodes}")
 
     import provenance
     import torch
@@ -84,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from baselines.checkpoint import CheckpointError, read_metadata
     from baselines.common.evaluation import evaluate_on_split
     from baselines.common.loading import load_trained
+    from baselines.dqn.references import candidate_references
 
     torch.set_num_threads(args.torch_threads)
     loaded = {}
@@ -105,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     env_id, env_kwargs = meta["env"], {**meta["env_kwargs"], "split": "validation"}
     with tempfile.TemporaryDirectory(prefix="textgym-proposals-") as scratch:
         cache = args.proposal_cache or scratch
-        top = top_candidate_rewards(env_id, env_kwargs, args.episodes, cache)
+        references = candidate_references(env_id, env_kwargs, args.episodes, pickers=("top",), proposal_cache=cache)
+        top = references["top"]["rewards"]
         print(f"LM top candidate: {np.mean(top):.4f} on {args.episodes} prompts", flush=True)
         rewards = {}
         for run, (model, run_meta) in loaded.items():

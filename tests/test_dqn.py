@@ -339,3 +339,11 @@ def test_rescore_candidates_pairs_runs_with_the_top_candidate_on_shared_sets(tmp
     assert result["gain_mean"] == pytest.approx(pooled.mean())
     for low, high in (result["gain_ci95_prompts"], result["gain_ci95_prompt_runs"]):
         assert low <= result["gain_mean"] <= high and low < high
+
+
+def test_references_play_only_the_pickers_asked_for_and_refuse_unknown_ones(tiny_model):
+    every = candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=6, seed=900)
+    top = candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=6, seed=900, pickers=("top",))
+    assert {"random", "best_of_k"}.isdisjoint(top) and top["top"] == every["top"]
+    with pytest.raises(ValueError, match=r"pickers must be some of .*got \('oracle',\)"):
+        candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=1, pickers=("oracle",))

@@ -25,11 +25,20 @@ from baselines.common.cli import EXIT_OK, EXIT_USAGE, add_episodes, error, integ
 from baselines.common.evaluation import reward_summary
 from textgym.stats import EVAL_SEED_BASE
 
+#: The reference pickers, in the order :func:`candidate_references` plays them.
+PICKERS = ("random", "top", "best_of_k")
+
 
 def candidate_references(
-    env_id: str, env_kwargs: dict[str, Any], episodes: int = 32, seed: int = EVAL_SEED_BASE, parallel: int = 32
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    episodes: int = 32,
+    seed: int = EVAL_SEED_BASE,
+    parallel: int = 32,
+    pickers: tuple[str, ...] = PICKERS,
+    proposal_cache: str | None = None,
 ) -> dict:
-    """Reference rewards of three candidate pickers on the same fixed prompts (episode ``i`` resets with ``seed + i``).
+    """Reference rewards of candidate pickers on the same fixed prompts (episode ``i`` resets with ``seed + i``).
 
     * ``random``: a uniformly random valid candidate (``action_masks()``) each turn, drawn
       with ``numpy.random.default_rng([seed, i])`` in episode ``i``;
@@ -38,17 +47,22 @@ def candidate_references(
       and keeps the one with the highest immediate reward (ties: the lowest index),
       continuing from that copy (myopic across the turns of a multi-turn episode).
 
-    All three start from the same reset, so the first turn's candidates are identical.
-    ``parallel`` episodes run at once with their proposals batched.
+    All of them start from the same reset, so the first turn's candidates are identical.
+    ``parallel`` episodes run at once with their proposals batched. ``pickers`` names the
+    ones played (a subset of :data:`PICKERS`); ``proposal_cache`` is a directory of stored
+    candidate sets (see :func:`baselines.common.candidates.run_candidate_episodes`), or None.
 
     Returns:
-        ``{"random": ..., "top": ..., "best_of_k": ...}``, each with ``reward_mean``,
-        ``reward_ci95`` and per-episode ``rewards``, plus ``env``, ``env_kwargs``,
-        ``episodes`` and ``seed``.
+        ``{"random": ..., "top": ..., "best_of_k": ...}`` (the pickers played), each with
+        ``reward_mean``, ``reward_ci95`` and per-episode ``rewards``, plus ``env``,
+        ``env_kwargs``, ``episodes`` and ``seed``.
 
     Raises:
-        ValueError: The env is not candidate level.
+        ValueError: The env is not candidate level, or ``pickers`` names one not in :data:`PICKERS`.
     """
+    unknown = [name for name in pickers if name not in PICKERS]
+    if unknown or not pickers:
+        raise ValueError(f"pickers must be some of {PICKERS}, got {pickers!r}")
 
     def twin(game: Any, batcher: Any) -> Any:
         copied = copy.deepcopy(game)  # the copy reloads its LM by name: route it through the batcher again
@@ -59,7 +73,7 @@ def candidate_references(
         env.reset(seed=seed + index)
         rng = np.random.default_rng([seed, index])
         totals = {}
-        for name in ("random", "top", "best_of_k"):
+        for name in pickers:
             game = twin(env.unwrapped, batcher)
             total, done = 0.0, False
             while not done:
@@ -80,13 +94,13 @@ def candidate_references(
             totals[name] = total
         return totals
 
-    played = run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel)
+    played = run_candidate_episodes(env_id, env_kwargs, episodes, play, parallel, proposal_cache=proposal_cache)
     return {
         "env": env_id,
         "env_kwargs": env_kwargs,
         "episodes": episodes,
         "seed": seed,
-        **{name: reward_summary([totals[name] for totals in played]) for name in ("random", "top", "best_of_k")},
+        **{name: reward_summary([totals[name] for totals in played]) for name in pickers},
     }
 
 
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(result, indent=2))
     brief = {
         name: [round(result[name]["reward_mean"], 4), [round(x, 4) for x in result[name]["reward_ci95"]]]
-        for name in ("random", "top", "best_of_k")
+        for name in PICKERS
     }
     print(json.dumps({"env": args.env, "episodes": args.episodes, **brief}))
     return EXIT_OK
