@@ -98,6 +98,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "group_baseline",
             "bf16",
             "lora_r",
+            "init_model",
             "trainable_layers",
             "value_scale",
             "temperature",

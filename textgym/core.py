@@ -131,6 +131,15 @@ class TextTask(ABC):
         """Every prompt id of this task's split, in a fixed order; None when prompts are generated without end."""
         return None
 
+    def reference_reply(self) -> str | None:
+        """A reference reply to the current turn, or None when the task has none.
+
+        A demonstration from the task's data (Summarization's reference summary), for a
+        supervised warm start before RL (:mod:`baselines.sft`); never part of the reward's
+        interface. None outside an episode.
+        """
+        return None
+
 
 def _json_value(value: Any, what: str) -> Any:
     """Convert NumPy scalars to Python and check the value is JSON-serialisable and finite."""

@@ -69,6 +69,12 @@ class Args:
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     bf16: bool = option(False, "bfloat16 autocast (CUDA only)")
     lora_r: int = option(0, "LoRA rank through peft (0: full fine-tuning)")
+    init_model: str = option(
+        "",
+        "start the LM policy and its KL reference from this model directory (e.g. one written by python -m "
+        "baselines.sft) instead of --model, which the envs and the guard perplexity keep; it must share --model's "
+        "tokenizer (empty: --model)",
+    )
     trainable_layers: int = option(-1, "train only the top N transformer layers (-1: all)")
     value_scale: float = option(1.0, "value = value_scale * head(hidden): a faster-learning value head")
     temperature: float = option(
@@ -234,7 +240,7 @@ def same_named(args: Args, *names: str) -> dict[str, Any]:
 def lm_policy_kwargs(args: Args) -> dict[str, Any]:
     """``policy_kwargs`` of :class:`baselines.policies.LMActorCriticPolicy` for ``args``."""
     kwargs: dict[str, Any] = {
-        "model": args.model,
+        "model": args.init_model or args.model,
         "torch_threads": args.torch_threads,
         "trainable_layers": None if args.trainable_layers < 0 else args.trainable_layers,
         "value_scale": args.value_scale,

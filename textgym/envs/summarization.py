@@ -159,6 +159,10 @@ class SummarizationTask(PromptSetTask):
         info = {"schema": example.schema, "source_words": _word_count(source), "source_truncated": truncated}
         return TaskPrompt(messages, example.example_id, info), example
 
+    def reference_reply(self) -> str | None:
+        """The reference summary of the running episode's source (None outside an episode)."""
+        return None if self._episode is None else self._episode.summary
+
     def score_reply(self, state: SummaryExample, reply: str) -> tuple[TurnResult, None]:
         """Score ``reply`` against the reference summary; the episode ends."""
         parts = summary_reward_components([reply], [state.summary], self.length_penalty)[0]
