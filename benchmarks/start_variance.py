@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=6, help="sampling seeds 10000 + 0..draws-1")
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--temperature", type=float, default=1.0, help="the policy's sampling temperature")
+    parser.add_argument("--init-model", default="", help="the policy's starting weights (baselines.train --init-model)")
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON file for the per-draw means")
     args = parser.parse_args(argv)
@@ -47,24 +48,40 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.torch_threads)
     flags = ["--algo", "ppo", "--env", args.env, "--model", args.model, "--n-envs", "1"]
-    train_args = parse_train_args([*flags, "--temperature", str(args.temperature)])
+    train_args = parse_train_args([*flags, "--temperature", str(args.temperature), "--init-model", args.init_model])
     policy = build(train_args, make_train_env(train_args)).policy
     kwargs = {**env_kwargs_of(train_args), "split": "validation"}
-    means = []
+    means, medians = [], []
     for draw in range(args.draws):
-        result = evaluate_policy(policy, args.env, kwargs, episodes=args.episodes, sampling_seed=EVAL_SEED_BASE + draw)
+        result = evaluate_policy(
+            policy,
+            args.env,
+            kwargs,
+            episodes=args.episodes,
+            sampling_seed=EVAL_SEED_BASE + draw,
+            reference_model=args.model,
+        )
         means.append(result["reward_mean"])
-        print(f"draw {draw} (sampling seed {EVAL_SEED_BASE + draw}): mean reward {means[-1]:.4f}", flush=True)
+        median = result["perplexity_median"]
+        medians.append(median)
+        print(
+            f"draw {draw} (sampling seed {EVAL_SEED_BASE + draw}): mean reward {means[-1]:.4f}, "
+            f"reply perplexity median {median:.1f}",
+            flush=True,
+        )
     spread = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
     print(
         f"{provenance.measured_at()} {args.env}, {args.episodes} prompts, temperature {args.temperature:g}, "
+        f"{'policy from ' + args.init_model + ', ' if args.init_model else ''}"
         f"{args.draws} draws: "
         f"mean {np.mean(means):.4f}, standard deviation {spread:.4f}, range {min(means):.4f}..{max(means):.4f}"
     )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             record = {"env": args.env, "episodes": args.episodes, "temperature": args.temperature}
-            json.dump({**record, "draw_means": means}, handle, indent=1)
+            if args.init_model:
+                record["init_model"] = args.init_model
+            json.dump({**record, "draw_means": means, "draw_perplexity_medians": medians}, handle, indent=1)
     return 0
 
 

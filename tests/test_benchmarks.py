@@ -165,6 +165,23 @@ def test_start_variance_draws_the_untrained_policy_with_other_sampling_seeds(tmp
     assert warm[0] != warm[1]  # another sampling seed, other replies
     assert draws(0.5) != warm  # the temperature reaches the policy that samples
 
+    # --init-model reaches the policy too: other weights (same tokenizer), other replies.
+    import torch
+
+    from textgym.models import load_causal_lm, load_tokenizer
+
+    other = tmp_path / "other_weights"
+    model = load_causal_lm("tiny")
+    with torch.no_grad():
+        model.model.layers[-1].mlp.down_proj.weight.mul_(40.0)
+    model.save_pretrained(other, safe_serialization=True)
+    load_tokenizer("tiny").save_pretrained(other)
+    out = tmp_path / "draws_other.json"
+    argv = ["TextGym/Sentiment-v0", "--model", "tiny", "--draws", "2", "--episodes", "2", "--torch-threads", "1"]
+    assert start_variance.main([*argv, "--init-model", str(other), "--out", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["init_model"] == str(other) and result["draw_means"] != warm
+
 
 def test_rescore_candidates_refuses_a_missing_checkpoint_and_a_run_without_candidates(
     tmp_path, tiny_model, capsys, monkeypatch
@@ -185,3 +202,65 @@ def test_rescore_candidates_refuses_a_missing_checkpoint_and_a_run_without_candi
     with pytest.raises(SystemExit) as exit_info:
         rescore_candidates.main([str(ppo_run), "--episodes", "2"])
     assert exit_info.value.code == 2 and "writes its own replies: it picks no candidates" in capsys.readouterr().err
+
+
+def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
+    tmp_path, tiny_model, capsys, monkeypatch
+):
+    from tiny_runs import TINY_RUN
+
+    from baselines import train
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import rescore_lm_runs
+
+    runs = [tmp_path / f"ppo_s{seed}" for seed in (0, 1)]
+    for seed, run in enumerate(runs):
+        assert train.main([*TINY_RUN, "--total-timesteps", "32", "--seed", str(seed), "--out", str(run)]) == 0
+    out = tmp_path / "rescored.json"
+    assert (
+        rescore_lm_runs.main(
+            [*map(str, runs), "--episodes", "2", "--draws", "1", "--torch-threads", "1", "--out", str(out)]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text(encoding="utf-8"))
+    for run in runs:
+        lines = [json.loads(line) for line in (run / "eval_generations.jsonl").read_text().splitlines()]
+        initial, final = [line["reward"] for line in lines[:2]], [line["reward"] for line in lines[-2:]]
+        summary = json.loads((run / "summary.json").read_text())
+        # Draw 0 on the runs' own prompts is their own evaluation: the start is rebuilt as it was, the weights loaded.
+        assert result["start"]["rewards"] == pytest.approx(initial)
+        assert result["start"]["draw_perplexity_medians"] == [pytest.approx(summary["initial"]["perplexity_median"])]
+        played = result["played"][str(run)]
+        assert played["rewards"] == pytest.approx(final)
+        assert played["draw_perplexity_medians"] == [pytest.approx(summary["final"]["perplexity_median"])]
+        assert result["runs"][str(run)]["gain"] == pytest.approx(sum(final) / 2 - sum(initial) / 2)
+    medians = {result["played"][str(run)]["draw_perplexity_medians"][0] for run in runs}
+    assert len(medians | {result["start"]["draw_perplexity_medians"][0]}) == 3  # three different policies
+    assert result["gain_mean"] == pytest.approx(sum(result["runs"][str(r)]["gain"] for r in runs) / 2)
+
+    # Two sampled replies a prompt: a prompt's reward is their mean, and the second draw is another reply.
+    assert (
+        rescore_lm_runs.main(
+            [str(runs[0]), "--episodes", "2", "--draws", "2", "--torch-threads", "1", "--out", str(out)]
+        )
+        == 0
+    )
+    two = json.loads(out.read_text(encoding="utf-8"))
+    assert len(two["start"]["draw_means"]) == 2
+    first, second = two["start"]["draw_perplexity_medians"]
+    assert first == pytest.approx(result["start"]["draw_perplexity_medians"][0]) and second != first
+
+    # A run of another start, and a candidate picker, are refused before anything is played.
+    other = tmp_path / "ppo_tempered"
+    assert (
+        train.main(
+            [*TINY_RUN, "--total-timesteps", "16", "--temperature", "0.5", "--no-initial-eval", "--out", str(other)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        rescore_lm_runs.main([str(runs[0]), str(other), "--episodes", "2"])
+    assert exit_info.value.code == 2 and "rescore one start at a time" in capsys.readouterr().err

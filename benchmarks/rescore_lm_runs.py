@@ -1,0 +1,128 @@
+r"""Score finished PPO runs and their starting policy again: more validation prompts, several sampled replies each.
+
+    python benchmarks/rescore_lm_runs.py runs/ppo_summarizationv0_s0 runs/ppo_summarizationv0_s1 \
+        --episodes 121 --draws 2 --out rescored.json
+
+A PPO run is evaluated on 32 validation prompts with one sampled reply each, and its gain
+subtracts one such draw of the starting policy: on Summarization two draws of the same
+policy differ by up to 0.06 (``start_variance.py``). This script rebuilds each run's starting
+policy from its checkpoint's configuration (``--model``, ``--init-model``, ``--temperature``:
+the runs must share it) and loads each run's final weights, then plays every policy on the
+first ``--episodes`` validation prompts (episode ``i`` resets with seed ``10000 + i``, the
+runs' own prompts first) with ``--draws`` sampling seeds (``10000 + d``; draw 0 is the runs'
+own). A prompt's reward is its mean over the draws. It prints the start's mean, each run's
+mean and gain, and the gain's 95% bootstrap CI over prompt-runs and with prompts resampled
+(the start plays each prompt once for all runs, so prompts are the independent units), and
+the median reply perplexity under ``--model`` of each policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: The configuration fields that make the starting policy: runs rescored together must agree on them.
+START_FIELDS = ("algo", "env", "model", "init_model", "temperature", "max_context_tokens", "max_reply_tokens")
+
+
+def play(policy: Any, env_id: str, env_kwargs: dict[str, Any], episodes: int, draws: int, reference: str) -> dict:
+    """Per-prompt rewards averaged over ``draws`` sampling seeds, each draw's mean and reply perplexity median."""
+    from baselines.common.evaluation import evaluate_policy
+    from textgym.stats import EVAL_SEED_BASE
+
+    rewards, means, medians = [], [], []
+    for draw in range(draws):
+        result = evaluate_policy(
+            policy,
+            env_id,
+            env_kwargs,
+            episodes=episodes,
+            sampling_seed=EVAL_SEED_BASE + draw,
+            reference_model=reference,
+        )
+        rewards.append(result["rewards"])
+        means.append(result["reward_mean"])
+        medians.append(result["perplexity_median"])
+    return {"rewards": np.mean(rewards, axis=0).tolist(), "draw_means": means, "draw_perplexity_medians": medians}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-score the runs and their starting policy; print the paired gains; optionally save them as JSON."""
+    from baselines.common.cli import integer_at_least
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run directories of baselines.train (PPO, one starting policy)")
+    parser.add_argument("--episodes", type=integer_at_least(2), default=121, help="validation prompts, seeds 10000+i")
+    parser.add_argument("--draws", type=integer_at_least(1), default=2, help="sampled replies per prompt")
+    parser.add_argument("--torch-threads", type=integer_at_least(1), default=2)
+    parser.add_argument("--out", default=None, help="JSON file for every prompt's rewards and the summary")
+    args = parser.parse_args(argv)
+
+    import provenance
+    import rescore_candidates
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from baselines.algorithms import UnknownAlgorithmError, algorithm
+    from baselines.checkpoint import CheckpointError, read_metadata
+    from baselines.common.config import Args
+    from baselines.common.loading import build, load_trained
+
+    torch.set_num_threads(args.torch_threads)
+    metas = {}
+    for run in args.runs:
+        checkpoint = str(Path(run) / "checkpoint")
+        try:
+            metas[run] = read_metadata(checkpoint)
+            if not algorithm(metas[run]["algo"]).exports_lm:
+                parser.error(f"{run} is a run of an algorithm that picks candidates: use rescore_candidates.py")
+        except (CheckpointError, UnknownAlgorithmError) as problem:
+            parser.error(f"cannot load the checkpoint of {run}: {problem}")
+    first, meta = next(iter(metas.items()))
+    start_of = {run: {name: m["config"].get(name) for name in START_FIELDS} for run, m in metas.items()}
+    for run in args.runs:
+        if start_of[run] != start_of[first]:
+            parser.error(
+                f"{run} starts from {start_of[run]}, {first} from {start_of[first]}: rescore one start at a time"
+            )
+
+    env_id, env_kwargs, reference = meta["env"], {**meta["env_kwargs"], "split": "validation"}, meta["model"]
+    start_args = Args(**{**meta["config"], "device": "cpu", "torch_threads": args.torch_threads})
+    start_env = make_vec_env(env_id, n_envs=1, seed=0, env_kwargs=meta["env_kwargs"])
+    start = play(build(start_args, start_env).policy, env_id, env_kwargs, args.episodes, args.draws, reference)
+    print(f"starting policy: {np.mean(start['rewards']):.4f} (draws {start['draw_means']})", flush=True)
+    played = {}
+    for run in args.runs:
+        model, _ = load_trained(str(Path(run) / "checkpoint"), device="cpu")
+        played[run] = play(model.policy, env_id, env_kwargs, args.episodes, args.draws, reference)
+        mean = np.mean(played[run]["rewards"])
+        print(f"{run}: {mean:.4f} (gain {mean - np.mean(start['rewards']):+.4f}, draws {played[run]['draw_means']})")
+    summary = rescore_candidates.paired_summary(start["rewards"], {run: p["rewards"] for run, p in played.items()})
+    low, high = summary["gain_ci95_prompts"]
+    pooled_low, pooled_high = summary["gain_ci95_prompt_runs"]
+    medians = [np.median(p["draw_perplexity_medians"]) for p in played.values()]
+    print(
+        f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts x {args.draws} sampled replies, "
+        f"{len(played)} runs: {summary['top_mean']:.4f} -> "
+        f"{np.mean([r['mean'] for r in summary['runs'].values()]):.4f}, paired gain {summary['gain_mean']:+.4f}, "
+        f"95% CI {pooled_low:+.4f}..{pooled_high:+.4f} over prompt-runs, {low:+.4f}..{high:+.4f} with prompts "
+        f"resampled; reply perplexity median {np.median(start['draw_perplexity_medians']):.1f} -> "
+        + " / ".join(f"{m:.1f}" for m in medians)
+    )
+    if args.out:
+        summary["start_mean"] = summary.pop("top_mean")
+        record = {"env": env_id, "episodes": args.episodes, "draws": args.draws, "start": start, "played": played}
+        Path(args.out).write_text(json.dumps({**record, **summary}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
