@@ -116,7 +116,20 @@ def test_train_rejects_a_missing_model(tmp_path):
         str(tmp_path / "r"),
         check=False,
     )
-    assert result.returncode != 0 and "nowhere" in result.stderr
+    assert result.returncode == 2 and "--model: model path" in result.stderr and "nowhere" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_train_refuses_a_missing_or_unloadable_init_model_before_building_anything(tmp_path, capsys):
+    from baselines.common.cli import parse_train_args
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path, message in ((tmp_path / "nowhere", "does not exist"), (empty, "has no config.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_train_args(["--model", "tiny", "--init-model", str(path)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--init-model: model" in err and str(path) in err and message in err
 
 
 def test_checkpoint_rejects_corruption_and_other_models(tmp_path, tiny_model):

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -111,6 +112,20 @@ def _default_text(item: dataclasses.Field) -> str:
     return f"{text}; {', '.join(differ)}" if differ else text
 
 
+def missing_model_directory(name: str) -> str | None:
+    """Why the local model directory ``name`` cannot be loaded, or None (for hub ids and the built-in names too)."""
+    from textgym.data import looks_like_local_path
+    from textgym.models import DEFAULT_MODEL, TINY_MODEL, ModelNotFoundError, resolve_model_path
+
+    if not name or name in (DEFAULT_MODEL, TINY_MODEL) or not (looks_like_local_path(name) or Path(name).exists()):
+        return None
+    try:
+        resolve_model_path(name)
+    except ModelNotFoundError as problem:
+        return str(problem)
+    return None
+
+
 def option_owners() -> dict[str, list[str]]:
     """Each :class:`Args` field that some algorithms list in their ``options``: those algorithms."""
     owners: dict[str, list[str]] = {}
@@ -187,6 +202,10 @@ def parse_train_args(argv: list[str] | None = None) -> Args:
             )
     for problem in range_errors(args):
         parser.error(problem)
+    for flag, name in (("--model", args.model), ("--init-model", args.init_model)):
+        problem = missing_model_directory(name)
+        if problem:
+            parser.error(f"{flag}: {problem}")
     if args.env not in gym.registry or not args.env.startswith("TextGym/"):
         parser.error(f"unknown --env {args.env!r}; TextGym ids: {', '.join(textgym.env_ids())}")
     granularity = gym.spec(args.env).kwargs.get("granularity")
