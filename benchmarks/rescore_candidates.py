@@ -23,27 +23,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def paired_summary(top: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
-    """Each run's mean and gain over ``top`` (same prompts, in order), and the gain's CIs pooled and per prompt."""
-    from textgym.stats import bootstrap_ci
-
-    gains = {name: np.asarray(rewards) - np.asarray(top) for name, rewards in runs.items()}
-    pooled = np.concatenate(list(gains.values()))
-    per_prompt = np.mean(np.stack(list(gains.values())), axis=0)
-    return {
-        "top_mean": float(np.mean(top)),
-        "runs": {name: {"mean": float(np.mean(runs[name])), "gain": float(gains[name].mean())} for name in runs},
-        "gain_mean": float(pooled.mean()),
-        "gain_ci95_prompt_runs": bootstrap_ci(pooled.tolist()),
-        "gain_ci95_prompts": bootstrap_ci(per_prompt.tolist()),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,31 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import provenance
+    import rescoring
     import torch
 
-    from baselines.algorithms import UnknownAlgorithmError, algorithm
-    from baselines.checkpoint import CheckpointError, read_metadata
     from baselines.common.evaluation import evaluate_on_split
     from baselines.common.loading import load_trained
     from baselines.dqn.references import candidate_references
 
     torch.set_num_threads(args.torch_threads)
-    loaded = {}
-    for run in args.runs:
-        checkpoint = str(Path(run) / "checkpoint")
-        try:
-            if "candidate" not in algorithm(read_metadata(checkpoint)["algo"]).granularities:
-                parser.error(f"{run} is a run of an algorithm that writes its own replies: it picks no candidates")
-            loaded[run] = load_trained(checkpoint, device="cpu")
-        except (CheckpointError, UnknownAlgorithmError) as problem:
-            parser.error(f"cannot load the checkpoint of {run}: {problem}")
-    (first, (_, meta)), *others = loaded.items()
-    for run, (_, other) in others:
+    refusal = "writes its own replies: it picks no candidates"
+    metas = rescoring.read_runs(parser, args.runs, picks_candidates=True, refusal=refusal)
+    first, meta = next(iter(metas.items()))
+    for run, other in metas.items():
         if (other["env"], other["env_kwargs"]) != (meta["env"], meta["env_kwargs"]):
             parser.error(
                 f"{run} played {other['env']} with {other['env_kwargs']}, {first} {meta['env']} with "
                 f"{meta['env_kwargs']}: rescore runs of one env and env arguments together"
             )
+    loaded = {run: load_trained(str(Path(run) / "checkpoint"), "cpu", args.torch_threads) for run in metas}
     env_id, env_kwargs = meta["env"], {**meta["env_kwargs"], "split": "validation"}
     with tempfile.TemporaryDirectory(prefix="textgym-proposals-") as scratch:
         cache = args.proposal_cache or scratch
@@ -105,14 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             rewards[run] = result["rewards"]
             print(f"{run}: {result['reward_mean']:.4f} (gain {result['reward_mean'] - np.mean(top):+.4f})", flush=True)
-    summary = paired_summary(top, rewards)
-    low, high = summary["gain_ci95_prompts"]
-    pooled_low, pooled_high = summary["gain_ci95_prompt_runs"]
+    summary = rescoring.paired_summary(top, rewards)
     print(
         f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts, {len(rewards)} runs: "
-        f"{summary['top_mean']:.4f} -> {np.mean([r['mean'] for r in summary['runs'].values()]):.4f}, paired gain "
-        f"{summary['gain_mean']:+.4f}, 95% CI {pooled_low:+.4f}..{pooled_high:+.4f} over prompt-runs, "
-        f"{low:+.4f}..{high:+.4f} with prompts resampled"
+        + rescoring.gain_text(summary)
     )
     if args.out:
         record = {"env": env_id, "env_kwargs": env_kwargs, "episodes": args.episodes, "top": top, "rewards": rewards}

@@ -33,27 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 START_FIELDS = ("algo", "env", "model", "init_model", "temperature", "max_context_tokens", "max_reply_tokens")
 
 
-def play(policy: Any, env_id: str, env_kwargs: dict[str, Any], episodes: int, draws: int, reference: str) -> dict:
-    """Per-prompt rewards averaged over ``draws`` sampling seeds, each draw's mean and reply perplexity median."""
-    from baselines.common.evaluation import evaluate_policy
-    from textgym.stats import EVAL_SEED_BASE
-
-    rewards, means, medians = [], [], []
-    for draw in range(draws):
-        result = evaluate_policy(
-            policy,
-            env_id,
-            env_kwargs,
-            episodes=episodes,
-            sampling_seed=EVAL_SEED_BASE + draw,
-            reference_model=reference,
-        )
-        rewards.append(result["rewards"])
-        means.append(result["reward_mean"])
-        medians.append(result["perplexity_median"])
-    return {"rewards": np.mean(rewards, axis=0).tolist(), "draw_means": means, "draw_perplexity_medians": medians}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Re-score the runs and their starting policy; print the paired gains; optionally save them as JSON."""
     from baselines.common.cli import integer_at_least
@@ -67,25 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import provenance
-    import rescore_candidates
+    import rescoring
     import torch
-    from stable_baselines3.common.env_util import make_vec_env
 
-    from baselines.algorithms import UnknownAlgorithmError, algorithm
-    from baselines.checkpoint import CheckpointError, read_metadata
-    from baselines.common.config import Args
-    from baselines.common.loading import build, load_trained
+    from baselines.common.loading import load_trained
 
     torch.set_num_threads(args.torch_threads)
-    metas = {}
-    for run in args.runs:
-        checkpoint = str(Path(run) / "checkpoint")
-        try:
-            metas[run] = read_metadata(checkpoint)
-            if not algorithm(metas[run]["algo"]).exports_lm:
-                parser.error(f"{run} is a run of an algorithm that picks candidates: use rescore_candidates.py")
-        except (CheckpointError, UnknownAlgorithmError) as problem:
-            parser.error(f"cannot load the checkpoint of {run}: {problem}")
+    metas = rescoring.read_runs(
+        parser, args.runs, picks_candidates=False, refusal="picks candidates: use rescore_candidates.py"
+    )
     first, meta = next(iter(metas.items()))
     start_of = {run: {name: m["config"].get(name) for name in START_FIELDS} for run, m in metas.items()}
     for run in args.runs:
@@ -95,27 +64,25 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     env_id, env_kwargs, reference = meta["env"], {**meta["env_kwargs"], "split": "validation"}, meta["model"]
-    start_args = Args(**{**meta["config"], "device": "cpu", "torch_threads": args.torch_threads})
-    start_env = make_vec_env(env_id, n_envs=1, seed=0, env_kwargs=meta["env_kwargs"])
-    start = play(build(start_args, start_env).policy, env_id, env_kwargs, args.episodes, args.draws, reference)
+
+    def play(run: str, starting_policy: bool = False) -> dict[str, Any]:
+        checkpoint = str(Path(run) / "checkpoint")
+        model, _ = load_trained(checkpoint, "cpu", args.torch_threads, starting_policy=starting_policy)
+        return rescoring.sampled_draws(model.policy, env_id, env_kwargs, args.episodes, args.draws, reference)
+
+    start = play(first, starting_policy=True)
     print(f"starting policy: {np.mean(start['rewards']):.4f} (draws {start['draw_means']})", flush=True)
     played = {}
     for run in args.runs:
-        model, _ = load_trained(str(Path(run) / "checkpoint"), device="cpu")
-        played[run] = play(model.policy, env_id, env_kwargs, args.episodes, args.draws, reference)
+        played[run] = play(run)
         mean = np.mean(played[run]["rewards"])
         print(f"{run}: {mean:.4f} (gain {mean - np.mean(start['rewards']):+.4f}, draws {played[run]['draw_means']})")
-    summary = rescore_candidates.paired_summary(start["rewards"], {run: p["rewards"] for run, p in played.items()})
-    low, high = summary["gain_ci95_prompts"]
-    pooled_low, pooled_high = summary["gain_ci95_prompt_runs"]
+    summary = rescoring.paired_summary(start["rewards"], {run: p["rewards"] for run, p in played.items()})
     medians = [np.median(p["draw_perplexity_medians"]) for p in played.values()]
     print(
         f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts x {args.draws} sampled replies, "
-        f"{len(played)} runs: {summary['top_mean']:.4f} -> "
-        f"{np.mean([r['mean'] for r in summary['runs'].values()]):.4f}, paired gain {summary['gain_mean']:+.4f}, "
-        f"95% CI {pooled_low:+.4f}..{pooled_high:+.4f} over prompt-runs, {low:+.4f}..{high:+.4f} with prompts "
-        f"resampled; reply perplexity median {np.median(start['draw_perplexity_medians']):.1f} -> "
-        + " / ".join(f"{m:.1f}" for m in medians)
+        f"{len(played)} runs: {rescoring.gain_text(summary)}; reply perplexity median "
+        f"{np.median(start['draw_perplexity_medians']):.1f} -> " + " / ".join(f"{m:.1f}" for m in medians)
     )
     if args.out:
         summary["start_mean"] = summary.pop("top_mean")

@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--draws and --episodes must be at least 1, got {args.draws} and {args.episodes}")
 
     import provenance
+    import rescoring
     import torch
 
     from baselines.common.cli import parse_train_args
     from baselines.common.config import env_kwargs_of
-    from baselines.common.evaluation import evaluate_policy
     from baselines.common.loading import build, make_train_env
     from textgym.stats import EVAL_SEED_BASE
 
@@ -51,24 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     train_args = parse_train_args([*flags, "--temperature", str(args.temperature), "--init-model", args.init_model])
     policy = build(train_args, make_train_env(train_args)).policy
     kwargs = {**env_kwargs_of(train_args), "split": "validation"}
-    means, medians = [], []
-    for draw in range(args.draws):
-        result = evaluate_policy(
-            policy,
-            args.env,
-            kwargs,
-            episodes=args.episodes,
-            sampling_seed=EVAL_SEED_BASE + draw,
-            reference_model=args.model,
-        )
-        means.append(result["reward_mean"])
-        median = result["perplexity_median"]
-        medians.append(median)
+
+    def report(draw: int, result: dict) -> None:
         print(
-            f"draw {draw} (sampling seed {EVAL_SEED_BASE + draw}): mean reward {means[-1]:.4f}, "
-            f"reply perplexity median {median:.1f}",
+            f"draw {draw} (sampling seed {EVAL_SEED_BASE + draw}): mean reward {result['reward_mean']:.4f}, "
+            f"reply perplexity median {result['perplexity_median']:.1f}",
             flush=True,
         )
+
+    drawn = rescoring.sampled_draws(policy, args.env, kwargs, args.episodes, args.draws, args.model, on_draw=report)
+    means, medians = drawn["draw_means"], drawn["draw_perplexity_medians"]
     spread = float(np.std(means, ddof=1)) if len(means) > 1 else 0.0
     print(
         f"{provenance.measured_at()} {args.env}, {args.episodes} prompts, temperature {args.temperature:g}, "

@@ -241,12 +241,16 @@ def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
     assert result["gain_mean"] == pytest.approx(sum(result["runs"][str(r)]["gain"] for r in runs) / 2)
 
     # Two sampled replies a prompt: a prompt's reward is their mean, and the second draw is another reply.
-    assert (
-        rescore_lm_runs.main(
-            [str(runs[0]), "--episodes", "2", "--draws", "2", "--torch-threads", "1", "--out", str(out)]
-        )
-        == 0
-    )
+    # --torch-threads holds though the runs trained with one thread (loading a run used to set its own).
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        argv = [str(runs[0]), "--episodes", "2", "--draws", "2", "--torch-threads", "2", "--out", str(out)]
+        assert rescore_lm_runs.main(argv) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     two = json.loads(out.read_text(encoding="utf-8"))
     assert len(two["start"]["draw_means"]) == 2
     first, second = two["start"]["draw_perplexity_medians"]

@@ -108,16 +108,27 @@ def checkpoint_metadata(args: Args, model: Any) -> dict[str, Any]:
     }
 
 
-def load_trained(checkpoint: str, device: str = "auto") -> tuple[Any, dict[str, Any]]:
+def load_trained(
+    checkpoint: str, device: str = "auto", torch_threads: int | None = None, starting_policy: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """Rebuild the algorithm of a checkpoint directory and load its weights (no pickle).
+
+    Args:
+        checkpoint: A checkpoint directory written by ``baselines.train``.
+        device: Where the policy runs.
+        torch_threads: Torch CPU threads (None: the run's own ``--torch-threads``, which
+            building the policy sets).
+        starting_policy: Build the run's policy as it started, without loading the trained weights.
 
     Raises:
         baselines.checkpoint.CheckpointError: The checkpoint is missing or unreadable.
         baselines.algorithms.UnknownAlgorithmError: It names an algorithm the table does not hold.
     """
     meta = read_metadata(checkpoint)
-    args = Args(**{**meta["config"], "device": device})
+    threads = {} if torch_threads is None else {"torch_threads": torch_threads}
+    args = Args(**{**meta["config"], "device": device, **threads})
     env = make_vec_env(args.env, n_envs=1, seed=args.seed, env_kwargs=meta["env_kwargs"])
     model = build(args, env)
-    load_checkpoint(checkpoint, model.policy, load_optimizer=False)
+    if not starting_policy:
+        load_checkpoint(checkpoint, model.policy, load_optimizer=False)
     return model, meta

@@ -1,0 +1,103 @@
+"""What the scripts that play finished runs again share: reading the runs, sampled draws, the paired gain.
+
+``rescore_candidates.py`` and ``rescore_lm_runs.py`` read their runs' checkpoints and print the
+paired gain over a starting policy the same way; ``start_variance.py`` and
+``rescore_lm_runs.py`` draw a policy's sampled replies with several sampling seeds the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_runs(parser: argparse.ArgumentParser, runs: list[str], picks_candidates: bool, refusal: str) -> dict:
+    """Each run directory's checkpoint metadata; ``parser.error`` (exit 2) before any model is loaded.
+
+    Args:
+        parser: The script's parser, which names the bad run.
+        runs: Run directories of ``baselines.train``.
+        picks_candidates: Whether the script rescores candidate pickers (DQN) or LM policies (PPO).
+        refusal: The message after the run's name for a run of the other kind.
+    """
+    from baselines.algorithms import UnknownAlgorithmError, algorithm
+    from baselines.checkpoint import CheckpointError, read_metadata
+
+    metas = {}
+    for run in runs:
+        try:
+            metas[run] = read_metadata(str(Path(run) / "checkpoint"))
+            granularities = algorithm(metas[run]["algo"]).granularities
+        except (CheckpointError, UnknownAlgorithmError) as problem:
+            parser.error(f"cannot load the checkpoint of {run}: {problem}")
+        if ("candidate" in granularities) != picks_candidates:
+            parser.error(f"{run} is a run of an algorithm that {refusal}")
+    return metas
+
+
+def sampled_draws(
+    policy: Any,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    episodes: int,
+    draws: int,
+    reference: str | None,
+    on_draw: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Play ``policy`` on the same episodes with sampling seeds ``EVAL_SEED_BASE + 0..draws-1``.
+
+    Returns:
+        ``rewards`` (each episode's mean over the draws), ``draw_means`` and
+        ``draw_perplexity_medians`` (reply perplexity under ``reference``; None without one).
+        ``on_draw(draw, result)`` sees each draw's evaluation as it ends.
+    """
+    from baselines.common.evaluation import evaluate_policy
+    from textgym.stats import EVAL_SEED_BASE
+
+    rewards, means, medians = [], [], []
+    for draw in range(draws):
+        result = evaluate_policy(
+            policy,
+            env_id,
+            env_kwargs,
+            episodes=episodes,
+            sampling_seed=EVAL_SEED_BASE + draw,
+            reference_model=reference,
+        )
+        rewards.append(result["rewards"])
+        means.append(result["reward_mean"])
+        medians.append(result["perplexity_median"])
+        if on_draw is not None:
+            on_draw(draw, result)
+    return {"rewards": np.mean(rewards, axis=0).tolist(), "draw_means": means, "draw_perplexity_medians": medians}
+
+
+def paired_summary(start: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
+    """Each run's mean and gain over ``start`` (same prompts, in order), and the gain's CIs pooled and per prompt."""
+    from textgym.stats import bootstrap_ci
+
+    gains = {name: np.asarray(rewards) - np.asarray(start) for name, rewards in runs.items()}
+    pooled = np.concatenate(list(gains.values()))
+    per_prompt = np.mean(np.stack(list(gains.values())), axis=0)
+    return {
+        "top_mean": float(np.mean(start)),
+        "runs": {name: {"mean": float(np.mean(runs[name])), "gain": float(gains[name].mean())} for name in runs},
+        "gain_mean": float(pooled.mean()),
+        "gain_ci95_prompt_runs": bootstrap_ci(pooled.tolist()),
+        "gain_ci95_prompts": bootstrap_ci(per_prompt.tolist()),
+    }
+
+
+def gain_text(summary: dict[str, Any]) -> str:
+    """``start -> runs' mean, paired gain, 95% CI over prompt-runs and with prompts resampled`` of a summary."""
+    low, high = summary["gain_ci95_prompts"]
+    pooled_low, pooled_high = summary["gain_ci95_prompt_runs"]
+    return (
+        f"{summary['top_mean']:.4f} -> {np.mean([r['mean'] for r in summary['runs'].values()]):.4f}, paired gain "
+        f"{summary['gain_mean']:+.4f}, 95% CI {pooled_low:+.4f}..{pooled_high:+.4f} over prompt-runs, "
+        f"{low:+.4f}..{high:+.4f} with prompts resampled"
+    )
