@@ -32,9 +32,7 @@ import inspect
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,7 @@ from baselines.algorithms import ALGOS, UnknownAlgorithmError, algorithm  # noqa
 from baselines.checkpoint import CheckpointError, read_metadata  # noqa: E402
 from baselines.common.config import command_line  # noqa: E402
 from baselines.common.loading import load_trained  # noqa: E402
+from textgym.files import build_directory
 from textgym.models import load_tokenizer  # noqa: E402
 
 
@@ -177,9 +176,8 @@ def export_policy(checkpoint: str | os.PathLike, out: str | os.PathLike, adapter
     policy = model.policy
     run_dir = Path(checkpoint).parent
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+
+    def write(staging: Path) -> None:
         if adapter:
             policy.lm.save_pretrained(staging, safe_serialization=True)
         else:
@@ -201,10 +199,8 @@ def export_policy(checkpoint: str | os.PathLike, out: str | os.PathLike, adapter
         (staging / "README.md").write_text(
             model_card(meta, summary, adapter, policy.temperature, int(model.max_reply_tokens)), encoding="utf-8"
         )
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    build_directory(out, write)
     return out
 
 

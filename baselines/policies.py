@@ -97,6 +97,15 @@ def top_layers(base: nn.Module, depth: int) -> nn.Module:
     return view
 
 
+def train_top_layers(lm: nn.Module, count: int) -> None:
+    """Freeze the causal LM ``lm`` except its top ``count`` transformer layers and its final norm."""
+    layers = lm.base_model.layers
+    lm.requires_grad_(False)
+    for layer in layers[len(layers) - count :]:
+        layer.requires_grad_(True)
+    lm.base_model.norm.requires_grad_(True)
+
+
 def _disable_dropout(model: nn.Module) -> None:
     for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
         if hasattr(model.config, name):
@@ -202,10 +211,7 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             layers = self.lm.base_model.layers
             if not 0 <= self.trainable_layers <= len(layers):
                 raise ValueError(f"trainable_layers must be in [0, {len(layers)}], got {self.trainable_layers!r}")
-            self.lm.requires_grad_(False)
-            for layer in layers[len(layers) - self.trainable_layers :]:
-                layer.requires_grad_(True)
-            self.lm.base_model.norm.requires_grad_(True)
+            train_top_layers(self.lm, self.trainable_layers)
         tokenizer = load_tokenizer(self.model_name)
         self._top_view: nn.Module | None = None
         self.differentiable_entropy = True

@@ -31,9 +31,7 @@ import json
 import os
 import random
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ Example = tuple[list[int], list[int]]
 
 
 class SFTError(ValueError):
-    """The env cannot give demonstrations, or ``--out`` exists: nothing was trained or written."""
+    """The env cannot give demonstrations, or the layers to train are out of range: nothing was written."""
 
 
 def demonstrations(env_id: str, split: str = "train", model: str = "default", max_examples: int = 0) -> list[Example]:
@@ -108,15 +106,14 @@ def fine_tune(
     """
     import torch
 
+    from baselines.policies import train_top_layers
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    layers = model.model.layers
-    if not 1 <= trainable_layers <= len(layers):
-        raise SFTError(f"--trainable-layers must be in [1, {len(layers)}], got {trainable_layers}")
-    model.requires_grad_(False)
-    for layer in layers[len(layers) - trainable_layers :]:
-        layer.requires_grad_(True)
-    model.model.norm.requires_grad_(True)
+    depth = len(model.base_model.layers)
+    if not 1 <= trainable_layers <= depth:
+        raise SFTError(f"--trainable-layers must be in [1, {depth}], got {trainable_layers}")
+    train_top_layers(model, trainable_layers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=0)
     model.train()
     epoch_losses, start = [], time.perf_counter()
@@ -191,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
+    from textgym.files import build_directory
     from textgym.models import load_causal_lm, load_tokenizer
 
     torch.set_num_threads(args.torch_threads)
@@ -214,9 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     except SFTError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+
+    def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         record = {
@@ -228,11 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - start, 1),
         }
         (staging / "sft.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    print(f"wrote {out} ({record['seconds']:.0f} s)")
+
+    build_directory(out, write)
+    print(f"wrote {out} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

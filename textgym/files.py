@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 #: The process's umask, read once: temporary files get the mode a plain ``open`` would give.
@@ -92,6 +93,25 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, encoding: str = "ut
 
 
 # -- directories ------------------------------------------------------------------------
+
+
+def build_directory(target: str | os.PathLike, build: Callable[[Path], None]) -> Path:
+    """Create the directory ``target`` complete or not at all.
+
+    ``build(staging)`` fills a new hidden sibling, which is then renamed to ``target``.
+    ``target`` must not exist (the rename fails on a non-empty directory); if ``build`` or
+    the rename fails, the sibling is removed and the error raised.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(staging)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def new_version_directory(target: str | os.PathLike) -> Path:
