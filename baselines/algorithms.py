@@ -123,6 +123,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "exploration_fraction",
             "exploration_final_eps",
             "q_hidden",
+            "q_weight_decay",
             "feature_layer",
             "proposal_variants",
             "proposal_cache",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,3 +269,67 @@ def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
     with pytest.raises(SystemExit) as exit_info:
         rescore_lm_runs.main([str(runs[0]), str(other), "--episodes", "2"])
     assert exit_info.value.code == 2 and "rescore one start at a time" in capsys.readouterr().err
+
+
+def _probe_split(rewards_per_prompt, informative, rng):
+    """Probe inputs: one row per candidate, column 0 the reward itself when ``informative`` (else noise)."""
+    rows, rewards, tops, prompts = [], [], [], []
+    for candidate_rewards in rewards_per_prompt:
+        prompts.append(np.arange(len(rewards), len(rewards) + len(candidate_rewards)))
+        for index, reward in enumerate(candidate_rewards):
+            signal = reward if informative else rng.normal()
+            rows.append([signal, *rng.normal(size=3)])
+            rewards.append(reward)
+            tops.append(index == 0)
+    return {"features": np.asarray(rows), "rewards": np.asarray(rewards), "tops": np.asarray(tops), "prompts": prompts}
+
+
+def test_probe_picks_the_best_candidate_of_every_prompt_when_a_feature_is_the_reward(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import probe_candidates
+
+    rng = np.random.default_rng(0)
+    train = _probe_split(rng.random((40, 4)), True, rng)
+    validation_rewards = rng.random((20, 4))
+    validation = _probe_split(validation_rewards, True, rng)
+    result = probe_candidates.fit_probe(train, validation, slice(0, 4), probe_candidates.ALPHAS, 4)
+    oracle = validation_rewards.max(1) - validation_rewards[:, 0]
+    assert np.allclose(result["gains"], oracle)
+    assert result["wins"] == int((oracle > 0).sum()) and result["losses"] == 0
+    # Without the informative column the probe cannot find the best candidates.
+    blind = probe_candidates.fit_probe(
+        _probe_split(rng.random((40, 4)), False, rng),
+        _probe_split(validation_rewards, False, rng),
+        slice(0, 4),
+        probe_candidates.ALPHAS,
+        4,
+    )
+    assert np.mean(blind["gains"]) < 0.5 * oracle.mean()
+
+
+def test_probe_candidates_writes_gains_bounded_by_best_of_k(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import probe_candidates
+
+    out = tmp_path / "probe.json"
+    argv = ["TextGym/SentimentCandidate-v0", "--model", "tiny", "--train-prompts", "8", "--episodes", "4"]
+    assert probe_candidates.main([*argv, "--torch-threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["train_prompts"] == 8 and len(result["best_of_k_gains"]) == 4
+    assert min(result["best_of_k_gains"]) >= 0
+    assert set(result["probes"]) == {"head", "scalars"}
+    for probe in result["probes"].values():
+        assert probe["alpha"] in probe_candidates.ALPHAS and len(probe["gains"]) == 4
+        assert all(g <= best + 1e-9 for g, best in zip(probe["gains"], result["best_of_k_gains"], strict=True))
+        assert probe["wins"] == sum(g > 0 for g in probe["gains"])
+        assert probe["gain_ci95"][0] <= probe["gain_mean"] <= probe["gain_ci95"][1]
+
+
+def test_probe_candidates_refuses_an_env_without_candidates(tiny_model, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import probe_candidates
+
+    with pytest.raises(SystemExit) as exit_info:
+        probe_candidates.main(["TextGym/Sentiment-v0", "--model", "tiny", "--train-prompts", "4"])
+    assert exit_info.value.code == 2
+    assert "proposes no candidates" in capsys.readouterr().err

@@ -195,6 +195,17 @@ def test_token_and_utterance_envs_are_refused(env_id, tiny_model):
         candidate_references(env_id, {"model": "tiny"}, episodes=1, seed=0)
 
 
+def test_q_weight_decay_reaches_the_heads_optimizer_and_shrinks_the_head(tiny_model):
+    norms = {}
+    for decay in (0.0, 5.0):
+        args = _cli_args(PICK_WORD_ID, q_weight_decay=decay, q_hidden=0, learning_starts=4, n_envs=2, seed=0)
+        model = build_dqn(args, make_vec_env(lambda: gym.make(PICK_WORD_ID, **ENV_KWARGS), n_envs=2, seed=0))
+        assert [group["weight_decay"] for group in model.policy.optimizer.param_groups] == [decay]
+        model.learn(24)
+        norms[decay] = float(model.policy.q_net.head[-1].weight.norm())
+    assert norms[5.0] < 0.5 * norms[0.0]
+
+
 def test_changed_k_or_reply_budget_is_refused(tiny_model):
     model = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS))
     with pytest.raises(ValueError, match="trained with K=4 candidates of 4 tokens .* gives K=3 of 4"):
@@ -347,3 +358,20 @@ def test_references_play_only_the_pickers_asked_for_and_refuse_unknown_ones(tiny
     assert {"random", "best_of_k"}.isdisjoint(top) and top["top"] == every["top"]
     with pytest.raises(ValueError, match=r"pickers must be some of .*got \('oracle',\)"):
         candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=1, pickers=("oracle",))
+
+
+def test_references_cli_shares_its_proposal_cache_with_the_runs_evaluations(tiny_model, tmp_path, monkeypatch, capsys):
+    from baselines.dqn.references import main
+
+    cache = tmp_path / "proposals"
+    flags = ["--env", PICK_WORD_ID, "--model", "tiny", "--num-candidates", "4", "--max-reply-tokens", "4"]
+    assert main([*flags, "--episodes", "5", "--proposal-cache", str(cache)]) == 0
+    top = json.loads(capsys.readouterr().out)["top"][0]
+    assert len(list(cache.glob("*.json"))) == 5
+    model = make_dqn(gym.make(PICK_WORD_ID, **ENV_KWARGS))  # untrained: greedy is the top candidate
+    # The kwargs a run of baselines.train evaluates with: the sets stored above answer every episode.
+    run_kwargs = {"model": "tiny", "render_mode": None, **ENV_KWARGS, "split": "validation"}
+    with monkeypatch.context() as patched:
+        patched.setattr(ShuffledWords, "propose", lambda *a: pytest.fail("proposed again"))
+        result = evaluate_q_policy(model, PICK_WORD_ID, run_kwargs, episodes=5, proposal_cache=str(cache))
+    assert result["reward_mean"] == pytest.approx(top, abs=1e-4)

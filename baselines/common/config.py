@@ -92,6 +92,7 @@ class Args:
     exploration_fraction: float = option(0.5, "fraction of training over which epsilon decays from 1")
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
+    q_weight_decay: float = option(0.0, "L2 weight decay of the Q head's Adam optimizer (0: none)")
     proposal_variants: int = option(
         0, "candidate sets kept per context and handed out again in training (0: every turn proposed afresh)"
     )
@@ -153,6 +154,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "exploration_fraction": (0, 1, False),
     "exploration_final_eps": (0, 1, False),
     "q_hidden": (0, None, False),
+    "q_weight_decay": (0, None, False),
     "proposal_variants": (0, None, False),
     "train_prompts": (0, None, False),
     "prompt_repeats": (1, None, False),

@@ -34,6 +34,8 @@ def build_dqn(args: Args, env: Any) -> DQN:
         "feature_layer": None if args.feature_layer == -1 else args.feature_layer,
         "cache_size": max(20_000, 2 * args.buffer_size),
     }
+    if args.q_weight_decay:
+        policy_kwargs["optimizer_kwargs"] = {"weight_decay": args.q_weight_decay}
     return DQN(
         LMQPolicy,
         env,

@@ -118,16 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-reply-tokens", type=int, default=0, help="reply budget (0: the id's registered value)")
     parser.add_argument("--torch-threads", type=integer_at_least(1), default=1, help="torch CPU threads")
     parser.add_argument("--parallel", type=int, default=32, help="episodes played at once, proposals batched")
+    parser.add_argument(
+        "--proposal-cache", default="", help="keep the candidate sets here; runs given it share them (empty: none)"
+    )
     parser.add_argument("--out", default=None, help="JSON file for the result")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
-    kwargs: dict[str, Any] = {"model": args.model, "split": args.split}
+    # The evaluation's own arguments (render_mode included), so that a --proposal-cache shared with
+    # runs of baselines.train answers both from the same stored sets.
+    kwargs: dict[str, Any] = {"model": args.model, "render_mode": None, "split": args.split}
     if args.num_candidates:
         kwargs["num_candidates"] = args.num_candidates
     if args.max_reply_tokens:
         kwargs["max_reply_tokens"] = args.max_reply_tokens
     try:
-        result = candidate_references(args.env, kwargs, args.episodes, args.seed, args.parallel)
+        result = candidate_references(
+            args.env, kwargs, args.episodes, args.seed, args.parallel, proposal_cache=args.proposal_cache or None
+        )
     except ValueError as problem:
         error(str(problem))
         return EXIT_USAGE

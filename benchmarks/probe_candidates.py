@@ -1,0 +1,227 @@
+r"""Can the DQN's features tell a candidate-level env's better candidates apart? A supervised probe, every reward known.
+
+    python benchmarks/probe_candidates.py TextGym/DialogueCandidate-v0 --train-prompts 128 --episodes 128 \
+        --proposal-cache runs/proposals_dialogue --out probe_dialogue.json
+
+A DQN over K candidates learns from one candidate's reward per transition. This probe asks the
+easier question first: given the reward of *every* candidate of a first turn, does a linear
+scorer on the Q head's own inputs (:class:`baselines.dqn.encoder.CandidateEncoder`: the
+candidate's mean hidden state, the context's last hidden state and six scalars) pick better
+than the LM's top candidate on validation prompts it was not fit on? Where it cannot, a head
+trained from sampled transitions cannot be expected to either, and the features, not the
+training budget, are what holds the DQN back.
+
+* Train prompts: the pool a DQN run with ``--train-prompts N --seed S`` trains on
+  (:class:`textgym.wrappers.PromptPool`), each reset with seed ``i``; validation prompts:
+  the evaluation's, episode ``i`` with seed ``10000 + i``. Only the first turn is probed (a
+  later turn's context holds the reply picked before).
+* Every valid candidate is scored on a deep copy of the env (as the best-of-K reference).
+* The scorer is a ridge regression on features standardised with the train prompts'
+  statistics and centred within each prompt (only the order of one prompt's candidates
+  matters to a greedy pick), its strength chosen by grouped cross-validation over the train
+  prompts (the gain over the top candidate of the held-out folds).
+* Two feature sets: everything the head reads (``head``), and its six scalars alone
+  (``scalars``).
+
+It prints, per feature set, the validation gain over the LM's top candidate with its 95%
+bootstrap CI over prompts, next to the best-of-K oracle's gain (the most any picker can gain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: Ridge strengths the cross-validation chooses from (features are standardised).
+ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+def ridge(features: np.ndarray, targets: np.ndarray, alpha: float) -> np.ndarray:
+    """Weights ``w`` minimising ``|features w - targets|^2 + alpha |w|^2``."""
+    gram = features.T @ features + alpha * np.eye(features.shape[1])
+    return np.linalg.solve(gram, features.T @ targets)
+
+
+def centred(values: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
+    """``values`` less each prompt's mean (rows of one prompt are its valid candidates)."""
+    out = np.array(values, dtype=float, copy=True)
+    for rows in prompts:
+        out[rows] -= out[rows].mean(0)
+    return out
+
+
+def gains_over_top(scores: np.ndarray, rewards: np.ndarray, tops: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
+    """Per prompt: the reward of its highest-scoring candidate (ties: the first) less its top candidate's."""
+    return np.array([rewards[rows[int(np.argmax(scores[rows]))]] - rewards[rows[tops[rows]][0]] for rows in prompts])
+
+
+def fit_probe(
+    train: dict[str, Any], validation: dict[str, Any], columns: slice, alphas: tuple[float, ...], folds: int
+) -> dict[str, Any]:
+    """Choose the ridge strength by grouped cross-validation on ``train``, fit, and pick on ``validation``.
+
+    ``train`` and ``validation`` hold ``features`` (rows: candidates), ``rewards``, ``tops``
+    (True for a prompt's top candidate) and ``prompts`` (each prompt's row indices).
+    """
+    features = train["features"][:, columns]
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    standard = centred((features - mean) / std, train["prompts"])
+    targets = centred(train["rewards"], train["prompts"])
+    fold_of = np.arange(len(train["prompts"])) % folds
+    cross_validated = {}
+    for alpha in alphas:
+        held_out = []
+        for fold in range(folds):
+            fit_rows = np.concatenate([rows for rows, f in zip(train["prompts"], fold_of, strict=True) if f != fold])
+            test = [rows for rows, f in zip(train["prompts"], fold_of, strict=True) if f == fold]
+            weights = ridge(standard[fit_rows], targets[fit_rows], alpha)
+            held_out += list(gains_over_top(standard @ weights, train["rewards"], train["tops"], test))
+        cross_validated[alpha] = float(np.mean(held_out))
+    alpha = max(alphas, key=lambda a: (cross_validated[a], a))  # ties: the stronger shrinkage
+    weights = ridge(standard, targets, alpha)
+    scores = ((validation["features"][:, columns] - mean) / std) @ weights
+    gains = gains_over_top(scores, validation["rewards"], validation["tops"], validation["prompts"])
+    return {
+        "alpha": alpha,
+        "cross_validated_gain": cross_validated,
+        "gains": gains.tolist(),
+        "wins": int((gains > 0).sum()),
+        "losses": int((gains < 0).sum()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score every first-turn candidate of train-pool and validation prompts, fit the probes, print and save."""
+    from baselines.common.cli import integer_at_least
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env", help="a candidate-level id, e.g. TextGym/DialogueCandidate-v0")
+    parser.add_argument("--model", default="default", help="the env's LM, which the features also use")
+    parser.add_argument("--train-prompts", type=integer_at_least(4), default=128, help="the train pool's size")
+    parser.add_argument("--pool-seed", type=integer_at_least(0), default=0, help="the pool's seed (a run's --seed)")
+    parser.add_argument("--episodes", type=integer_at_least(2), default=128, help="validation prompts")
+    parser.add_argument("--feature-layer", type=int, default=None, help="the LM layer of the features (the DQN's)")
+    parser.add_argument("--folds", type=integer_at_least(2), default=4, help="cross-validation folds over prompts")
+    parser.add_argument("--proposal-cache", default="", help="the candidate sets' directory (empty: a temporary one)")
+    parser.add_argument("--torch-threads", type=integer_at_least(1), default=2)
+    parser.add_argument("--out", default=None, help="JSON file for every prompt's gains and the summary")
+    args = parser.parse_args(argv)
+
+    import gymnasium as gym
+    import provenance
+    import torch
+
+    import textgym  # noqa: F401 - registers the ids
+    from baselines.common.candidates import CANDIDATE_KEYS, candidate_env, run_candidate_episodes
+    from baselines.dqn.encoder import NUM_SCALARS, CandidateEncoder
+    from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
+    from textgym.wrappers import PromptPool
+
+    torch.set_num_threads(args.torch_threads)
+    env_kwargs = {"model": args.model, "render_mode": None}
+    try:
+        probe_env = candidate_env(args.env, env_kwargs)
+    except (gym.error.Error, ValueError) as problem:
+        parser.error(f"{args.env}: {problem}")
+    pool = PromptPool(probe_env, args.train_prompts, args.pool_seed).pool
+    probe_env.close()
+
+    def first_turn(prompt_ids: list[str] | None) -> Any:
+        def play(env: gym.Env, index: int, batcher: Any) -> dict[str, Any]:
+            if prompt_ids is None:
+                observation, _ = env.reset(seed=EVAL_SEED_BASE + index)
+            else:
+                observation, _ = env.reset(seed=index, options={"prompt_id": prompt_ids[index]})
+            game = env.unwrapped
+            rewards = {}
+            for action in np.flatnonzero(game.action_masks()).tolist():
+                branch = copy.deepcopy(game)  # the copy reloads its LM by name: route it through the batcher
+                branch.proposer = batcher
+                rewards[action] = float(branch.step(action)[1])
+            return {"observation": {key: np.asarray(observation[key]) for key in CANDIDATE_KEYS}, "rewards": rewards}
+
+        return play
+
+    with tempfile.TemporaryDirectory(prefix="textgym-proposals-") as scratch:
+        cache = args.proposal_cache or scratch
+        splits = {
+            name: run_candidate_episodes(args.env, kwargs, episodes, first_turn(ids), 16, proposal_cache=cache)
+            for name, kwargs, episodes, ids in (
+                ("train", env_kwargs, len(pool), pool),
+                ("validation", {**env_kwargs, "split": "validation"}, args.episodes, None),
+            )
+        }
+    space = gym.make(args.env, **env_kwargs)
+    num_candidates = int(space.action_space.n)
+    reply_tokens = int(space.observation_space["candidate_ids"].shape[0]) // num_candidates
+    space.close()
+    encoder = CandidateEncoder(args.model, num_candidates, reply_tokens, args.feature_layer)
+    data = {}
+    for name, played in splits.items():
+        features, rewards, tops, prompts = [], [], [], []
+        for start in range(0, len(played), encoder.encode_batch):
+            chunk = played[start : start + encoder.encode_batch]
+            batch = {key: np.stack([p["observation"][key] for p in chunk]) for key in CANDIDATE_KEYS}
+            encoded = encoder.encode(batch).numpy()
+            for episode, candidates in zip(chunk, encoded, strict=True):
+                actions = sorted(episode["rewards"])
+                prompts.append(np.arange(len(rewards), len(rewards) + len(actions)))
+                features += [candidates[action] for action in actions]
+                rewards += [episode["rewards"][action] for action in actions]
+                tops += [action == actions[0] for action in actions]  # the top candidate: the first valid one
+        data[name] = {
+            "features": np.asarray(features, dtype=float),
+            "rewards": np.asarray(rewards),
+            "tops": np.asarray(tops),
+            "prompts": prompts,
+        }
+    validation = data["validation"]
+    oracle = np.array(
+        [validation["rewards"][rows].max() - validation["rewards"][rows[0]] for rows in validation["prompts"]]
+    )
+    top_mean = float(np.mean([validation["rewards"][rows[0]] for rows in validation["prompts"]]))
+    dim = data["train"]["features"].shape[1]
+    sets = {"head": slice(0, dim), "scalars": slice(dim - NUM_SCALARS, dim)}
+    results = {
+        name: fit_probe(data["train"], validation, columns, ALPHAS, args.folds) for name, columns in sets.items()
+    }
+    print(
+        f"{provenance.measured_at()} {args.env}, first turn, fit on {len(pool)} train prompts (pool seed "
+        f"{args.pool_seed}), picked on {args.episodes} validation prompts; LM top {top_mean:.4f}, best-of-K gain "
+        f"{oracle.mean():+.4f} ({int((oracle > 0).sum())} prompts where another candidate is better)"
+    )
+    for name, result in results.items():
+        low, high = bootstrap_ci(result["gains"])
+        result["gain_mean"], result["gain_ci95"] = float(np.mean(result["gains"])), [low, high]
+        print(
+            f"  {name:8s} ({sets[name].stop - sets[name].start} features, ridge alpha {result['alpha']:g}): gain over "
+            f"the top {result['gain_mean']:+.4f}, 95% CI {low:+.4f}..{high:+.4f}, {result['wins']} wins, "
+            f"{result['losses']} losses"
+        )
+    if args.out:
+        record = {
+            "env": args.env,
+            "model": args.model,
+            "train_prompts": len(pool),
+            "pool_seed": args.pool_seed,
+            "episodes": args.episodes,
+            "top_mean": top_mean,
+            "best_of_k_gains": oracle.tolist(),
+            "probes": results,
+        }
+        Path(args.out).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
