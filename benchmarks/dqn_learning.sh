@@ -9,6 +9,13 @@
 # SentimentCandidate-v0, 2 threads). Evaluation proposes afresh, on the validation split.
 # Each run stops training at --max-train-seconds (final evaluation on top), within 15 minutes.
 # TEXTGYM_PARALLEL_RUNS jobs at a time (default 2), one torch thread each.
+# TEXTGYM_DQN_VARIANT=pool256 (give it a RUNS_DIR of its own: the run names stay those of the recipe): a pool of 256
+# train prompts, 6000 transitions or 700 s of training, and 256 validation prompts for every score. The references
+# run first and store the validation candidate sets in RUNS_DIR/proposals_<id>, which every run then reads (each
+# run also evaluates the LM's top candidate itself, --initial-eval, so its gain is paired). On SparseCompletion the
+# first 32 validation prompts hold 2 where another candidate beats the LM's top, the first 256 hold 29: 32 prompts
+# cannot show a gain there. TEXTGYM_DQN_EXTRA_ARGS is appended to every run's flags (the last of a repeated flag
+# wins), e.g. "--q-hidden 0 --q-weight-decay 0.05" for a linear head with weight decay.
 #   bash benchmarks/dqn_learning.sh [RUNS_DIR] [SEEDS...]
 set -euo pipefail
 runs="${1:-runs}"; shift || true
@@ -18,14 +25,23 @@ mkdir -p "$runs"
 throttle() { while [ "$(jobs -rp | wc -l)" -ge "${TEXTGYM_PARALLEL_RUNS:-2}" ]; do sleep 5; done; }
 for env_id in $ids; do
   name=$(echo "${env_id#TextGym/}" | sed 's/Candidate-v0//' | tr 'A-Z' 'a-z')
-  python -m baselines.dqn --env "$env_id" --model default \
-    --episodes 32 --torch-threads 1 --out "$runs/dqn_refs_${name}.json" > "$runs/dqn_refs_${name}.log" 2>&1 &
-  throttle
+  if [ "${TEXTGYM_DQN_VARIANT:-}" = pool256 ]; then
+    cache="$runs/proposals_${name}"
+    python -m baselines.dqn --env "$env_id" --model default --episodes 256 --torch-threads 2 \
+      --proposal-cache "$cache" --out "$runs/dqn_refs_${name}.json" > "$runs/dqn_refs_${name}.log" 2>&1
+    recipe=(--train-prompts 256 --total-timesteps 6000 --max-train-seconds 700 --eval-episodes 256 --initial-eval
+            --proposal-cache "$cache")
+  elif [ -n "${TEXTGYM_DQN_VARIANT:-}" ]; then
+    echo "TEXTGYM_DQN_VARIANT must be empty or 'pool256', got '${TEXTGYM_DQN_VARIANT}'" >&2; exit 2
+  else
+    python -m baselines.dqn --env "$env_id" --model default \
+      --episodes 32 --torch-threads 1 --out "$runs/dqn_refs_${name}.json" > "$runs/dqn_refs_${name}.log" 2>&1 &
+    throttle
+    recipe=(--train-prompts 96 --total-timesteps 3000 --max-train-seconds 300 --eval-episodes 32 --no-initial-eval)
+  fi
   for seed in ${seeds[@]}; do
     python -m baselines.train --algo dqn --env "$env_id" --model default --seed "$seed" \
-      --n-envs 16 --train-prompts 96 --proposal-variants 1 \
-      --total-timesteps 3000 --max-train-seconds 300 \
-      --eval-episodes 32 --no-initial-eval --torch-threads 1 --no-progress-bar \
+      --n-envs 16 --proposal-variants 1 "${recipe[@]}" ${TEXTGYM_DQN_EXTRA_ARGS:-} --torch-threads 1 --no-progress-bar \
       --out "$runs/dqn_${name}_s${seed}" > "$runs/dqn_${name}_s${seed}.log" 2>&1 &
     throttle
   done
