@@ -30,7 +30,6 @@ bootstrap CI over prompts, next to the best-of-K oracle's gain (the most any pic
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -60,9 +59,12 @@ def centred(values: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def gains_over_top(scores: np.ndarray, rewards: np.ndarray, tops: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
-    """Per prompt: the reward of its highest-scoring candidate (ties: the first) less its top candidate's."""
-    return np.array([rewards[rows[int(np.argmax(scores[rows]))]] - rewards[rows[tops[rows]][0]] for rows in prompts])
+def gains_over_top(scores: np.ndarray, rewards: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
+    """Per prompt: the reward of its highest-scoring candidate (ties: the first) less its top candidate's.
+
+    A prompt's rows are its valid candidates in index order, so its first row is the LM's top candidate.
+    """
+    return np.array([rewards[rows[int(np.argmax(scores[rows]))]] - rewards[rows[0]] for rows in prompts])
 
 
 def fit_probe(
@@ -70,8 +72,8 @@ def fit_probe(
 ) -> dict[str, Any]:
     """Choose the ridge strength by grouped cross-validation on ``train``, fit, and pick on ``validation``.
 
-    ``train`` and ``validation`` hold ``features`` (rows: candidates), ``rewards``, ``tops``
-    (True for a prompt's top candidate) and ``prompts`` (each prompt's row indices).
+    ``train`` and ``validation`` hold ``features`` (rows: candidates), ``rewards`` and
+    ``prompts`` (each prompt's row indices, its top candidate first).
     """
     features = train["features"][:, columns]
     mean, std = features.mean(0), features.std(0) + 1e-6
@@ -85,12 +87,12 @@ def fit_probe(
             fit_rows = np.concatenate([rows for rows, f in zip(train["prompts"], fold_of, strict=True) if f != fold])
             test = [rows for rows, f in zip(train["prompts"], fold_of, strict=True) if f == fold]
             weights = ridge(standard[fit_rows], targets[fit_rows], alpha)
-            held_out += list(gains_over_top(standard @ weights, train["rewards"], train["tops"], test))
+            held_out += list(gains_over_top(standard @ weights, train["rewards"], test))
         cross_validated[alpha] = float(np.mean(held_out))
     alpha = max(alphas, key=lambda a: (cross_validated[a], a))  # ties: the stronger shrinkage
     weights = ridge(standard, targets, alpha)
     scores = ((validation["features"][:, columns] - mean) / std) @ weights
-    gains = gains_over_top(scores, validation["rewards"], validation["tops"], validation["prompts"])
+    gains = gains_over_top(scores, validation["rewards"], validation["prompts"])
     return {
         "alpha": alpha,
         "cross_validated_gain": cross_validated,
@@ -122,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import textgym  # noqa: F401 - registers the ids
-    from baselines.common.candidates import CANDIDATE_KEYS, candidate_env, run_candidate_episodes
+    from baselines.common.candidates import (
+        CANDIDATE_KEYS,
+        branch,
+        candidate_env,
+        candidate_shape,
+        run_candidate_episodes,
+    )
     from baselines.dqn.encoder import NUM_SCALARS, CandidateEncoder
     from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
     from textgym.wrappers import PromptPool
@@ -134,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except (gym.error.Error, ValueError) as problem:
         parser.error(f"{args.env}: {problem}")
     pool = PromptPool(probe_env, args.train_prompts, args.pool_seed).pool
+    num_candidates, reply_tokens = candidate_shape(probe_env.observation_space, probe_env.action_space)
     probe_env.close()
 
     def first_turn(prompt_ids: list[str] | None) -> Any:
@@ -145,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             game = env.unwrapped
             rewards = {}
             for action in np.flatnonzero(game.action_masks()).tolist():
-                branch = copy.deepcopy(game)  # the copy reloads its LM by name: route it through the batcher
-                branch.proposer = batcher
-                rewards[action] = float(branch.step(action)[1])
+                rewards[action] = float(branch(game, batcher).step(action)[1])
             return {"observation": {key: np.asarray(observation[key]) for key in CANDIDATE_KEYS}, "rewards": rewards}
 
         return play
@@ -161,14 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("validation", {**env_kwargs, "split": "validation"}, args.episodes, None),
             )
         }
-    space = gym.make(args.env, **env_kwargs)
-    num_candidates = int(space.action_space.n)
-    reply_tokens = int(space.observation_space["candidate_ids"].shape[0]) // num_candidates
-    space.close()
     encoder = CandidateEncoder(args.model, num_candidates, reply_tokens, args.feature_layer)
     data = {}
     for name, played in splits.items():
-        features, rewards, tops, prompts = [], [], [], []
+        features, rewards, prompts = [], [], []
         for start in range(0, len(played), encoder.encode_batch):
             chunk = played[start : start + encoder.encode_batch]
             batch = {key: np.stack([p["observation"][key] for p in chunk]) for key in CANDIDATE_KEYS}
@@ -178,11 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 prompts.append(np.arange(len(rewards), len(rewards) + len(actions)))
                 features += [candidates[action] for action in actions]
                 rewards += [episode["rewards"][action] for action in actions]
-                tops += [action == actions[0] for action in actions]  # the top candidate: the first valid one
         data[name] = {
             "features": np.asarray(features, dtype=float),
             "rewards": np.asarray(rewards),
-            "tops": np.asarray(tops),
             "prompts": prompts,
         }
     validation = data["validation"]

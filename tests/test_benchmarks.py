@@ -273,15 +273,14 @@ def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
 
 def _probe_split(rewards_per_prompt, informative, rng):
     """Probe inputs: one row per candidate, column 0 the reward itself when ``informative`` (else noise)."""
-    rows, rewards, tops, prompts = [], [], [], []
+    rows, rewards, prompts = [], [], []
     for candidate_rewards in rewards_per_prompt:
         prompts.append(np.arange(len(rewards), len(rewards) + len(candidate_rewards)))
-        for index, reward in enumerate(candidate_rewards):
+        for reward in candidate_rewards:
             signal = reward if informative else rng.normal()
             rows.append([signal, *rng.normal(size=3)])
             rewards.append(reward)
-            tops.append(index == 0)
-    return {"features": np.asarray(rows), "rewards": np.asarray(rewards), "tops": np.asarray(tops), "prompts": prompts}
+    return {"features": np.asarray(rows), "rewards": np.asarray(rewards), "prompts": prompts}
 
 
 def test_probe_picks_the_best_candidate_of_every_prompt_when_a_feature_is_the_reward(monkeypatch):

@@ -6,6 +6,7 @@ and reference pickers (:mod:`baselines.dqn`) and the benchmarks' random agent.
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from collections.abc import Callable
@@ -57,6 +58,17 @@ def candidate_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
             "its references need a candidate-level id, e.g. TextGym/SentimentCandidate-v0"
         )
     return env
+
+
+def branch(game: gym.Env, batcher: Any) -> gym.Env:
+    """A deep copy of the unwrapped candidate-level env ``game``, to try an action on without playing it.
+
+    The copy reloads its LM by name, so its proposals are routed through ``batcher`` again
+    (the one :func:`run_candidate_episodes` hands to ``play``).
+    """
+    copied = copy.deepcopy(game)
+    copied.proposer = batcher
+    return copied
 
 
 def run_candidate_episodes(

@@ -10,7 +10,6 @@ All three pickers start from the same resets as the evaluation of a trained poli
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 import textgym  # noqa: F401 - registers the ids
-from baselines.common.candidates import run_candidate_episodes
+from baselines.common.candidates import branch, run_candidate_episodes
 from baselines.common.cli import EXIT_OK, EXIT_USAGE, add_episodes, error, integer_at_least
 from baselines.common.evaluation import reward_summary
 from textgym.stats import EVAL_SEED_BASE
@@ -64,17 +63,12 @@ def candidate_references(
     if unknown or not pickers:
         raise ValueError(f"pickers must be some of {PICKERS}, got {pickers!r}")
 
-    def twin(game: Any, batcher: Any) -> Any:
-        copied = copy.deepcopy(game)  # the copy reloads its LM by name: route it through the batcher again
-        copied.proposer = batcher
-        return copied
-
     def play(env: gym.Env, index: int, batcher: Any) -> dict[str, float]:
         env.reset(seed=seed + index)
         rng = np.random.default_rng([seed, index])
         totals = {}
         for name in pickers:
-            game = twin(env.unwrapped, batcher)
+            game = branch(env.unwrapped, batcher)
             total, done = 0.0, False
             while not done:
                 valid = np.flatnonzero(game.action_masks())
@@ -85,8 +79,8 @@ def candidate_references(
                 else:
                     trials = []
                     for action in valid:
-                        branch = twin(game, batcher)
-                        trials.append((branch.step(int(action)), branch))
+                        copied = branch(game, batcher)
+                        trials.append((copied.step(int(action)), copied))
                     best = max(range(len(trials)), key=lambda i: (trials[i][0][1], -i))
                     result, game = trials[best]
                 total += float(result[1])
