@@ -46,7 +46,7 @@ from baselines.algorithms import ALGOS, UnknownAlgorithmError, algorithm  # noqa
 from baselines.checkpoint import CheckpointError, read_metadata  # noqa: E402
 from baselines.common.config import command_line  # noqa: E402
 from baselines.common.loading import load_trained  # noqa: E402
-from textgym.files import build_directory
+from textgym.files import build_directory  # noqa: E402
 from textgym.models import load_tokenizer  # noqa: E402
 
 
