@@ -13,7 +13,9 @@ runs' own prompts first) with ``--draws`` sampling seeds (``10000 + d``; draw 0 
 own). A prompt's reward is its mean over the draws. It prints the start's mean, each run's
 mean and gain, and the gain's 95% bootstrap CI over prompt-runs and with prompts resampled
 (the start plays each prompt once for all runs, so prompts are the independent units), and
-the median reply perplexity under ``--model`` of each policy.
+the median reply perplexity under ``--model`` of each policy. ``--breakdown FIELD`` adds the
+same paired gain for the prompts of each value of a reset-info field, and for the rest, e.g.
+SparseCompletion's ``family``: where a gain comes from one problem family, it says so.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=integer_at_least(1), default=2, help="sampled replies per prompt")
     parser.add_argument("--torch-threads", type=integer_at_least(1), default=2)
     parser.add_argument("--out", default=None, help="JSON file for every prompt's rewards and the summary")
+    parser.add_argument(
+        "--breakdown", metavar="FIELD", default=None, help="also the gain per value of this reset-info field"
+    )
     args = parser.parse_args(argv)
 
     import provenance
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     env_id, env_kwargs, reference = meta["env"], {**meta["env_kwargs"], "split": "validation"}, meta["model"]
+    labels = None
+    if args.breakdown is not None:
+        try:
+            labels = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, args.breakdown)
+        except KeyError as problem:
+            parser.error(f"--breakdown {args.breakdown}: {problem.args[0]}")
 
     def play(run: str, starting_policy: bool = False) -> dict[str, Any]:
         checkpoint = str(Path(run) / "checkpoint")
@@ -84,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(played)} runs: {rescoring.gain_text(summary)}; reply perplexity median "
         f"{np.median(start['draw_perplexity_medians']):.1f} -> " + " / ".join(f"{m:.1f}" for m in medians)
     )
+    if labels is not None:
+        groups = rescoring.breakdown(labels, start["rewards"], {run: p["rewards"] for run, p in played.items()})
+        summary["breakdown"] = {"field": args.breakdown, "labels": labels, "groups": groups}
+        for label, parts in groups.items():
+            print(
+                f"  {args.breakdown}={label}: "
+                + "; ".join(
+                    f"{part} ({part_summary['prompts']} prompts) {rescoring.gain_text(part_summary)}"
+                    for part, part_summary in parts.items()
+                )
+            )
+            for part_summary in parts.values():
+                part_summary["start_mean"] = part_summary.pop("top_mean")
     if args.out:
         summary["start_mean"] = summary.pop("top_mean")
         record = {"env": env_id, "episodes": args.episodes, "draws": args.draws, "start": start, "played": played}

@@ -76,6 +76,29 @@ def sampled_draws(
     return {"rewards": np.mean(rewards, axis=0).tolist(), "draw_means": means, "draw_perplexity_medians": medians}
 
 
+def prompt_labels(env_id: str, env_kwargs: dict[str, Any], episodes: int, field: str) -> list[str]:
+    """The reset info ``field`` of each evaluation episode (episode ``i`` resets with ``EVAL_SEED_BASE + i``).
+
+    Raises:
+        KeyError: The env's reset info has no ``field``; the message names the fields it has.
+    """
+    import gymnasium as gym
+
+    from textgym.stats import EVAL_SEED_BASE
+
+    env = gym.make(env_id, **{**env_kwargs, "render_mode": None})
+    labels = []
+    try:
+        for episode in range(episodes):
+            _, info = env.reset(seed=EVAL_SEED_BASE + episode)
+            if field not in info:
+                raise KeyError(f"{env_id}'s reset info has no {field!r}; it has {sorted(info)}")
+            labels.append(str(info[field]))
+    finally:
+        env.close()
+    return labels
+
+
 def paired_summary(start: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
     """Each run's mean and gain over ``start`` (same prompts, in order), and the gain's CIs pooled and per prompt."""
     from textgym.stats import bootstrap_ci
@@ -90,6 +113,24 @@ def paired_summary(start: list[float], runs: dict[str, list[float]]) -> dict[str
         "gain_ci95_prompt_runs": bootstrap_ci(pooled.tolist()),
         "gain_ci95_prompts": bootstrap_ci(per_prompt.tolist()),
     }
+
+
+def breakdown(labels: list[str], start: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
+    """:func:`paired_summary` of the prompts with each label, and of the prompts without it."""
+    labels_array = np.asarray(labels)
+    start_array = np.asarray(start)
+    result = {}
+    for label in sorted(set(labels)):
+        parts = {}
+        for part, keep in (("with", labels_array == label), ("without", labels_array != label)):
+            if keep.sum() < 2:  # a bootstrap CI needs two prompts
+                continue
+            summary = paired_summary(
+                start_array[keep].tolist(), {name: np.asarray(r)[keep].tolist() for name, r in runs.items()}
+            )
+            parts[part] = {"prompts": int(keep.sum()), **summary}
+        result[label] = parts
+    return result
 
 
 def gain_text(summary: dict[str, Any]) -> str:

@@ -257,6 +257,28 @@ def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
     first, second = two["start"]["draw_perplexity_medians"]
     assert first == pytest.approx(result["start"]["draw_perplexity_medians"][0]) and second != first
 
+    # --breakdown: the paired gain of the prompts with each value of a reset-info field, and of the rest.
+    argv = [*map(str, runs), "--episodes", "4", "--draws", "1", "--torch-threads", "1", "--out", str(out)]
+    assert rescore_lm_runs.main([*argv, "--breakdown", "prompt_id"]) == 0
+    four = json.loads(out.read_text(encoding="utf-8"))
+    start = four["start"]["rewards"]
+    gains = [sum(four["played"][str(run)]["rewards"][i] - start[i] for run in runs) / 2 for i in range(4)]
+    labels = four["breakdown"]["labels"]
+    assert four["breakdown"]["field"] == "prompt_id" and len(set(labels)) == 4  # one prompt each: no CI "with"
+    for index, label in enumerate(labels):
+        group = four["breakdown"]["groups"][label]
+        assert set(group) == {"without"} and group["without"]["prompts"] == 3
+        assert group["without"]["gain_mean"] == pytest.approx((sum(gains) - gains[index]) / 3)
+        assert group["without"]["start_mean"] == pytest.approx((sum(start) - start[index]) / 3)
+    assert rescore_lm_runs.main([*argv, "--breakdown", "turn"]) == 0  # every prompt's first turn: one group
+    (only,) = json.loads(out.read_text(encoding="utf-8"))["breakdown"]["groups"].values()
+    assert set(only) == {"with"} and only["with"]["gain_mean"] == pytest.approx(sum(gains) / 4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        rescore_lm_runs.main([*argv, "--breakdown", "family"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--breakdown family" in err and "'prompt_id'" in err
+
     # A run of another start, and a candidate picker, are refused before anything is played.
     other = tmp_path / "ppo_tempered"
     assert (
