@@ -15,7 +15,8 @@ training budget, are what holds the DQN back.
   (:class:`textgym.wrappers.PromptPool`), each reset with seed ``i``; validation prompts:
   the evaluation's, episode ``i`` with seed ``10000 + i``. Only the first turn is probed (a
   later turn's context holds the reply picked before).
-* Every valid candidate is scored on a deep copy of the env (as the best-of-K reference).
+* Every valid candidate is scored on a deep copy of the env (as the best-of-K reference),
+  which proposes no next turn (:class:`NoNextTurn`).
 * The scorer is a ridge regression on features standardised with the train prompts'
   statistics and centred within each prompt (only the order of one prompt's candidates
   matters to a greedy pick), its strength chosen by grouped cross-validation over the train
@@ -57,6 +58,30 @@ def centred(values: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
     for rows in prompts:
         out[rows] -= out[rows].mean(0)
     return out
+
+
+class NoNextTurn:
+    """A proposer for the scored copies of a first turn: placeholder candidates, no LM call.
+
+    Scoring a candidate on a copy of the env (:func:`baselines.common.candidates.branch`)
+    ends the turn, and on a multi-turn task the copy then proposes the next turn's K
+    candidates, which the probe never looks at: on Dialogue that was four LM candidate sets
+    for every prompt's one that is probed.
+    """
+
+    def propose(self, prompt: Any, num_candidates: int, max_new_tokens: int, seed: int) -> list[Any]:
+        """``num_candidates`` finished one-word replies (distinct, so every one stays valid)."""
+        from textgym.lm import Completion
+
+        return [Completion(text=f"unproposed {index}", finished=True) for index in range(num_candidates)]
+
+
+def first_turn_rewards(game: Any) -> dict[int, float]:
+    """The reward of each valid candidate of ``game``'s current turn, each played on a copy of the env."""
+    from baselines.common.candidates import branch
+
+    actions = np.flatnonzero(game.action_masks()).tolist()
+    return {action: float(branch(game, NoNextTurn()).step(action)[1]) for action in actions}
 
 
 def gains_over_top(scores: np.ndarray, rewards: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
@@ -126,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     import textgym  # noqa: F401 - registers the ids
     from baselines.common.candidates import (
         CANDIDATE_KEYS,
-        branch,
         candidate_env,
         candidate_shape,
         run_candidate_episodes,
@@ -151,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 observation, _ = env.reset(seed=EVAL_SEED_BASE + index)
             else:
                 observation, _ = env.reset(seed=index, options={"prompt_id": prompt_ids[index]})
-            game = env.unwrapped
-            rewards = {}
-            for action in np.flatnonzero(game.action_masks()).tolist():
-                rewards[action] = float(branch(game, batcher).step(action)[1])
+            rewards = first_turn_rewards(env.unwrapped)
             return {"observation": {key: np.asarray(observation[key]) for key in CANDIDATE_KEYS}, "rewards": rewards}
 
         return play

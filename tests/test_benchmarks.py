@@ -346,6 +346,50 @@ def test_probe_candidates_writes_gains_bounded_by_best_of_k(tmp_path, tiny_model
         assert probe["gain_ci95"][0] <= probe["gain_mean"] <= probe["gain_ci95"][1]
 
 
+def test_probe_scores_a_dialogues_first_turn_without_proposing_its_next(tmp_path, tiny_model, monkeypatch):
+    import gymnasium as gym
+
+    from baselines.common.candidates import branch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import probe_candidates
+
+    from textgym.envs.dialogue import chatterbot_conversations
+    from textgym.lm import Completion
+
+    first_replies = {c.conversation_id: c.turns[0].references[0] for c in chatterbot_conversations()}
+
+    class Replies:
+        """The corpus reply of the conversation's first turn and two others (the tiny LM's score 0), counted."""
+
+        calls = 0
+        conversation = ""
+
+        def propose(self, prompt, num_candidates, max_new_tokens, seed):
+            Replies.calls += 1
+            texts = [first_replies.get(Replies.conversation, "Hello."), "Nothing at all.", "What is your name?"]
+            return [Completion(text=text, finished=True) for text in texts[:num_candidates]]
+
+    env = gym.make("TextGym/DialogueCandidate-v0", model=tiny_model, num_candidates=3, max_reply_tokens=48)
+    game = env.unwrapped
+    game.proposer = Replies()
+    Replies.conversation = env.reset(seed=5)[1]["prompt_id"]
+    Replies.calls = 0
+    env.reset(seed=5)
+    rewards = probe_candidates.first_turn_rewards(game)
+    assert Replies.calls == 1  # the turn's own set; scoring proposed nothing
+    # The same rewards as a copy that goes on to propose the next turn.
+    played = {a: float(branch(game, game.proposer).step(a)[1]) for a in np.flatnonzero(game.action_masks())}
+    assert Replies.calls == 1 + 3
+    assert rewards == pytest.approx(played) and len(set(rewards.values())) >= 2
+
+    # End to end, the LM proposes one candidate set per probed prompt and no more.
+    cache = tmp_path / "sets"
+    argv = ["TextGym/DialogueCandidate-v0", "--model", "tiny", "--train-prompts", "6", "--episodes", "4"]
+    assert probe_candidates.main([*argv, "--torch-threads", "1", "--proposal-cache", str(cache)]) == 0
+    assert len(list(cache.rglob("*.json"))) == 6 + 4
+
+
 def test_probe_candidates_refuses_an_env_without_candidates(tiny_model, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import probe_candidates
