@@ -70,7 +70,7 @@ class NoNextTurn:
     """
 
     def propose(self, prompt: Any, num_candidates: int, max_new_tokens: int, seed: int) -> list[Any]:
-        """``num_candidates`` finished one-word replies (distinct, so every one stays valid)."""
+        """``num_candidates`` finished placeholder replies, distinct (a repeated one would be masked out)."""
         from textgym.lm import Completion
 
         return [Completion(text=f"unproposed {index}", finished=True) for index in range(num_candidates)]

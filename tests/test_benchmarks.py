@@ -382,6 +382,7 @@ def test_probe_scores_a_dialogues_first_turn_without_proposing_its_next(tmp_path
     played = {a: float(branch(game, game.proposer).step(a)[1]) for a in np.flatnonzero(game.action_masks())}
     assert Replies.calls == 1 + 3
     assert rewards == pytest.approx(played) and len(set(rewards.values())) >= 2
+    env.close()
 
     # End to end, the LM proposes one candidate set per probed prompt and no more.
     cache = tmp_path / "sets"
