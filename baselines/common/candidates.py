@@ -60,14 +60,15 @@ def candidate_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     return env
 
 
-def branch(game: gym.Env, batcher: Any) -> gym.Env:
+def branch(game: gym.Env, proposer: Any) -> gym.Env:
     """A deep copy of the unwrapped candidate-level env ``game``, to try an action on without playing it.
 
-    The copy reloads its LM by name, so its proposals are routed through ``batcher`` again
-    (the one :func:`run_candidate_episodes` hands to ``play``).
+    The copy reloads its LM by name, so its proposals go to ``proposer``: the batcher
+    :func:`run_candidate_episodes` hands to ``play``, to go on playing the copy, or one that
+    skips the LM where the copy's next turn is never looked at.
     """
     copied = copy.deepcopy(game)
-    copied.proposer = batcher
+    copied.proposer = proposer
     return copied
 
 
