@@ -127,6 +127,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "feature_layer",
             "proposal_variants",
             "proposal_cache",
+            "train_proposal_cache",
         ),
         vec_env_cls="baselines.vec_env:BatchedProposalVecEnv",
         build="baselines.dqn.builder:build_dqn",

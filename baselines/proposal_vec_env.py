@@ -13,7 +13,10 @@ sets per context (:class:`ReusedProposals`) and hands them out again when an epi
 back to that context, so a run sees each set under several actions for the price of one
 generation. Evaluation envs never reuse: they propose as the env does, but runs that evaluate
 the same prompts with the same LM can keep what was proposed on disk (:class:`StoredProposals`)
-and so generate each of the evaluation's candidate sets once between them.
+and so generate each of the evaluation's candidate sets once between them. A training vector env
+given ``proposal_store`` keeps its reused sets on disk too, each variant generated with a seed of
+its own, so that runs on the same pool of prompts (seeds of one recipe) share them, and
+:func:`store_first_turns` can generate a pool's first-turn sets once, before any run.
 """
 
 from __future__ import annotations
@@ -57,15 +60,21 @@ class ReusedProposals:
         lm: The LM that generates the sets (e.g. a candidate-level env's ``proposer``).
         variants: Candidate sets kept per context (>= 1).
         max_entries: Sets kept in all; the least recently used are dropped beyond it.
+        seed_by_variant: Generate variant ``v`` with seed ``v`` rather than the first request's
+            seed, so that a (context, variant) asks ``lm`` for the same set in every run: with a
+            :class:`StoredProposals` ``lm`` shared by runs, each set is generated once between them.
 
     Raises:
         ValueError: ``variants`` or ``max_entries`` is not a positive integer.
     """
 
-    def __init__(self, lm: LanguageModel, variants: int, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, lm: LanguageModel, variants: int, max_entries: int = 100_000, seed_by_variant: bool = False
+    ) -> None:
         self.lm = lm
         self.variants = check_integer(variants, "proposal variants", minimum=1)
         self.max_entries = check_integer(max_entries, "max_entries", minimum=1)
+        self.seed_by_variant = bool(seed_by_variant)
         self.sets: OrderedDict[Hashable, list[Completion]] = OrderedDict()
         self.hits = self.misses = 0
 
@@ -79,7 +88,8 @@ class ReusedProposals:
         missing: dict[Hashable, ProposalRequest] = {}
         for key, request in zip(keys, requests, strict=True):
             if key not in self.sets:
-                missing.setdefault(key, request)  # the first request's seed generates the set
+                prompt, k, n, _ = request
+                missing.setdefault(key, (prompt, k, n, key[3]) if self.seed_by_variant else request)
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
         if missing:
@@ -169,13 +179,44 @@ class StoredProposals:
         os.replace(temporary, path)
 
 
-def share_batcher(envs: Sequence[gym.Env], proposal_variants: int = 0) -> ProposalBatcher | None:
+def store_namespace(env: gym.Env) -> str:
+    """What a training store's sets depend on beyond the request: the env's id and ``gym.make`` arguments."""
+    spec = env.spec
+    if spec is None:
+        raise ValueError(f"{env} has no spec: a proposal store needs an env made by gym.make")
+    return json.dumps(["train", spec.id, spec.kwargs], sort_keys=True, default=str)
+
+
+def training_proposer(
+    lm: LanguageModel, proposal_variants: int, store: tuple[str, str] | None = None
+) -> ReusedProposals:
+    """The proposer a training vector env's envs share: ``proposal_variants`` kept sets per context.
+
+    With ``store``, a directory and a namespace (:func:`store_namespace`), the sets are also
+    kept on disk, each variant generated with a seed of its own (:class:`ReusedProposals`
+    ``seed_by_variant``), so every run given the directory meets the same sets.
+    """
+    if isinstance(lm, ReusedProposals):
+        lm = lm.lm
+    if isinstance(lm, StoredProposals):
+        lm = lm.lm
+    if store is None:
+        return ReusedProposals(lm, proposal_variants)
+    directory, namespace = store
+    return ReusedProposals(StoredProposals(lm, directory, namespace), proposal_variants, seed_by_variant=True)
+
+
+def share_batcher(
+    envs: Sequence[gym.Env], proposal_variants: int = 0, proposal_store: str | os.PathLike | None = None
+) -> ProposalBatcher | None:
     """Give every candidate-level env in ``envs`` one :class:`ProposalBatcher` as its proposer.
 
     Args:
         envs: The envs.
         proposal_variants: 0: every turn is proposed afresh, as the env does alone; N > 0:
             the batcher answers through :class:`ReusedProposals` with N sets per context.
+        proposal_store: With ``proposal_variants``, a directory where the kept sets are also
+            stored for other runs on the same env id and arguments (:func:`training_proposer`).
 
     Returns:
         The batcher, or None when the envs propose nothing (token or utterance level).
@@ -186,11 +227,79 @@ def share_batcher(envs: Sequence[gym.Env], proposal_variants: int = 0) -> Propos
     first = proposers[0]
     lm = first.lm if isinstance(first, ProposalBatcher) else first
     if proposal_variants:
-        lm = ReusedProposals(lm.lm if isinstance(lm, ReusedProposals) else lm, proposal_variants)
+        store = None if proposal_store is None else (str(proposal_store), store_namespace(envs[0]))
+        lm = training_proposer(lm, proposal_variants, store)
     batcher = ProposalBatcher(lm)
     for env in envs:
         env.unwrapped.proposer = batcher
     return batcher
+
+
+class _RequestRecorder:
+    """A proposer that records the requests made of it and answers placeholders, without an LM."""
+
+    def __init__(self) -> None:
+        self.requests: list[ProposalRequest] = []
+
+    def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
+        self.requests.append((prompt, num_candidates, max_new_tokens, seed))
+        return [Completion(text=f"unproposed {index}", finished=True) for index in range(num_candidates)]
+
+
+def store_first_turns(
+    env: gym.Env,
+    prompt_ids: Sequence[str],
+    proposal_variants: int,
+    proposal_store: str | os.PathLike,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Generate the first-turn candidate sets of ``prompt_ids`` into a training proposal store.
+
+    A training run given ``proposal_store`` (``--train-proposal-cache``) with the same env id,
+    ``gym.make`` arguments and ``proposal_variants`` then finds every first turn of these prompts
+    stored, e.g. a DQN's pool of prompts (``--train-prompts``, ``--pool-seed``): its seeds share
+    the sets instead of each generating them in its time budget.
+
+    Args:
+        env: A candidate-level env made by ``gym.make`` with the run's arguments; its proposer
+            generates the sets.
+        prompt_ids: The prompts (``reset(options={"prompt_id": ...})``).
+        proposal_variants: The run's ``--proposal-variants`` (sets kept per context).
+        proposal_store: The store's directory.
+        batch_size: Sets generated in one batch.
+        progress: Called with (sets done, sets in all) after each batch.
+
+    Returns:
+        Sets generated, and sets found already stored.
+
+    Raises:
+        ValueError: ``env`` proposes nothing, or a number is not a positive integer.
+    """
+    check_integer(proposal_variants, "proposal_variants", minimum=1)
+    check_integer(batch_size, "batch_size", minimum=1)
+    game = env.unwrapped
+    lm = original = getattr(game, "proposer", None)
+    if lm is None:
+        raise ValueError(f"{env.spec.id if env.spec else env} proposes no candidates: nothing to store")
+    lm = lm.lm if isinstance(lm, ProposalBatcher) else lm
+    proposer = training_proposer(lm, proposal_variants, (str(proposal_store), store_namespace(env)))
+    requests: list[ProposalRequest] = []
+    recorder = _RequestRecorder()
+    game.proposer = recorder
+    try:
+        for prompt_id in prompt_ids:
+            env.reset(seed=0, options={"prompt_id": prompt_id})
+            prompt, k, n, _ = recorder.requests[-1]  # the first turn's: a reset proposes once
+            requests += [(prompt, k, n, variant) for variant in range(proposal_variants)]
+    finally:
+        game.proposer = original
+    store = proposer.lm
+    for start in range(0, len(requests), batch_size):
+        proposer.propose_many(requests[start : start + batch_size])
+        if progress is not None:
+            progress(min(start + batch_size, len(requests)), len(requests))
+    return store.misses, store.hits
 
 
 class BatchedProposalVecEnv(DummyVecEnv):
@@ -203,15 +312,25 @@ class BatchedProposalVecEnv(DummyVecEnv):
         env_fns: Functions that make the envs.
         proposal_variants: 0: candidate-level envs propose afresh every turn; N > 0: they
             share N kept candidate sets per context (:class:`ReusedProposals`), for training.
+        proposal_store: With ``proposal_variants``, a directory where the kept sets are also
+            stored, shared by every run given it (:func:`training_proposer`).
 
     Raises:
-        ValueError: ``proposal_variants`` is negative, or set for envs that propose nothing.
+        ValueError: ``proposal_variants`` is negative, or set for envs that propose nothing;
+            ``proposal_store`` without ``proposal_variants``.
     """
 
-    def __init__(self, env_fns: list[Callable[[], gym.Env]], proposal_variants: int = 0) -> None:
+    def __init__(
+        self,
+        env_fns: list[Callable[[], gym.Env]],
+        proposal_variants: int = 0,
+        proposal_store: str | os.PathLike | None = None,
+    ) -> None:
         proposal_variants = check_integer(proposal_variants, "proposal_variants", minimum=0)
+        if proposal_store is not None and not proposal_variants:
+            raise ValueError(f"proposal_store={str(proposal_store)!r} keeps reused sets: give proposal_variants >= 1")
         super().__init__(env_fns)
-        self.batcher = share_batcher(self.envs, proposal_variants)
+        self.batcher = share_batcher(self.envs, proposal_variants, proposal_store)
         if proposal_variants and self.batcher is None:
             self.close()
             raise ValueError(f"proposal_variants={proposal_variants} needs candidate-level envs; these propose nothing")

@@ -16,6 +16,11 @@
 # first 32 validation prompts hold 2 where another candidate beats the LM's top, the first 256 hold 29: 32 prompts
 # cannot show a gain there. TEXTGYM_DQN_EXTRA_ARGS is appended to every run's flags (the last of a repeated flag
 # wins), e.g. "--q-hidden 0 --q-weight-decay 0.05" for a linear head with weight decay.
+# TEXTGYM_DQN_VARIANT=stored: the pool256 variant on a pool of TEXTGYM_DQN_POOL prompts (default 512) drawn with pool
+# seed 0 for every run, whose first-turn candidate sets benchmarks/store_pool_proposals.py generates once, before the
+# runs, into RUNS_DIR/train_sets_<id> (--train-proposal-cache): the seeds share the sets and spend their time budget
+# learning (a Summarization set costs seconds to generate, so a run that generated its own pool of 256 could not).
+# 12000 transitions or 700 s of training; the references are not played again when their result file exists.
 #   bash benchmarks/dqn_learning.sh [RUNS_DIR] [SEEDS...]
 set -euo pipefail
 runs="${1:-runs}"; shift || true
@@ -25,14 +30,23 @@ mkdir -p "$runs"
 throttle() { while [ "$(jobs -rp | wc -l)" -ge "${TEXTGYM_PARALLEL_RUNS:-2}" ]; do sleep 5; done; }
 for env_id in $ids; do
   name=$(echo "${env_id#TextGym/}" | sed 's/Candidate-v0//' | tr 'A-Z' 'a-z')
-  if [ "${TEXTGYM_DQN_VARIANT:-}" = pool256 ]; then
+  if [ "${TEXTGYM_DQN_VARIANT:-}" = pool256 ] || [ "${TEXTGYM_DQN_VARIANT:-}" = stored ]; then
     cache="$runs/proposals_${name}"
-    python -m baselines.dqn --env "$env_id" --model default --episodes 256 --torch-threads 2 \
-      --proposal-cache "$cache" --out "$runs/dqn_refs_${name}.json" > "$runs/dqn_refs_${name}.log" 2>&1
+    if [ ! -f "$runs/dqn_refs_${name}.json" ]; then
+      python -m baselines.dqn --env "$env_id" --model default --episodes 256 --torch-threads 2 \
+        --proposal-cache "$cache" --out "$runs/dqn_refs_${name}.json" > "$runs/dqn_refs_${name}.log" 2>&1
+    fi
     recipe=(--train-prompts 256 --total-timesteps 6000 --max-train-seconds 700 --eval-episodes 256 --initial-eval
             --proposal-cache "$cache")
+    if [ "${TEXTGYM_DQN_VARIANT}" = stored ]; then
+      pool=(--train-prompts "${TEXTGYM_DQN_POOL:-512}" --pool-seed 0 --proposal-variants 1
+            --train-proposal-cache "$runs/train_sets_${name}")
+      python benchmarks/store_pool_proposals.py --algo dqn --env "$env_id" --model default "${pool[@]}" \
+        --torch-threads 2 > "$runs/store_${name}.log" 2>&1
+      recipe+=("${pool[@]}" --total-timesteps 12000)
+    fi
   elif [ -n "${TEXTGYM_DQN_VARIANT:-}" ]; then
-    echo "TEXTGYM_DQN_VARIANT must be empty or 'pool256', got '${TEXTGYM_DQN_VARIANT}'" >&2; exit 2
+    echo "TEXTGYM_DQN_VARIANT must be empty, 'pool256' or 'stored', got '${TEXTGYM_DQN_VARIANT}'" >&2; exit 2
   else
     python -m baselines.dqn --env "$env_id" --model default \
       --episodes 32 --torch-threads 1 --out "$runs/dqn_refs_${name}.json" > "$runs/dqn_refs_${name}.log" 2>&1 &

@@ -11,7 +11,7 @@ than the LM's top candidate on validation prompts it was not fit on? Where it ca
 trained from sampled transitions cannot be expected to either, and the features, not the
 training budget, are what holds the DQN back.
 
-* Train prompts: the pool a DQN run with ``--train-prompts N --seed S`` trains on
+* Train prompts: the pool a DQN run with ``--train-prompts N --pool-seed S`` trains on
   (:class:`textgym.wrappers.PromptPool`), each reset with seed ``i``; validation prompts:
   the evaluation's, episode ``i`` with seed ``10000 + i``. Only the first turn is probed (a
   later turn's context holds the reply picked before).
@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("env", help="a candidate-level id, e.g. TextGym/DialogueCandidate-v0")
     parser.add_argument("--model", default="default", help="the env's LM, which the features also use")
     parser.add_argument("--train-prompts", type=integer_at_least(4), default=128, help="the train pool's size")
-    parser.add_argument("--pool-seed", type=integer_at_least(0), default=0, help="the pool's seed (a run's --seed)")
+    parser.add_argument(
+        "--pool-seed", type=integer_at_least(0), default=0, help="the pool's seed (a run's --pool-seed, or its --seed)"
+    )
     parser.add_argument("--episodes", type=integer_at_least(2), default=128, help="validation prompts")
     parser.add_argument("--feature-layer", type=int, default=None, help="the LM layer of the features (the DQN's)")
     parser.add_argument("--folds", type=integer_at_least(2), default=4, help="cross-validation folds over prompts")

@@ -277,6 +277,45 @@ def test_train_env_with_a_prompt_pool_reuses_proposals(tiny_model):
     env.close()
 
 
+def test_runs_sharing_a_pool_seed_and_a_train_proposal_cache_meet_the_stored_first_turns(tiny_model, tmp_path):
+    """Seeds 1 and 2 of a recipe train on the pool of --pool-seed 0, and every first turn of it
+    that store_first_turns generated beforehand is read from the store, not generated again."""
+    import gymnasium as gym
+
+    from baselines.common.config import env_kwargs_of
+    from baselines.common.loading import make_train_env, pool_seed_of
+    from baselines.proposal_vec_env import ReusedProposals, StoredProposals, store_first_turns
+    from textgym.wrappers import PromptPool
+
+    store = str(tmp_path / "train_sets")
+    shape = {"max_context_tokens": 48, "max_reply_tokens": 2, "num_candidates": 3, "n_envs": 3}
+    recipe = {"train_prompts": 5, "pool_seed": 0, "proposal_variants": 2, "train_proposal_cache": store, **shape}
+    args = [_cli_args("TextGym/SentimentCandidate-v0", seed=seed, **recipe) for seed in (1, 2)]
+    assert [pool_seed_of(a) for a in args] == [0, 0]
+    lone = gym.make(args[0].env, **env_kwargs_of(args[0]))
+    pool = PromptPool(lone, 5, 0).pool
+    assert store_first_turns(lone, pool, 2, store) == (10, 0)  # 5 prompts x 2 variants
+    assert store_first_turns(lone, pool, 2, store) == (0, 10)  # a second call finds them all
+    lone.close()
+    met: dict[tuple[bytes, bytes], set[bytes]] = {}
+    for run in args:
+        env = make_train_env(run)
+        reuse = env.batcher.lm
+        assert isinstance(reuse, ReusedProposals) and isinstance(reuse.lm, StoredProposals)
+        assert env.envs[0].get_wrapper_attr("pool") == pool  # --pool-seed 0, not the run's seed
+        obs = env.reset()
+        for _ in range(8):  # one-turn episodes: every step resets every env to a pool prompt
+            for row in range(3):
+                met.setdefault((obs["input_ids"][row].tobytes(), obs["attention_mask"][row].tobytes()), set()).add(
+                    obs["candidate_ids"][row].tobytes()
+                )
+            obs, _, _, _ = env.step(np.zeros(3, dtype=np.int64))
+        assert reuse.lm.misses == 0 and reuse.lm.hits == reuse.misses > 0  # every set came from the store
+        env.close()
+    # Both runs met at most the 2 stored variants of each of the 5 contexts, and some context twice.
+    assert len(met) <= 5 and all(len(sets) <= 2 for sets in met.values()) and sum(map(len, met.values())) > len(met)
+
+
 def test_train_env_pool_holds_only_prompts_that_fit(tiny_model):
     from baselines.common.config import Args, defaults_for
     from baselines.common.loading import make_train_env
@@ -306,6 +345,14 @@ def test_train_env_pool_holds_only_prompts_that_fit(tiny_model):
         ({"max_prompt_tokens": -1, "train_prompts": 4}, "--max-prompt-tokens must be an integer >= 0, got -1"),
         ({"algo": "ppo", "env": "TextGym/Sentiment-v0", "group_baseline": True}, "--group-baseline True applies to a"),
         ({"proposal_variants": -3}, "proposal_variants must be an integer >= 0, got -3"),
+        ({"train_proposal_cache": "t"}, "--train-proposal-cache t keeps the reused candidate sets: give --proposal-va"),
+        ({"train_proposal_cache": "t", "proposal_variants": 1, "env_workers": 2}, "--train-proposal-cache t is a dir"),
+        (
+            {"algo": "ppo", "env": "TextGym/Sentiment-v0", "train_proposal_cache": "t"},
+            "--train-proposal-cache t: only",
+        ),
+        ({"pool_seed": 3}, "--pool-seed 3 applies to a pool of prompts: give --train-prompts N too"),
+        ({"pool_seed": -2, "train_prompts": 4}, "--pool-seed must be an integer >= -1, got -2"),
     ],
 )
 def test_bad_reuse_flags_are_named(tiny_model, overrides, message):

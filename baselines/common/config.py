@@ -99,12 +99,20 @@ class Args:
     proposal_cache: str = option(
         "", "keep the evaluations' candidate sets in this directory; runs given it share them (empty: none)"
     )
+    train_proposal_cache: str = option(
+        "",
+        "keep the training envs' reused candidate sets (--proposal-variants) in this directory, each variant "
+        "generated with its own fixed seed, so that runs given it share them (empty: none)",
+    )
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
     dataset: str = option("", "the task's data: a local file or directory, or a hub id (empty: the task's own)", DATA)
     dataset_config: str = option("", "the dataset's config, e.g. 3.0.0 for CNN/DailyMail (empty: its default)", DATA)
     dataset_split: str = option("", "the dataset's own split to read (empty: the one named like the env's split)", DATA)
     train_prompts: int = option(
         0, "train on a fixed pool of N prompts of the split, drawn with the run's seed (0: the whole split)", DATA
+    )
+    pool_seed: int = option(
+        -1, "seed of the --train-prompts pool's draw: runs given the same one share their prompts (-1: --seed)", DATA
     )
     prompt_repeats: int = option(
         1, "play each prompt drawn from the --train-prompts pool N episodes in a row (its context is read once)", DATA
@@ -157,6 +165,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "q_weight_decay": (0, None, False),
     "proposal_variants": (0, None, False),
     "train_prompts": (0, None, False),
+    "pool_seed": (-1, None, False),
     "prompt_repeats": (1, None, False),
     "max_prompt_tokens": (0, None, False),
     "env_workers": (0, None, False),

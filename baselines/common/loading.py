@@ -25,12 +25,15 @@ def check_env_options(args: Args) -> None:
     """Check the options that shape the training envs, before anything is built.
 
     Raises:
-        ValueError: ``--proposal-variants`` or ``--proposal-cache`` for an algorithm that does not
-            play at candidate level, a ``--train-prompts`` below 0, a ``--prompt-repeats`` below 1,
-            a ``--max-prompt-tokens`` below 0, or one of ``--prompt-repeats``,
-            ``--max-prompt-tokens`` and ``--group-baseline`` without ``--train-prompts``.
+        ValueError: ``--proposal-variants``, ``--proposal-cache`` or ``--train-proposal-cache`` for
+            an algorithm that does not play at candidate level, ``--train-proposal-cache`` without
+            ``--proposal-variants`` or with Ray envs, a ``--train-prompts`` below 0, a
+            ``--prompt-repeats`` below 1, a ``--max-prompt-tokens`` below 0, or one of
+            ``--pool-seed``, ``--prompt-repeats``, ``--max-prompt-tokens`` and ``--group-baseline``
+            without ``--train-prompts``.
     """
-    for name in ("proposal_variants", "proposal_cache"):  # the candidate-level options a run of another level ignores
+    # The candidate-level options, which a run of another level would ignore.
+    for name in ("proposal_variants", "proposal_cache", "train_proposal_cache"):
         value = getattr(args, name)
         if value and name not in algorithm(args.algo).options:
             users = ", ".join(algo for algo in ALGOS if name in ALGOS[algo].options)
@@ -38,10 +41,22 @@ def check_env_options(args: Args) -> None:
                 f"--{name.replace('_', '-')} {value}: only candidate-level runs propose candidates "
                 f"(algorithms {users}), not --algo {args.algo}"
             )
+    if args.train_proposal_cache and not args.proposal_variants:
+        raise ValueError(
+            f"--train-proposal-cache {args.train_proposal_cache} keeps the reused candidate sets: "
+            "give --proposal-variants N too"
+        )
+    if args.train_proposal_cache and uses_ray(args):
+        raise ValueError(
+            f"--train-proposal-cache {args.train_proposal_cache} is a directory of this machine: "
+            "not for envs in Ray actors (--ray-address, --env-workers)"
+        )
     check_integer(args.train_prompts, "--train-prompts", minimum=0)
+    check_integer(args.pool_seed, "--pool-seed", minimum=-1)
     check_integer(args.prompt_repeats, "--prompt-repeats", minimum=1)
     check_integer(args.max_prompt_tokens, "--max-prompt-tokens", minimum=0)
     pool_options = (
+        ("--pool-seed", args.pool_seed, -1),
         ("--prompt-repeats", args.prompt_repeats, 1),
         ("--max-prompt-tokens", args.max_prompt_tokens, 0),
         ("--group-baseline", args.group_baseline, False),  # replies to one prompt meet in a rollout only in a pool
@@ -49,6 +64,11 @@ def check_env_options(args: Args) -> None:
     for flag, value, unset in pool_options:
         if value != unset and not args.train_prompts:
             raise ValueError(f"{flag} {value} applies to a pool of prompts: give --train-prompts N too")
+
+
+def pool_seed_of(args: Args) -> int:
+    """The seed the ``--train-prompts`` pool is drawn with: ``--pool-seed``, or the run's ``--seed``."""
+    return args.pool_seed if args.pool_seed >= 0 else args.seed
 
 
 def make_train_env(args: Args) -> Any:
@@ -60,13 +80,15 @@ def make_train_env(args: Args) -> Any:
             ``--env-workers``: Ray is missing, the cluster does not answer or is too small.
     """
     check_env_options(args)
-    reuse = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
-    # Every env holds the same pool: drawn with the run's seed, not the env's.
+    reuse: dict[str, Any] = {"proposal_variants": args.proposal_variants} if args.proposal_variants else {}
+    if args.train_proposal_cache:
+        reuse["proposal_store"] = args.train_proposal_cache
+    # Every env holds the same pool: drawn with the run's (or the pool's own) seed, not the env's.
     pool = {
         "wrapper_class": PromptPool,
         "wrapper_kwargs": {
             "size": args.train_prompts,
-            "seed": args.seed,
+            "seed": pool_seed_of(args),
             "repeats": args.prompt_repeats,
             "max_prompt_tokens": args.max_prompt_tokens or None,
         },

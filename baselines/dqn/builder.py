@@ -9,7 +9,7 @@ from stable_baselines3 import DQN
 from baselines.common.candidates import candidate_shape
 from baselines.common.config import Args, learning_rate_of, same_named
 from baselines.dqn.policy import LMQPolicy
-from baselines.proposal_vec_env import ReusedProposals
+from baselines.proposal_vec_env import ReusedProposals, StoredProposals
 
 
 def build_dqn(args: Args, env: Any) -> DQN:
@@ -72,6 +72,9 @@ def run_stats(model: DQN) -> dict[str, Any]:
         if isinstance(proposer, ReusedProposals)
         else {}
     )
+    store = getattr(proposer, "lm", None)
+    if isinstance(store, StoredProposals):  # --train-proposal-cache: of the sets not reused, those read from disk
+        reuse.update(proposal_sets_generated=store.misses, proposal_sets_read_from_store=store.hits)
     return {
         **reuse,
         "replay_bytes_per_transition": replay_bytes_per_transition(model),
