@@ -128,6 +128,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "proposal_variants",
             "proposal_cache",
             "train_proposal_cache",
+            "feature_cache",
         ),
         vec_env_cls="baselines.vec_env:BatchedProposalVecEnv",
         build="baselines.dqn.builder:build_dqn",

@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -300,6 +300,49 @@ def store_first_turns(
         if progress is not None:
             progress(min(start + batch_size, len(requests)), len(requests))
     return store.misses, store.hits
+
+
+class _OneVariant:
+    """A proposer that answers every request with variant ``variant`` of a :class:`ReusedProposals`."""
+
+    def __init__(self, reuse: ReusedProposals, variant: int) -> None:
+        self.reuse, self.variant = reuse, variant
+
+    def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
+        return self.reuse.propose(prompt, num_candidates, max_new_tokens, self.variant)
+
+
+def first_observations(
+    env: gym.Env, prompt_ids: Sequence[str], proposal_variants: int, proposal_store: str | os.PathLike
+) -> Iterator[Any]:
+    """The first observation of every prompt of ``prompt_ids`` with each of its stored candidate sets.
+
+    What a training run given ``proposal_store`` meets when it starts one of these prompts, so
+    that whatever it computes per observation (a DQN's features) can be computed beforehand.
+    Sets missing from the store are generated (and stored) as :func:`store_first_turns` would.
+
+    Args:
+        env: The candidate-level env, made by ``gym.make`` with the run's arguments.
+        prompt_ids: The prompts.
+        proposal_variants: The run's ``--proposal-variants``.
+        proposal_store: The store's directory.
+
+    Yields:
+        Observations, variant by variant, prompt by prompt.
+    """
+    check_integer(proposal_variants, "proposal_variants", minimum=1)
+    game = env.unwrapped
+    original = game.proposer
+    lm = original.lm if isinstance(original, ProposalBatcher) else original
+    reuse = training_proposer(lm, proposal_variants, (str(proposal_store), store_namespace(env)))
+    try:
+        for variant in range(proposal_variants):
+            game.proposer = _OneVariant(reuse, variant)
+            for prompt_id in prompt_ids:
+                observation, _ = env.reset(seed=0, options={"prompt_id": prompt_id})
+                yield observation
+    finally:
+        game.proposer = original
 
 
 class BatchedProposalVecEnv(DummyVecEnv):

@@ -5,7 +5,11 @@ r"""Generate a training pool's first-turn candidate sets once, for every seed of
 
 Give it the flags of the ``baselines.train`` runs that will read the sets (it reads the ones that
 decide them: ``--env`` and its arguments, ``--train-prompts``, ``--pool-seed``, ``--max-prompt-tokens``,
-``--proposal-variants``, ``--train-proposal-cache``; the others are accepted and ignored). A DQN
+``--proposal-variants``, ``--train-proposal-cache``; the others are accepted and ignored). With
+``--feature-cache`` it also computes the Q head's frozen-LM features of every stored first turn
+(``--feature-layer``), which on a long-context task cost nearly as much as the sets: about a
+second a context on one thread for Summarization's 512 tokens, so that a run encoding its own
+pool of 512 met only 900-1,200 transitions in 700 s. A DQN
 transition on a stored set costs the Q head's update only, whereas each set of a long-context task
 costs seconds of generation (Summarization: 2-5 s on one of this machine's threads), so a run
 that generated its own pool spent most of its time budget proposing. With the sets stored and
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -64,14 +69,48 @@ def main(argv: list[str] | None = None) -> int:
         generated, found = store_first_turns(
             env, pool.pool, args.proposal_variants, args.train_proposal_cache, progress=progress
         )
+        print(
+            f"{provenance.measured_at()} {args.env}: {len(pool.pool)} pool prompts (pool seed {pool_seed_of(args)}) "
+            f"x {args.proposal_variants} variants: {generated} sets generated, {found} already stored, in "
+            f"{time.perf_counter() - start:.0f} s -> {args.train_proposal_cache}"
+        )
+        if args.feature_cache:
+            start = time.perf_counter()
+            encoder = store_features(env, pool.pool, args)
+            print(
+                f"  features: {encoder.encoded} observations encoded, {encoder.stored_hits} "
+                f"already stored, in {time.perf_counter() - start:.0f} s -> {args.feature_cache}"
+            )
     finally:
         env.close()
-    print(
-        f"{provenance.measured_at()} {args.env}: {len(pool.pool)} pool prompts (pool seed {pool_seed_of(args)}) x "
-        f"{args.proposal_variants} variants: {generated} sets generated, {found} already stored, in "
-        f"{time.perf_counter() - start:.0f} s -> {args.train_proposal_cache}"
-    )
     return 0
+
+
+def store_features(env: Any, prompt_ids: list[str], args: Any) -> Any:
+    """Encode every stored first observation of ``prompt_ids`` into ``args.feature_cache``; return the encoder."""
+    import numpy as np
+    import torch
+
+    from baselines.common.candidates import CANDIDATE_KEYS, candidate_shape
+    from baselines.dqn.encoder import CandidateEncoder
+    from baselines.proposal_vec_env import first_observations
+
+    num_candidates, reply_tokens = candidate_shape(env.observation_space, env.action_space)
+    layer = None if args.feature_layer == -1 else args.feature_layer
+    encoder = CandidateEncoder(args.model, num_candidates, reply_tokens, layer, feature_store=args.feature_cache)
+
+    def encode(batch: list[dict[str, Any]]) -> None:
+        encoder({key: torch.as_tensor(np.stack([o[key] for o in batch])) for key in CANDIDATE_KEYS})
+
+    batch: list[dict[str, Any]] = []
+    for observation in first_observations(env, prompt_ids, args.proposal_variants, args.train_proposal_cache):
+        batch.append(observation)
+        if len(batch) == encoder.encode_batch:
+            encode(batch)
+            batch = []
+    if batch:
+        encode(batch)
+    return encoder
 
 
 if __name__ == "__main__":

@@ -399,3 +399,37 @@ def test_probe_candidates_refuses_an_env_without_candidates(tiny_model, capsys, 
         probe_candidates.main(["TextGym/Sentiment-v0", "--model", "tiny", "--train-prompts", "4"])
     assert exit_info.value.code == 2
     assert "proposes no candidates" in capsys.readouterr().err
+
+
+def test_store_pool_proposals_stores_the_pool_a_run_of_the_same_flags_reads(tmp_path, tiny_model, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import store_pool_proposals
+    import torch
+
+    from baselines.common.cli import parse_train_args
+    from baselines.common.loading import make_train_env
+    from baselines.dqn.encoder import CandidateEncoder
+
+    store = tmp_path / "sets"
+    flags = ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--model", "tiny", "--num-candidates", "3"]
+    flags += ["--max-context-tokens", "48", "--max-reply-tokens", "2", "--n-envs", "2", "--train-prompts", "6"]
+    flags += ["--pool-seed", "4", "--proposal-variants", "2", "--train-proposal-cache", str(store)]
+    features = tmp_path / "features"
+    assert store_pool_proposals.main([*flags, "--seed", "9", "--feature-cache", str(features)]) == 0
+    printed = capsys.readouterr().out
+    assert "12 sets generated, 0 already stored" in printed and "12 observations encoded, 0 already stored" in printed
+    assert len(list(store.glob("*.json"))) == 12
+    env = make_train_env(parse_train_args([*flags, "--seed", "1"]))
+    encoder = CandidateEncoder("tiny", 3, 2, feature_store=features)
+    obs = env.reset()
+    for _ in range(5):
+        encoder({key: torch.as_tensor(value) for key, value in obs.items()})
+        obs, _, _, _ = env.step(np.zeros(2, dtype=np.int64))
+    stored = env.batcher.lm.lm
+    assert stored.misses == 0 and stored.hits > 0  # another seed of the recipe generates nothing
+    assert encoder.encoded == 0 and encoder.stored_hits > 0  # nor runs the trunk on its first turns
+    env.close()
+    # Without a directory there is nothing to store into: refused, naming the flag.
+    without = [flag for flag in flags if flag not in ("--train-proposal-cache", str(store))]
+    assert store_pool_proposals.main(without) == 2
+    assert "give --train-proposal-cache" in capsys.readouterr().err

@@ -422,3 +422,32 @@ def test_references_cli_shares_its_proposal_cache_with_the_runs_evaluations(tiny
         patched.setattr(ShuffledWords, "propose", lambda *a: pytest.fail("proposed again"))
         result = evaluate_q_policy(model, PICK_WORD_ID, run_kwargs, episodes=5, proposal_cache=str(cache))
     assert result["reward_mean"] == pytest.approx(top, abs=1e-4)
+
+
+def test_a_feature_store_gives_another_encoder_the_same_features_without_running_the_trunk(tiny_model, tmp_path):
+    from baselines.common.candidates import CANDIDATE_KEYS, candidate_shape
+    from baselines.dqn.encoder import CandidateEncoder
+
+    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
+    rows = [env.reset(seed=seed)[0] for seed in range(5)]
+    obs = {key: torch.as_tensor(np.stack([row[key] for row in rows])) for key in CANDIDATE_KEYS}
+    k, length = candidate_shape(env.observation_space, env.action_space)
+    env.close()
+    store = tmp_path / "features"
+    first = CandidateEncoder("tiny", k, length, feature_store=store)
+    computed = first(obs)
+    assert first.encoded == 5 and first.stored_hits == 0
+    (directory,) = list(store.iterdir())
+    assert len(list(directory.glob("*.npy"))) == 5
+    second = CandidateEncoder("tiny", k, length, feature_store=store)
+    second.update_statistics = True  # features read from the store define the standardisation as encoded ones do
+    assert torch.equal(second(obs), computed)
+    assert second.encoded == 0 and second.stored_hits == 5 and second.statistics.count == 5 * k
+    # A file that does not read back as (K, feature_dim) numbers is computed again; another layer never meets these.
+    victim = sorted(directory.glob("*.npy"))[0]
+    np.save(victim, np.zeros((k + 1, first.feature_dim), dtype=np.float16))
+    third = CandidateEncoder("tiny", k, length, feature_store=store)
+    assert torch.equal(third(obs), computed) and (third.encoded, third.stored_hits) == (1, 4)
+    other_layer = CandidateEncoder("tiny", k, length, feature_layer=0, feature_store=store)
+    other_layer(obs)
+    assert other_layer.stored_hits == 0 and len(list(store.iterdir())) == 2

@@ -104,6 +104,11 @@ class Args:
         "keep the training envs' reused candidate sets (--proposal-variants) in this directory, each variant "
         "generated with its own fixed seed, so that runs given it share them (empty: none)",
     )
+    feature_cache: str = option(
+        "",
+        "keep the Q head's frozen-LM features in this directory; runs of the same model and feature layer given it "
+        "share them (empty: in memory only)",
+    )
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
     dataset: str = option("", "the task's data: a local file or directory, or a hub id (empty: the task's own)", DATA)
     dataset_config: str = option("", "the dataset's config, e.g. 3.0.0 for CNN/DailyMail (empty: its default)", DATA)

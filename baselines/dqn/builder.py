@@ -33,6 +33,7 @@ def build_dqn(args: Args, env: Any) -> DQN:
         "net_arch": [args.q_hidden] if args.q_hidden else [],
         "feature_layer": None if args.feature_layer == -1 else args.feature_layer,
         "cache_size": max(20_000, 2 * args.buffer_size),
+        "feature_store": args.feature_cache or None,
     }
     if args.q_weight_decay:
         policy_kwargs["optimizer_kwargs"] = {"weight_decay": args.q_weight_decay}
@@ -82,6 +83,8 @@ def run_stats(model: DQN) -> dict[str, Any]:
         "feature_cache_bytes": cached,
         "feature_cache_hits": encoder.hits,
         "feature_cache_misses": encoder.misses,
+        "features_encoded": encoder.encoded,
+        "features_read_from_store": encoder.stored_hits,
         "trunk_parameters_shared": sum(p.numel() for p in encoder.lm.parameters()),
         "head_parameters": sum(p.numel() for p in model.policy.q_net.parameters()),
     }

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,6 +76,11 @@ class CandidateEncoder:
             middle layer.
         cache_size: Observations whose features are kept (least recently used are dropped).
         statistics_limit: Candidates that define the feature standardisation.
+        feature_store: A directory where every encoded observation's features are also kept
+            (``.npy``, half precision, namespaced by model, layer, K and reply tokens) and read
+            back, by this encoder or another given the directory: runs on the same prompts
+            (the seeds of a recipe, their evaluations) then run the trunk on each once between
+            them. None: features live in memory only.
     """
 
     def __init__(
@@ -82,6 +91,7 @@ class CandidateEncoder:
         feature_layer: int | None = None,
         cache_size: int = 20_000,
         statistics_limit: int = 512,
+        feature_store: str | os.PathLike | None = None,
     ) -> None:
         self.model_name = model
         self.num_candidates, self.reply_tokens = int(num_candidates), int(reply_tokens)
@@ -97,9 +107,14 @@ class CandidateEncoder:
         self.cache_size = int(cache_size)
         self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.statistics = FeatureStatistics(self.feature_dim, statistics_limit)
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.stored_hits = self.encoded = 0
         self.update_statistics = False
         self.encode_batch = 16  # observations per trunk forward (bounds the memory of the hidden states)
+        self.feature_store: Path | None = None
+        if feature_store is not None:
+            namespace = json.dumps([model, self.layer, self.num_candidates, self.reply_tokens, self.feature_dim])
+            self.feature_store = Path(feature_store) / hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:16]
+            self.feature_store.mkdir(parents=True, exist_ok=True)
 
     def to(self, device: torch.device) -> CandidateEncoder:
         """Run the trunk on ``device`` (a frozen copy is loaded for a non-CPU device)."""
@@ -137,7 +152,15 @@ class CandidateEncoder:
         if missing:
             unique = list(dict.fromkeys(keys[row] for row in missing))
             first = {key: next(row for row in missing if keys[row] == key) for key in unique}
-            rows = [first[key] for key in unique]
+            stored = {key: self._read(key) for key in unique} if self.feature_store else {}
+            stored = {key: features for key, features in stored.items() if features is not None}
+            self.stored_hits += len(stored)
+            if stored:
+                if self.update_statistics:
+                    self.statistics.update(torch.stack(list(stored.values())).float().to(self.statistics.total.device))
+                self.cache.update(stored)
+            rows = [first[key] for key in unique if key not in stored]
+            self.encoded += len(rows)
             for start in range(0, len(rows), self.encode_batch):
                 chunk = rows[start : start + self.encode_batch]
                 encoded = self.encode({key: value[chunk] for key, value in arrays.items()})
@@ -145,6 +168,8 @@ class CandidateEncoder:
                     self.statistics.update(encoded.to(self.statistics.total.device))
                 for row, features in zip(chunk, encoded.cpu().to(torch.float16), strict=True):
                     self.cache[keys[row]] = features  # half precision: half the memory, ample for features
+                    if self.feature_store:
+                        self._write(keys[row], features)
         out = []
         for key in keys:
             self.cache.move_to_end(key)
@@ -152,6 +177,23 @@ class CandidateEncoder:
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
         return torch.stack(out).to(self.device, torch.float32)
+
+    def _read(self, key: bytes) -> torch.Tensor | None:
+        """The stored features of ``key``, or None when missing or not (K, feature_dim) numbers."""
+        try:
+            array = np.load(self.feature_store / f"{key.hex()}.npy", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if array.shape != (self.num_candidates, self.feature_dim) or not np.isfinite(array).all():
+            return None
+        return torch.from_numpy(array.astype(np.float16))
+
+    def _write(self, key: bytes, features: torch.Tensor) -> None:
+        # A temporary file renamed into place: runs sharing the directory never read half a file.
+        handle, temporary = tempfile.mkstemp(dir=self.feature_store, prefix=".", suffix=".npy")
+        with os.fdopen(handle, "wb") as file:
+            np.save(file, features.numpy(), allow_pickle=False)
+        os.replace(temporary, self.feature_store / f"{key.hex()}.npy")
 
     @torch.no_grad()
     def encode(self, obs: dict[str, np.ndarray]) -> torch.Tensor:

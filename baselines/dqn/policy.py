@@ -103,6 +103,8 @@ class LMQPolicy(DQNPolicy):
         feature_layer: The LM hidden layer of the features (None: the middle one).
         cache_size: Observations whose features the encoder keeps.
         statistics_limit: Candidates that define the feature standardisation.
+        feature_store: A directory where the encoder keeps the features it computes, shared
+            by the runs given it (:class:`CandidateEncoder`; None: in memory only).
         torch_threads: Threads for torch on CPU (None leaves torch's setting).
 
     Raises:
@@ -124,6 +126,7 @@ class LMQPolicy(DQNPolicy):
         feature_layer: int | None = None,
         cache_size: int = 20_000,
         statistics_limit: int = 512,
+        feature_store: str | None = None,
         torch_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -132,7 +135,10 @@ class LMQPolicy(DQNPolicy):
             torch.set_num_threads(int(torch_threads))
         self.model_name = model
         self.feature_layer, self.cache_size, self.statistics_limit = feature_layer, cache_size, statistics_limit
-        encoder = CandidateEncoder(model, num_candidates, reply_tokens, feature_layer, cache_size, statistics_limit)
+        self.feature_store = feature_store
+        encoder = CandidateEncoder(
+            model, num_candidates, reply_tokens, feature_layer, cache_size, statistics_limit, feature_store
+        )
         vocab = int(encoder.lm.get_input_embeddings().weight.shape[0])
         env_vocab = int(observation_space["candidate_ids"].high.max()) + 1
         if vocab < env_vocab:
@@ -194,5 +200,6 @@ class LMQPolicy(DQNPolicy):
             feature_layer=self.feature_layer,
             cache_size=self.cache_size,
             statistics_limit=self.statistics_limit,
+            feature_store=self.feature_store,
         )
         return data
