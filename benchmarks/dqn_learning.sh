@@ -19,7 +19,7 @@
 # TEXTGYM_DQN_VARIANT=stored: the pool256 variant on a pool of TEXTGYM_DQN_POOL prompts (default 512) drawn with pool
 # seed 0 for every run, whose first-turn candidate sets benchmarks/store_pool_proposals.py generates once, before the
 # runs, into RUNS_DIR/train_sets_<id> (--train-proposal-cache), with the Q head's features of those first turns in
-# RUNS_DIR/features_<id> (--feature-cache, which also keeps the evaluations' features): the seeds share both and
+# RUNS_DIR/features_<id> (--feature-cache), and those of the evaluation's 256 validation prompts: the seeds share both and
 # spend their time budget learning (a Summarization set costs seconds to generate and its features about one more on
 # one thread, so a run that made its own pool's could not).
 # 12000 transitions or 700 s of training; the references are not played again when their result file exists.
@@ -44,7 +44,7 @@ for env_id in $ids; do
       pool=(--train-prompts "${TEXTGYM_DQN_POOL:-512}" --pool-seed 0 --proposal-variants 1
             --train-proposal-cache "$runs/train_sets_${name}" --feature-cache "$runs/features_${name}")
       python benchmarks/store_pool_proposals.py --algo dqn --env "$env_id" --model default "${pool[@]}" \
-        --torch-threads 2 > "$runs/store_${name}.log" 2>&1
+        --proposal-cache "$cache" --eval-episodes 256 --torch-threads 2 > "$runs/store_${name}.log" 2>&1
       recipe+=("${pool[@]}" --total-timesteps 12000)
     fi
   elif [ -n "${TEXTGYM_DQN_VARIANT:-}" ]; then

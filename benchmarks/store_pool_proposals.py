@@ -9,7 +9,10 @@ decide them: ``--env`` and its arguments, ``--train-prompts``, ``--pool-seed``, 
 ``--feature-cache`` it also computes the Q head's frozen-LM features of every stored first turn
 (``--feature-layer``), which on a long-context task cost nearly as much as the sets: about a
 second a context on one thread for Summarization's 512 tokens, so that a run encoding its own
-pool of 512 met only 900-1,200 transitions in 700 s. A DQN
+pool of 512 met only 900-1,200 transitions in 700 s. With ``--proposal-cache`` too it encodes the
+evaluation's first turns as well (``--eval-episodes`` validation prompts, their sets read from or
+generated into that directory as a run's evaluation would), so that no run spends its minutes on
+the features of prompts every run evaluates. A DQN
 transition on a stored set costs the Q head's update only, whereas each set of a long-context task
 costs seconds of generation (Summarization: 2-5 s on one of this machine's threads), so a run
 that generated its own pool spent most of its time budget proposing. With the sets stored and
@@ -20,6 +23,7 @@ the runs (and stored for the others).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -91,9 +95,11 @@ def store_features(env: Any, prompt_ids: list[str], args: Any) -> Any:
     import numpy as np
     import torch
 
-    from baselines.common.candidates import CANDIDATE_KEYS, candidate_shape
+    from baselines.common.candidates import CANDIDATE_KEYS, candidate_shape, run_candidate_episodes
+    from baselines.common.config import env_kwargs_of
     from baselines.dqn.encoder import CandidateEncoder
     from baselines.proposal_vec_env import first_observations
+    from textgym.stats import EVAL_SEED_BASE
 
     num_candidates, reply_tokens = candidate_shape(env.observation_space, env.action_space)
     layer = None if args.feature_layer == -1 else args.feature_layer
@@ -102,8 +108,19 @@ def store_features(env: Any, prompt_ids: list[str], args: Any) -> Any:
     def encode(batch: list[dict[str, Any]]) -> None:
         encoder({key: torch.as_tensor(np.stack([o[key] for o in batch])) for key in CANDIDATE_KEYS})
 
+    observations = first_observations(env, prompt_ids, args.proposal_variants, args.train_proposal_cache)
+    if args.proposal_cache:  # the evaluation's episode i resets with seed EVAL_SEED_BASE + i on the validation split
+
+        def first_turn(game: Any, index: int, batcher: Any) -> dict[str, Any]:
+            return game.reset(seed=EVAL_SEED_BASE + index)[0]
+
+        validation = {**env_kwargs_of(args), "split": "validation"}
+        evaluation = run_candidate_episodes(
+            args.env, validation, args.eval_episodes, first_turn, 16, proposal_cache=args.proposal_cache
+        )
+        observations = itertools.chain(observations, evaluation)
     batch: list[dict[str, Any]] = []
-    for observation in first_observations(env, prompt_ids, args.proposal_variants, args.train_proposal_cache):
+    for observation in observations:
         batch.append(observation)
         if len(batch) == encoder.encode_batch:
             encode(batch)

@@ -407,20 +407,25 @@ def test_store_pool_proposals_stores_the_pool_a_run_of_the_same_flags_reads(tmp_
     import torch
 
     from baselines.common.cli import parse_train_args
-    from baselines.common.loading import make_train_env
-    from baselines.dqn.encoder import CandidateEncoder
+    from baselines.common.config import env_kwargs_of
+    from baselines.common.evaluation import evaluate_on_split
+    from baselines.common.loading import build, make_train_env
 
     store = tmp_path / "sets"
     flags = ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--model", "tiny", "--num-candidates", "3"]
     flags += ["--max-context-tokens", "48", "--max-reply-tokens", "2", "--n-envs", "2", "--train-prompts", "6"]
     flags += ["--pool-seed", "4", "--proposal-variants", "2", "--train-proposal-cache", str(store)]
-    features = tmp_path / "features"
-    assert store_pool_proposals.main([*flags, "--seed", "9", "--feature-cache", str(features)]) == 0
+    flags += ["--feature-cache", str(tmp_path / "features"), "--proposal-cache", str(tmp_path / "evaluation_sets")]
+    flags += ["--eval-episodes", "3"]
+    assert store_pool_proposals.main([*flags, "--seed", "9"]) == 0
     printed = capsys.readouterr().out
-    assert "12 sets generated, 0 already stored" in printed and "12 observations encoded, 0 already stored" in printed
+    # 6 pool prompts x 2 variants, and the evaluation's 3 validation prompts
+    assert "12 sets generated, 0 already stored" in printed and "15 observations encoded, 0 already stored" in printed
     assert len(list(store.glob("*.json"))) == 12
-    env = make_train_env(parse_train_args([*flags, "--seed", "1"]))
-    encoder = CandidateEncoder("tiny", 3, 2, feature_store=features)
+    args = parse_train_args([*flags, "--seed", "1"])
+    env = make_train_env(args)
+    model = build(args, env)
+    encoder = model.policy.encoder
     obs = env.reset()
     for _ in range(5):
         encoder({key: torch.as_tensor(value) for key, value in obs.items()})
@@ -428,6 +433,10 @@ def test_store_pool_proposals_stores_the_pool_a_run_of_the_same_flags_reads(tmp_
     stored = env.batcher.lm.lm
     assert stored.misses == 0 and stored.hits > 0  # another seed of the recipe generates nothing
     assert encoder.encoded == 0 and encoder.stored_hits > 0  # nor runs the trunk on its first turns
+    evaluate_on_split(
+        model, "dqn", args.env, env_kwargs_of(args), "validation", episodes=3, proposal_cache=args.proposal_cache
+    )
+    assert encoder.encoded == 0  # nor on its evaluation's
     env.close()
     # Without a directory there is nothing to store into: refused, naming the flag.
     without = [flag for flag in flags if flag not in ("--train-proposal-cache", str(store))]
