@@ -84,9 +84,10 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {env} | {label} | {ref['reward_mean']:.3f} [{low:.3f}, {high:.3f}] | | | | | |")
         for seed in result["seeds"]:
             low, high = bootstrap_ci(seed["rewards"])
+            generated = seed["proposal_sets_generated"]  # 0 where every set was stored beforehand
             lines.append(
                 f"| {env} | DQN seed {seed['seed']} | {np.mean(seed['rewards']):.3f} [{low:.3f}, {high:.3f}] "
-                f"| {seed['env_steps']} | {seed['proposal_sets_generated'] or ''} "
+                f"| {seed['env_steps']} | {'' if generated is None else generated} "
                 f"| {seed['train_time_s']:.0f} | {seed['wall_time_s']:.0f} "
                 f"| {seed['top_candidate_rate']:.2f} |"
             )
