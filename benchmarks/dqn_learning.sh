@@ -18,8 +18,8 @@
 # wins), e.g. "--q-hidden 0 --q-weight-decay 0.05" for a linear head with weight decay.
 # TEXTGYM_DQN_VARIANT=stored: the pool256 variant on a pool of TEXTGYM_DQN_POOL prompts (default 512) drawn with pool
 # seed 0 for every run, whose first-turn candidate sets benchmarks/store_pool_proposals.py generates once, before the
-# runs, into RUNS_DIR/train_sets_<id> (--train-proposal-cache), with the Q head's features of those first turns in
-# RUNS_DIR/features_<id> (--feature-cache), and those of the evaluation's 256 validation prompts: the seeds share both and
+# runs, into RUNS_DIR/train_sets_<id> (--train-proposal-cache), with the Q head's features of those first turns and
+# of the evaluation's 256 validation prompts in RUNS_DIR/features_<id> (--feature-cache): the seeds share both and
 # spend their time budget learning (a Summarization set costs seconds to generate and its features about one more on
 # one thread, so a run that made its own pool's could not).
 # 12000 transitions or 700 s of training; the references are not played again when their result file exists.
