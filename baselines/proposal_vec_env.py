@@ -235,15 +235,36 @@ def share_batcher(
     return batcher
 
 
-class _RequestRecorder:
-    """A proposer that records the requests made of it and answers placeholders, without an LM."""
+class PlaceholderProposals:
+    """A proposer that answers placeholders without an LM, and records the requests made of it.
+
+    For an env whose proposals are not wanted: a copy of the env whose next turn is never
+    looked at, or a reset that is played only to learn the request it makes.
+    """
 
     def __init__(self) -> None:
         self.requests: list[ProposalRequest] = []
 
     def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
+        """``num_candidates`` finished placeholder replies, distinct (a repeated one would be masked out)."""
         self.requests.append((prompt, num_candidates, max_new_tokens, seed))
         return [Completion(text=f"unproposed {index}", finished=True) for index in range(num_candidates)]
+
+
+def _stored_training_proposer(
+    env: gym.Env, proposal_variants: int, proposal_store: str | os.PathLike
+) -> tuple[Any, ReusedProposals]:
+    """``env``'s own proposer, and the store-backed :func:`training_proposer` of a run with ``env``'s arguments.
+
+    Raises:
+        ValueError: ``env`` proposes nothing, or ``proposal_variants`` is not a positive integer.
+    """
+    check_integer(proposal_variants, "proposal_variants", minimum=1)
+    original = getattr(env.unwrapped, "proposer", None)
+    if original is None:
+        raise ValueError(f"{env.spec.id if env.spec else env} proposes no candidates: nothing to store")
+    lm = original.lm if isinstance(original, ProposalBatcher) else original
+    return original, training_proposer(lm, proposal_variants, (str(proposal_store), store_namespace(env)))
 
 
 def store_first_turns(
@@ -276,16 +297,11 @@ def store_first_turns(
     Raises:
         ValueError: ``env`` proposes nothing, or a number is not a positive integer.
     """
-    check_integer(proposal_variants, "proposal_variants", minimum=1)
     check_integer(batch_size, "batch_size", minimum=1)
+    original, proposer = _stored_training_proposer(env, proposal_variants, proposal_store)
     game = env.unwrapped
-    lm = original = getattr(game, "proposer", None)
-    if lm is None:
-        raise ValueError(f"{env.spec.id if env.spec else env} proposes no candidates: nothing to store")
-    lm = lm.lm if isinstance(lm, ProposalBatcher) else lm
-    proposer = training_proposer(lm, proposal_variants, (str(proposal_store), store_namespace(env)))
     requests: list[ProposalRequest] = []
-    recorder = _RequestRecorder()
+    recorder = PlaceholderProposals()
     game.proposer = recorder
     try:
         for prompt_id in prompt_ids:
@@ -329,12 +345,12 @@ def first_observations(
 
     Yields:
         Observations, variant by variant, prompt by prompt.
+
+    Raises:
+        ValueError: ``env`` proposes nothing, or ``proposal_variants`` is not a positive integer.
     """
-    check_integer(proposal_variants, "proposal_variants", minimum=1)
+    original, reuse = _stored_training_proposer(env, proposal_variants, proposal_store)
     game = env.unwrapped
-    original = game.proposer
-    lm = original.lm if isinstance(original, ProposalBatcher) else original
-    reuse = training_proposer(lm, proposal_variants, (str(proposal_store), store_namespace(env)))
     try:
         for variant in range(proposal_variants):
             game.proposer = _OneVariant(reuse, variant)

@@ -16,7 +16,7 @@ training budget, are what holds the DQN back.
   the evaluation's, episode ``i`` with seed ``10000 + i``. Only the first turn is probed (a
   later turn's context holds the reply picked before).
 * Every valid candidate is scored on a deep copy of the env (as the best-of-K reference),
-  which proposes no next turn (:class:`NoNextTurn`).
+  which proposes placeholders, not the LM's next turn (:func:`first_turn_rewards`).
 * The scorer is a ridge regression on features standardised with the train prompts'
   statistics and centred within each prompt (only the order of one prompt's candidates
   matters to a greedy pick), its strength chosen by grouped cross-validation over the train
@@ -60,28 +60,19 @@ def centred(values: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-class NoNextTurn:
-    """A proposer for the scored copies of a first turn: placeholder candidates, no LM call.
-
-    Scoring a candidate on a copy of the env (:func:`baselines.common.candidates.branch`)
-    ends the turn, and on a multi-turn task the copy then proposes the next turn's K
-    candidates, which the probe never looks at: on Dialogue that was four LM candidate sets
-    for every prompt's one that is probed.
-    """
-
-    def propose(self, prompt: Any, num_candidates: int, max_new_tokens: int, seed: int) -> list[Any]:
-        """``num_candidates`` finished placeholder replies, distinct (a repeated one would be masked out)."""
-        from textgym.lm import Completion
-
-        return [Completion(text=f"unproposed {index}", finished=True) for index in range(num_candidates)]
-
-
 def first_turn_rewards(game: Any) -> dict[int, float]:
-    """The reward of each valid candidate of ``game``'s current turn, each played on a copy of the env."""
+    """The reward of each valid candidate of ``game``'s current turn, each played on a copy of the env.
+
+    Playing a candidate on a copy (:func:`baselines.common.candidates.branch`) ends the turn, and
+    on a multi-turn task the copy then proposes the next turn's K candidates, which the probe
+    never looks at (on Dialogue four LM candidate sets for every prompt's one that is probed):
+    the copies propose placeholders instead.
+    """
     from baselines.common.candidates import branch
+    from baselines.proposal_vec_env import PlaceholderProposals
 
     actions = np.flatnonzero(game.action_masks()).tolist()
-    return {action: float(branch(game, NoNextTurn()).step(action)[1]) for action in actions}
+    return {action: float(branch(game, PlaceholderProposals()).step(action)[1]) for action in actions}
 
 
 def gains_over_top(scores: np.ndarray, rewards: np.ndarray, prompts: list[np.ndarray]) -> np.ndarray:
