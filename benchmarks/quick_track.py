@@ -477,18 +477,19 @@ def gains_over_start(bundles: Path, tasks: list[str]) -> list[dict[str, Any]]:
 
     Both arms play the same prompts (and, at candidate level, choose among the same candidate
     sets), so each (training seed, prompt) of the trained arm's bundle is paired with the same
-    episode of the starting policy's bundle. The starting policy plays each prompt once for all
-    seeds, so the gains of one prompt are not independent: the CI resamples prompts, each with
-    its gain averaged over the seeds.
+    episode of the starting policy's bundle. The starting policy plays each episode once for all
+    seeds, and episodes beyond the split's size revisit prompts, so the gains of one prompt are
+    not independent: the CI resamples prompts (by id), each with its gain averaged over the
+    seeds and its episodes.
     """
     from textgym.stats import bootstrap_ci, cluster_means
     from textgym.wrappers.recorder import read_records
 
-    def rewards(name: str) -> dict[tuple[int, int], float] | None:
+    def rewards(name: str) -> dict[tuple[int, int, str], float] | None:
         path = bundles / name / "generations.jsonl"
         if not path.is_file():
             return None
-        return {(r["training_seed"], r["seed"]): float(r["reward"]) for r in read_records(path)}
+        return {(r["training_seed"], r["seed"], r["prompt_id"]): float(r["reward"]) for r in read_records(path)}
 
     rows = []
     for task in tasks:
@@ -501,7 +502,7 @@ def gains_over_start(bundles: Path, tasks: list[str]) -> list[dict[str, Any]]:
                 continue
             keys = sorted(trained)
             gains = [trained[key] - start[key] for key in keys]
-            low, high = bootstrap_ci(cluster_means([prompt for _, prompt in keys], gains))
+            low, high = bootstrap_ci(cluster_means([prompt for _, _, prompt in keys], gains))
             verdict = "yes" if low > 0 else ("no, worse" if high < 0 else "no (CI includes 0)")
             rows.append(
                 {
@@ -511,7 +512,7 @@ def gains_over_start(bundles: Path, tasks: list[str]) -> list[dict[str, Any]]:
                     "gain": float(np.mean(gains)),
                     "gain_ci95": [low, high],
                     "pairs": len(gains),
-                    "prompts": len({prompt for _, prompt in keys}),
+                    "prompts": len({prompt for _, _, prompt in keys}),
                     "beats_start": verdict,
                 }
             )

@@ -81,13 +81,21 @@ def main(argv: list[str] | None = None) -> int:
             )
             rewards[run] = result["rewards"]
             print(f"{run}: {result['reward_mean']:.4f} (gain {result['reward_mean'] - np.mean(top):+.4f})", flush=True)
-    summary = rescoring.paired_summary(top, rewards)
+    prompt_ids = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, "prompt_id")
+    summary = rescoring.paired_summary(top, rewards, prompt_ids)
     print(
         f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts, {len(rewards)} runs: "
         + rescoring.gain_text(summary)
     )
     if args.out:
-        record = {"env": env_id, "env_kwargs": env_kwargs, "episodes": args.episodes, "top": top, "rewards": rewards}
+        record = {
+            "env": env_id,
+            "env_kwargs": env_kwargs,
+            "episodes": args.episodes,
+            "prompt_ids": prompt_ids,
+            "top": top,
+            "rewards": rewards,
+        }
         Path(args.out).write_text(json.dumps({**record, **summary}, indent=1), encoding="utf-8")
     return 0
 

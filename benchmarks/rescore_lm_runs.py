@@ -12,7 +12,8 @@ first ``--episodes`` validation prompts (episode ``i`` resets with seed ``10000 
 runs' own prompts first) with ``--draws`` sampling seeds (``10000 + d``; draw 0 is the runs'
 own). A prompt's reward is its mean over the draws. It prints the start's mean, each run's
 mean and gain, and the gain's 95% bootstrap CI over prompt-runs and with prompts resampled
-(the start plays each prompt once for all runs, so prompts are the independent units), and
+(the start plays each prompt once for all runs, and episodes beyond the split's size revisit
+prompts, so prompts, by id, are the independent units), and
 the median reply perplexity under ``--model`` of each policy. ``--breakdown FIELD`` adds the
 same paired gain for the prompts of each value of a reset-info field, and for the rest, e.g.
 SparseCompletion's ``family``: where a gain comes from one problem family, it says so.
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     env_id, env_kwargs, reference = meta["env"], {**meta["env_kwargs"], "split": "validation"}, meta["model"]
+    prompt_ids = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, "prompt_id")
     labels = None
     if args.breakdown is not None:
         try:
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         played[run] = play(run)
         mean = np.mean(played[run]["rewards"])
         print(f"{run}: {mean:.4f} (gain {mean - np.mean(start['rewards']):+.4f}, draws {played[run]['draw_means']})")
-    summary = rescoring.paired_summary(start["rewards"], {run: p["rewards"] for run, p in played.items()})
+    summary = rescoring.paired_summary(start["rewards"], {run: p["rewards"] for run, p in played.items()}, prompt_ids)
     medians = [np.median(p["draw_perplexity_medians"]) for p in played.values()]
     print(
         f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts x {args.draws} sampled replies, "
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{np.median(start['draw_perplexity_medians']):.1f} -> " + " / ".join(f"{m:.1f}" for m in medians)
     )
     if labels is not None:
-        groups = rescoring.breakdown(labels, start["rewards"], {run: p["rewards"] for run, p in played.items()})
+        groups = rescoring.breakdown(
+            labels, start["rewards"], {run: p["rewards"] for run, p in played.items()}, prompt_ids
+        )
         summary["breakdown"] = {"field": args.breakdown, "labels": labels, "groups": groups}
         for label, parts in groups.items():
             print(
@@ -110,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
                 part_summary["start_mean"] = part_summary.pop("top_mean")
     if args.out:
         summary["start_mean"] = summary.pop("top_mean")
-        record = {"env": env_id, "episodes": args.episodes, "draws": args.draws, "start": start, "played": played}
+        record = {
+            "env": env_id,
+            "episodes": args.episodes,
+            "draws": args.draws,
+            "prompt_ids": prompt_ids,
+            "start": start,
+            "played": played,
+        }
         Path(args.out).write_text(json.dumps({**record, **summary}, indent=1), encoding="utf-8")
     return 0
 

@@ -99,25 +99,38 @@ def prompt_labels(env_id: str, env_kwargs: dict[str, Any], episodes: int, field:
     return labels
 
 
-def paired_summary(start: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
-    """Each run's mean and gain over ``start`` (same prompts, in order), and the gain's CIs pooled and per prompt."""
-    from textgym.stats import bootstrap_ci
+def paired_summary(start: list[float], runs: dict[str, list[float]], prompt_ids: list[str]) -> dict[str, Any]:
+    """Each run's mean and gain over ``start`` (same episodes, in order), and the gain's CIs pooled and per prompt.
 
+    Episodes ``i`` of ``start`` and of every run played the same prompt, ``prompt_ids[i]``. More
+    episodes than the split has prompts revisit prompts (episode ``i`` draws its prompt with seed
+    ``10000 + i``), so the unit the second CI resamples is the prompt: each prompt's gain is
+    averaged over the runs and over the episodes that played it.
+    """
+    from textgym.stats import bootstrap_ci, cluster_means
+
+    if len(prompt_ids) != len(start):
+        raise ValueError(f"paired_summary needs one prompt id per episode, got {len(prompt_ids)} for {len(start)}")
     gains = {name: np.asarray(rewards) - np.asarray(start) for name, rewards in runs.items()}
     pooled = np.concatenate(list(gains.values()))
-    per_prompt = np.mean(np.stack(list(gains.values())), axis=0)
+    per_episode = np.mean(np.stack(list(gains.values())), axis=0)
+    per_prompt = cluster_means(list(prompt_ids), per_episode.tolist())
     return {
         "top_mean": float(np.mean(start)),
         "runs": {name: {"mean": float(np.mean(runs[name])), "gain": float(gains[name].mean())} for name in runs},
         "gain_mean": float(pooled.mean()),
         "gain_ci95_prompt_runs": bootstrap_ci(pooled.tolist()),
-        "gain_ci95_prompts": bootstrap_ci(per_prompt.tolist()),
+        "gain_ci95_prompts": bootstrap_ci(per_prompt),
+        "distinct_prompts": len(per_prompt),
     }
 
 
-def breakdown(labels: list[str], start: list[float], runs: dict[str, list[float]]) -> dict[str, Any]:
-    """:func:`paired_summary` of the prompts with each label, and of the prompts without it."""
+def breakdown(
+    labels: list[str], start: list[float], runs: dict[str, list[float]], prompt_ids: list[str]
+) -> dict[str, Any]:
+    """:func:`paired_summary` of the episodes with each label, and of the episodes without it."""
     labels_array = np.asarray(labels)
+    ids_array = np.asarray(prompt_ids)
     start_array = np.asarray(start)
     result = {}
     for label in sorted(set(labels)):
@@ -126,7 +139,9 @@ def breakdown(labels: list[str], start: list[float], runs: dict[str, list[float]
             if keep.sum() < 2:  # a bootstrap CI needs two prompts
                 continue
             summary = paired_summary(
-                start_array[keep].tolist(), {name: np.asarray(r)[keep].tolist() for name, r in runs.items()}
+                start_array[keep].tolist(),
+                {name: np.asarray(r)[keep].tolist() for name, r in runs.items()},
+                ids_array[keep].tolist(),
             )
             parts[part] = {"prompts": int(keep.sum()), **summary}
         result[label] = parts
@@ -140,5 +155,5 @@ def gain_text(summary: dict[str, Any]) -> str:
     return (
         f"{summary['top_mean']:.4f} -> {np.mean([r['mean'] for r in summary['runs'].values()]):.4f}, paired gain "
         f"{summary['gain_mean']:+.4f}, 95% CI {pooled_low:+.4f}..{pooled_high:+.4f} over prompt-runs, "
-        f"{low:+.4f}..{high:+.4f} with prompts resampled"
+        f"{low:+.4f}..{high:+.4f} with prompts resampled ({summary['distinct_prompts']} distinct prompts)"
     )

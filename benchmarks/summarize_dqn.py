@@ -6,8 +6,9 @@ Reads ``RUNS_DIR/dqn_refs_<task>.json`` (``python -m baselines.dqn``: random can
 LM's top candidate, best-of-K) and ``RUNS_DIR/dqn_<task>_s<seed>/`` (``baselines.train --algo
 dqn``), as ``benchmarks/dqn_learning.sh`` writes them. Every score is on the same 32
 validation prompts (episode ``i`` resets with seed ``10000 + i``), so the DQN's gain over the
-LM's top candidate is also given paired per prompt (pooled over seeds, bootstrap CI; and with prompts resampled,
-each prompt's gain averaged over the seeds).
+LM's top candidate is also given paired per episode (pooled over seeds, bootstrap CI; and with prompts resampled,
+each prompt's gain averaged over the seeds and over the episodes that played it: with more episodes than the
+split has prompts, episodes revisit prompts).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from textgym.stats import EVAL_SEED_BASE, bootstrap_ci, cluster_means
 from textgym.wrappers.recorder import read_records
 
 
-def final_rewards(run: Path, episodes: int, seed_base: int = EVAL_SEED_BASE) -> list[float]:
-    """Per-episode rewards of a run's last evaluation, in prompt-seed order."""
+def final_rewards(run: Path, episodes: int, seed_base: int = EVAL_SEED_BASE) -> tuple[list[float], list[str]]:
+    """Per-episode rewards of a run's last evaluation and the episodes' prompt ids, in episode-seed order."""
     latest = {}
     for record in read_records(run / "eval_generations.jsonl"):
         if record["episode_index"] == 0:
-            latest[record["seed"]] = record["reward"]
-    return [latest[seed_base + i] for i in range(episodes)]
+            latest[record["seed"]] = (record["reward"], record["prompt_id"])
+    episodes_played = [latest[seed_base + i] for i in range(episodes)]
+    return [reward for reward, _ in episodes_played], [prompt for _, prompt in episodes_played]
 
 
 def summarize(runs: Path, task: str) -> dict | None:
@@ -40,14 +42,18 @@ def summarize(runs: Path, task: str) -> dict | None:
         return None
     refs = json.loads(refs_path.read_text(encoding="utf-8"))
     episodes = refs["episodes"]
-    seeds = []
+    seeds, prompt_ids = [], None
     for run in sorted(runs.glob(f"dqn_{task}_s*")):
         if (run / "summary.json").is_file():
             summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+            rewards, run_prompts = final_rewards(run, episodes)
+            if prompt_ids is not None and run_prompts != prompt_ids:
+                raise ValueError(f"{run} played other prompts than the runs before it: not paired")
+            prompt_ids = run_prompts
             seeds.append(
                 {
                     "seed": summary["seed"],
-                    "rewards": final_rewards(run, episodes),
+                    "rewards": rewards,
                     "env_steps": summary["env_steps"],
                     "train_time_s": summary["train_time_s"],
                     "wall_time_s": summary["wall_time_s"],
@@ -66,6 +72,7 @@ def summarize(runs: Path, task: str) -> dict | None:
         "pooled": pooled,
         "paired": paired,
         "paired_over_random": over_random,
+        "prompt_ids": prompt_ids or [],
     }
 
 
@@ -94,14 +101,15 @@ def markdown(results: list[dict]) -> str:
         if result["seeds"]:
             low, high = bootstrap_ci(result["pooled"])
             gains = []
-            # The references play each prompt once for every seed: the second CI resamples prompts, not prompt-runs.
-            prompts = [index for _ in result["seeds"] for index in range(len(result["refs"]["top"]["rewards"]))]
+            # The references play each episode once for every seed, and episodes beyond the split's size revisit
+            # prompts: the second CI resamples prompts (by id), not prompt-runs or episodes.
+            prompts = [prompt for _ in result["seeds"] for prompt in result["prompt_ids"]]
             for key, label in (("paired", "LM top"), ("paired_over_random", "random")):
                 gain_low, gain_high = bootstrap_ci(result[key])
                 prompt_low, prompt_high = bootstrap_ci(cluster_means(prompts, result[key]))
                 gains.append(
                     f"paired gain over {label} {np.mean(result[key]):+.3f} [{gain_low:+.3f}, {gain_high:+.3f}], "
-                    f"prompts resampled [{prompt_low:+.3f}, {prompt_high:+.3f}]"
+                    f"prompts resampled [{prompt_low:+.3f}, {prompt_high:+.3f}] ({len(set(prompts))} distinct prompts)"
                 )
             lines.append(
                 f"| {env} | **DQN, {len(result['seeds'])} seeds pooled** | **{np.mean(result['pooled']):.3f}** "

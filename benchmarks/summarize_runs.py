@@ -67,10 +67,12 @@ def reply_reward(records: list[dict]) -> float:
     return float(np.mean(turns)) if turns else float("nan")
 
 
-def paired_gains(summaries: list[dict]) -> tuple[list[int], list[float]]:
-    """Final minus initial reward per validation prompt (same prompt seeds), pooled over the runs.
+def paired_gains(summaries: list[dict]) -> tuple[list[str], list[float]]:
+    """Final minus initial reward per validation episode (same episode seeds), pooled over the runs.
 
-    Returns each gain's prompt seed and the gains, in the same order (both empty when a run lacks an evaluation).
+    Returns each gain's prompt id and the gains, in the same order (both empty when a run lacks an evaluation).
+    Episodes beyond the split's size revisit prompts, so the prompt id, not the episode seed, is what a CI
+    over prompts resamples.
     """
     prompts, gains = [], []
     for s in summaries:
@@ -78,7 +80,7 @@ def paired_gains(summaries: list[dict]) -> tuple[list[int], list[float]]:
         if evaluations is None:
             return [], []
         initial = {record["seed"]: record["reward"] for record in evaluations[0]}
-        prompts += [record["seed"] for record in evaluations[1]]
+        prompts += [record["prompt_id"] for record in evaluations[1]]
         gains += [record["reward"] - initial[record["seed"]] for record in evaluations[1]]
     return prompts, gains
 
@@ -127,12 +129,13 @@ def table(summaries: list[dict]) -> str:
             f"Paired per-prompt gain, pooled over the seeds: {np.mean(paired):+.3f} (95% bootstrap CI "
             f"{low:+.3f} .. {high:+.3f}, {len(paired)} prompt-runs)."
         )
-        # Every seed's gain on a prompt subtracts the same initial evaluation of it: resample prompts, not runs.
+        # Every seed's gain on a prompt subtracts the same initial evaluation of it, and episodes may revisit a
+        # prompt: resample prompts, not runs or episodes.
         per_prompt = cluster_means(prompts, paired)
         low, high = bootstrap_ci(per_prompt)
         lines.append(
-            f"Prompts resampled (each prompt's gain averaged over the seeds): 95% bootstrap CI {low:+.3f} .. "
-            f"{high:+.3f}, {len(per_prompt)} prompts."
+            f"Prompts resampled (each prompt's gain averaged over the seeds and its episodes): 95% bootstrap CI "
+            f"{low:+.3f} .. {high:+.3f}, {len(per_prompt)} distinct prompts."
         )
     return "\n".join(lines)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from textgym.stats import bootstrap_ci
+
 ROOT = Path(__file__).resolve().parents[1]
 IDS = ["TextGym/SentimentUtterance-v0", "TextGym/SparseCompletionCandidate-v0"]
 
@@ -56,7 +58,7 @@ def test_reference_rewards_writes_finite_results(tmp_path, tiny_model):
     assert all(env_id in completed.stdout and env_id in table for env_id in IDS)
 
 
-def _run_dir(root, name, seed, initial, final, turns_per_episode=1):
+def _run_dir(root, name, seed, initial, final, turns_per_episode=1, prompt_ids=None):
     """A run directory as baselines.train leaves it: summary.json and the initial and final evaluation records."""
     run = root / name
     run.mkdir()
@@ -64,7 +66,15 @@ def _run_dir(root, name, seed, initial, final, turns_per_episode=1):
     for rewards in (initial, final):
         for index, reward in enumerate(rewards):
             turn_rewards = [reward / turns_per_episode] * turns_per_episode
-            records.append({"seed": 10_000 + index, "reward": reward, "turn_rewards": turn_rewards, "guard": {}})
+            records.append(
+                {
+                    "seed": 10_000 + index,
+                    "prompt_id": prompt_ids[index] if prompt_ids else f"p{index}",
+                    "reward": reward,
+                    "turn_rewards": turn_rewards,
+                    "guard": {},
+                }
+            )
     (run / "eval_generations.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     evaluation = {"episodes": len(final), "perplexity_median": 1.0}
     summary = {
@@ -93,17 +103,31 @@ def test_summarize_runs_gives_paired_gains_and_per_reply_rewards(tmp_path):
     ]
     summaries = [summarize_runs.load(run) for run in runs]
     prompts, gains = summarize_runs.paired_gains(summaries)
-    assert prompts == [10_000, 10_001, 10_000, 10_001] and gains == [0.5, 0.0, 0.0, 0.5]
+    assert prompts == ["p0", "p1", "p0", "p1"] and gains == [0.5, 0.0, 0.0, 0.5]
     text = summarize_runs.table(summaries)
     # Two turns per episode: a reply's reward is half an episode's (0.25 mean initially; 0.25 and 0.25 at the end).
     assert "| 0.125 -> 0.250 |" in text
     assert "Paired per-prompt gain, pooled over the seeds: +0.250" in text and "4 prompt-runs" in text
     # Resampling prompts: each prompt's gain over the two seeds is 0.25, so the interval has no width.
-    assert "95% bootstrap CI +0.250 .. +0.250, 2 prompts" in text
+    assert "95% bootstrap CI +0.250 .. +0.250, 2 distinct prompts" in text
     # A run without both evaluations recorded has no paired gains (never a gain against the wrong prompts).
     (runs[1] / "eval_generations.jsonl").write_text("", encoding="utf-8")
     summaries = [summarize_runs.load(run) for run in runs]
     assert summarize_runs.paired_gains(summaries) == ([], [])
+
+
+def test_summarize_runs_resamples_prompts_by_id_when_episodes_revisit_a_prompt(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import summarize_runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # Episodes 0 and 2 drew the same prompt: its gains (+1 and -1) average to 0, the other prompt's are +1.
+    run = _run_dir(tmp_path, "ppo_a_s0", 0, [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], prompt_ids=["a", "b", "a"])
+    text = summarize_runs.table([summarize_runs.load(run)])
+    assert "2 distinct prompts" in text
+    low, high = bootstrap_ci([0.0, 1.0])
+    assert f"95% bootstrap CI {low:+.3f} .. {high:+.3f}, 2 distinct prompts" in text
 
 
 def test_summarize_dqn_resamples_prompts_for_the_gain_over_the_references():
@@ -123,11 +147,17 @@ def test_summarize_dqn_resamples_prompts_for_the_gain_over_the_references():
         "pooled": [1.0, 0.0, 0.0, 1.0],
         "paired": [1.0, 0.0, 0.0, 1.0],
         "paired_over_random": [1.0, 0.0, 0.0, 1.0],
+        "prompt_ids": ["a", "b"],
     }
     text = summarize_dqn.markdown([result])
     # Each prompt gained 0.5 on average over the two seeds: resampling prompts gives an interval of no width,
     # where resampling the four prompt-runs (0 or 1 each) does not.
     assert "paired gain over LM top +0.500 [+0.000, +1.000], prompts resampled [+0.500, +0.500]" in text
+    # Two episodes of one prompt (more episodes than the split has prompts) are one unit, not two.
+    result = {**result, "seeds": seeds[:1], "pooled": [1.0, 0.0], "paired": [1.0, 0.0], "prompt_ids": ["a", "a"]}
+    result["paired_over_random"] = [1.0, 0.0]
+    text = summarize_dqn.markdown([result])
+    assert "paired gain over LM top +0.500 [+0.000, +1.000], prompts resampled [+0.500, +0.500] (1 distinct" in text
 
 
 def test_rescore_candidates_refuses_runs_of_different_envs(tmp_path, tiny_model, capsys, monkeypatch):
@@ -442,3 +472,18 @@ def test_store_pool_proposals_stores_the_pool_a_run_of_the_same_flags_reads(tmp_
     without = [flag for flag in flags if flag not in ("--train-proposal-cache", str(store))]
     assert store_pool_proposals.main(without) == 2
     assert "give --train-proposal-cache" in capsys.readouterr().err
+
+
+def test_paired_summary_resamples_prompts_by_id_and_refuses_a_missing_id():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import rescoring
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # Three episodes, two of them of prompt "a": per prompt the gains are (+1 - 1) / 2 = 0 and +1.
+    summary = rescoring.paired_summary([0.0, 0.0, 1.0], {"run": [1.0, 1.0, 0.0]}, ["a", "b", "a"])
+    assert summary["distinct_prompts"] == 2 and summary["gain_mean"] == pytest.approx(1 / 3)
+    assert summary["gain_ci95_prompts"] == pytest.approx(bootstrap_ci([0.0, 1.0]))
+    assert "(2 distinct prompts)" in rescoring.gain_text(summary)
+    with pytest.raises(ValueError, match="one prompt id per episode, got 2 for 3"):
+        rescoring.paired_summary([0.0, 0.0, 1.0], {"run": [1.0, 1.0, 0.0]}, ["a", "b"])

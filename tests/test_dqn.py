@@ -20,6 +20,7 @@ from baselines.dqn import (
 )
 from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.lm import Completion
+from textgym.stats import bootstrap_ci, cluster_means
 from textgym.text_env import TextEnv
 
 #: The value of each reply; the env proposes 4 of these words in a seeded random order.
@@ -395,8 +396,13 @@ def test_rescore_candidates_pairs_runs_with_the_top_candidate_on_shared_sets(tmp
         assert result["runs"][run]["gain"] == pytest.approx(expected_gain) and rewards[run] != top
     pooled = np.concatenate([np.subtract(rewards[run], top) for run in runs])
     assert result["gain_mean"] == pytest.approx(pooled.mean())
-    for low, high in (result["gain_ci95_prompts"], result["gain_ci95_prompt_runs"]):
-        assert low <= result["gain_mean"] <= high and low < high
+    low, high = result["gain_ci95_prompt_runs"]
+    assert low <= result["gain_mean"] <= high and low < high
+    # The second CI resamples the validation prompts by id: 12 episodes of a small split revisit prompts.
+    prompt_ids = result["prompt_ids"]
+    assert len(prompt_ids) == 12 and result["distinct_prompts"] == len(set(prompt_ids)) < 12
+    per_episode = np.mean([np.subtract(rewards[run], top) for run in runs], axis=0)
+    assert result["gain_ci95_prompts"] == pytest.approx(bootstrap_ci(cluster_means(prompt_ids, list(per_episode))))
 
 
 def test_references_play_only_the_pickers_asked_for_and_refuse_unknown_ones(tiny_model):

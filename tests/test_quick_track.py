@@ -91,10 +91,15 @@ def test_track_budgets_go_to_the_arms_that_learn(quick_track, tmp_path):
     assert quick_track.task_of("TextGym/SparseCompletionCandidate-v0") == "SparseCompletion"
 
 
+PROMPT_OF_EPISODE = ["p0", "p1", "p2", "p0"]  # the fourth episode draws the first one's prompt again
+
+
 def _bundle(bundles, name, rewards):
     (bundles / name).mkdir(parents=True)
     lines = [
-        json.dumps({"training_seed": seed, "seed": 10000 + index, "reward": reward})
+        json.dumps(
+            {"training_seed": seed, "seed": 10000 + index, "prompt_id": PROMPT_OF_EPISODE[index], "reward": reward}
+        )
         for seed, per_prompt in enumerate(rewards)
         for index, reward in enumerate(per_prompt)
     ]
@@ -103,21 +108,24 @@ def _bundle(bundles, name, rewards):
 
 def test_gains_over_start_pair_each_episode_with_the_starting_policys(quick_track, tmp_path):
     bundles = tmp_path / "bundles"
-    start = [[0.0, 0.5, 1.0, 0.0]] * 3
+    start = [[0.0, 0.5, 0.5, 0.0]] * 3
     _bundle(bundles, "zero-shot__sentiment_v0", start)
     _bundle(bundles, "ppo__sentiment_v0", [[0.5, 1.0, 1.0, 0.5], [0.25, 0.75, 1.0, 0.5], [0.5, 0.5, 1.0, 0.5]])
     _bundle(bundles, "lm-top__sentimentcandidate_v0", start)
     _bundle(bundles, "dqn__sentimentcandidate_v0", start)  # a head that never left the LM's top candidate
     ppo, dqn = quick_track.gains_over_start(bundles, ["Sentiment"])
-    gains = [0.5, 0.5, 0, 0.5] + [0.25, 0.25, 0, 0.5] + [0.5, 0, 0, 0.5]
-    assert ppo["pairs"] == 12 and ppo["prompts"] == 4 and ppo["gain"] == pytest.approx(np.mean(gains))
-    # The starting policy's one evaluation of a prompt is shared by the seeds: the CI resamples the 4 prompts.
-    per_prompt = np.mean(np.reshape(gains, (3, 4)), axis=0)
-    assert ppo["gain_ci95"] == pytest.approx(bootstrap_ci(list(per_prompt)))
-    assert ppo["start_mean"] == pytest.approx(0.375) and ppo["gain_ci95"][0] > 0 and ppo["beats_start"] == "yes"
+    gains = [0.5, 0.5, 0.5, 0.5] + [0.25, 0.25, 0.5, 0.5] + [0.5, 0, 0.5, 0.5]
+    assert ppo["pairs"] == 12 and ppo["prompts"] == 3 and ppo["gain"] == pytest.approx(np.mean(gains))
+    # The starting policy's one evaluation of an episode is shared by the seeds, and episodes 0 and 3 played the
+    # same prompt: the CI resamples the 3 prompts, each with its gain averaged over its 6 or 3 (seed, episode) pairs.
+    per_episode = np.reshape(gains, (3, 4))
+    per_prompt = [per_episode[:, [0, 3]].mean(), per_episode[:, 1].mean(), per_episode[:, 2].mean()]
+    assert ppo["gain_ci95"] == pytest.approx(bootstrap_ci(per_prompt))
+    assert ppo["gain_ci95"] != pytest.approx(bootstrap_ci(list(per_episode.mean(0))))
+    assert ppo["start_mean"] == pytest.approx(0.25) and ppo["gain_ci95"][0] > 0 and ppo["beats_start"] == "yes"
     assert dqn["gain"] == 0.0 and dqn["beats_start"] == "no (CI includes 0)"
     table = quick_track.gains_table([ppo, dqn])
-    assert "| Sentiment | ppo | zero-shot | 0.375 -> " in table and "| yes |" in table
+    assert "| Sentiment | ppo | zero-shot | 0.250 -> " in table and "| yes |" in table
     # A missing arm is reported, not dropped.
     (rows,) = [r for r in quick_track.gains_over_start(bundles, ["Dialogue"]) if r["arm"] == "ppo"]
     assert rows["error"] == "missing or unpaired bundles"
