@@ -15,7 +15,8 @@
 # run also evaluates the LM's top candidate itself, --initial-eval, so its gain is paired). On SparseCompletion the
 # first 32 validation prompts hold 2 where another candidate beats the LM's top, the first 256 hold 29: 32 prompts
 # cannot show a gain there. TEXTGYM_DQN_EXTRA_ARGS is appended to every run's flags (the last of a repeated flag
-# wins), e.g. "--q-hidden 0 --q-weight-decay 0.05" for a linear head with weight decay.
+# wins), e.g. "--q-hidden 0 --q-weight-decay 0.05" for a linear head with weight decay; the stored variant also
+# gives it to the store script, so that e.g. --feature-layer stores the features the runs read.
 # TEXTGYM_DQN_VARIANT=stored: the pool256 variant on a pool of TEXTGYM_DQN_POOL prompts (default 512) drawn with pool
 # seed 0 for every run, whose first-turn candidate sets benchmarks/store_pool_proposals.py generates once, before the
 # runs, into RUNS_DIR/train_sets_<id> (--train-proposal-cache), with the Q head's features of those first turns and
@@ -44,7 +45,8 @@ for env_id in $ids; do
       pool=(--train-prompts "${TEXTGYM_DQN_POOL:-512}" --pool-seed 0 --proposal-variants 1
             --train-proposal-cache "$runs/train_sets_${name}" --feature-cache "$runs/features_${name}")
       python benchmarks/store_pool_proposals.py --algo dqn --env "$env_id" --model default "${pool[@]}" \
-        --proposal-cache "$cache" --eval-episodes 256 --torch-threads 2 > "$runs/store_${name}.log" 2>&1
+        --proposal-cache "$cache" --eval-episodes 256 ${TEXTGYM_DQN_EXTRA_ARGS:-} --torch-threads 2 \
+        > "$runs/store_${name}.log" 2>&1
       recipe+=("${pool[@]}" --total-timesteps 12000)
     fi
   elif [ -n "${TEXTGYM_DQN_VARIANT:-}" ]; then

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["start_mean"] = summary.pop("top_mean")
         record = {
             "env": env_id,
+            "env_kwargs": env_kwargs,
             "episodes": args.episodes,
             "draws": args.draws,
             "prompt_ids": prompt_ids,

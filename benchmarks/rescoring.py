@@ -84,9 +84,12 @@ def prompt_labels(env_id: str, env_kwargs: dict[str, Any], episodes: int, field:
     """
     import gymnasium as gym
 
+    from baselines.proposal_vec_env import PlaceholderProposals
     from textgym.stats import EVAL_SEED_BASE
 
     env = gym.make(env_id, **{**env_kwargs, "render_mode": None})
+    if getattr(env.unwrapped, "proposer", None) is not None:
+        env.unwrapped.proposer = PlaceholderProposals()  # a reset's candidates are not needed for its info
     labels = []
     try:
         for episode in range(episodes):

@@ -271,6 +271,23 @@ def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
     assert len(medians | {result["start"]["draw_perplexity_medians"][0]}) == 3  # three different policies
     assert result["gain_mean"] == pytest.approx(sum(result["runs"][str(r)]["gain"] for r in runs) / 2)
 
+    # A file written before the prompt ids were kept: reanalyse_rescored.py recovers them from the env's seeds and
+    # recomputes the CI over prompts, keeping the old one.
+    import reanalyse_rescored
+
+    old_file = tmp_path / "old.json"
+    stripped = {key: value for key, value in result.items() if key != "prompt_ids"}
+    old_file.write_text(json.dumps({**stripped, "gain_ci95_prompts": [-9.0, 9.0]}), encoding="utf-8")
+    assert reanalyse_rescored.main([str(old_file), "--write"]) == 0
+    reanalysed = json.loads(old_file.read_text(encoding="utf-8"))
+    assert len(result["prompt_ids"]) == 2 and reanalysed["prompt_ids"] == result["prompt_ids"]
+    assert reanalysed["gain_ci95_prompts"] == pytest.approx(result["gain_ci95_prompts"])
+    assert reanalysed["gain_ci95_episodes"] == [-9.0, 9.0]
+    assert "distinct prompts" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        reanalyse_rescored.main([str(tmp_path / "missing.json")])
+    assert exit_info.value.code == 2 and "is not a rescored result file" in capsys.readouterr().err
+
     # Two sampled replies a prompt: a prompt's reward is their mean, and the second draw is another reply.
     # --torch-threads holds though the runs trained with one thread (loading a run used to set its own).
     import torch
