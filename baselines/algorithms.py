@@ -124,7 +124,6 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "exploration_final_eps",
             "q_hidden",
             "q_weight_decay",
-            "q_centred",
             "feature_layer",
             "proposal_variants",
             "proposal_cache",

@@ -18,7 +18,6 @@ from baselines.dqn import (
     evaluate_q_policy,
     replay_bytes_per_transition,
 )
-from baselines.dqn.policy import duplicate_mask
 from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.lm import Completion
 from textgym.stats import bootstrap_ci, cluster_means
@@ -206,39 +205,6 @@ def test_q_weight_decay_reaches_the_heads_optimizer_and_shrinks_the_head(tiny_mo
         model.learn(24)
         norms[decay] = float(model.policy.q_net.head[-1].weight.norm())
     assert norms[5.0] < 0.5 * norms[0.0]
-
-
-def test_centred_head_ranks_like_its_scores_and_its_value_holds_the_context_level(tmp_path, tiny_model):
-    args = _cli_args(PICK_WORD_ID, q_centred=True, learning_starts=4, n_envs=2, seed=0)
-    model = build_dqn(args, make_vec_env(lambda: gym.make(PICK_WORD_ID, **ENV_KWARGS), n_envs=2, seed=0))
-    q_net = model.policy.q_net
-    assert q_net.centred and model.policy.q_net_target.centred and q_net.value is not None
-    model.learn(48)
-    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
-    observations = [env.reset(seed=seed)[0] for seed in range(6)]
-    batch = {key: torch.as_tensor(np.stack([o[key] for o in observations])) for key in observations[0]}
-    model.policy.set_training_mode(False)
-    with torch.no_grad():
-        q_values = q_net(batch)
-        features = q_net.encoder.statistics(q_net.encoder(batch))
-        scores = q_net.head(features).squeeze(-1)
-    distinct = ~duplicate_mask(batch["candidate_ids"], batch["candidate_mask"], 4)
-    assert float(q_net.value.weight.abs().sum()) > 0  # the value learnt something
-    for row in range(len(observations)):
-        kept = distinct[row]
-        # Q less the scores is one constant per context (the value less the mean score): the same ranking ...
-        offsets = (q_values[row] - scores[row])[kept]
-        torch.testing.assert_close(offsets, offsets[:1].expand_as(offsets))
-        # ... and the mean Q of the context's distinct candidates is its value.
-        value = q_net.value(features[row][kept].mean(0))
-        torch.testing.assert_close(q_values[row][kept].mean(), value.squeeze())
-    # The head kind is part of the checkpoint's policy: a run resumes and evaluates with the head it trained.
-    save_checkpoint(tmp_path / "ckpt", model.policy, {"algo": "dqn", "model": "tiny"})
-    fresh = build_dqn(args, make_vec_env(lambda: gym.make(PICK_WORD_ID, **ENV_KWARGS), n_envs=1, seed=1))
-    load_checkpoint(tmp_path / "ckpt", fresh.policy)
-    fresh.policy.set_training_mode(False)
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.policy.q_net(batch), q_values)
 
 
 def test_changed_k_or_reply_budget_is_refused(tiny_model):

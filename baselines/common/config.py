@@ -93,11 +93,6 @@ class Args:
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
     q_weight_decay: float = option(0.0, "L2 weight decay of the Q head's Adam optimizer (0: none)")
-    q_centred: bool = option(
-        False,
-        "Q = a context value + the head's score centred over the K candidates (the head only ranks a context's "
-        "candidates; the value learns its reward level)",
-    )
     proposal_variants: int = option(
         0, "candidate sets kept per context and handed out again in training (0: every turn proposed afresh)"
     )

@@ -38,12 +38,6 @@ class LMQNetwork(BasePolicy):
         encoder: The shared :class:`CandidateEncoder` (not a submodule).
         net_arch: Hidden sizes of the head's MLP.
         activation_fn: The MLP's activation.
-        centred: Q(s, k) = V(s) + score(s, k) - the mean score of the context's distinct
-            candidates, V linear in their mean features: the head only ranks a context's
-            candidates and V learns the context's reward level, which on a task whose reward
-            level varies more between prompts than between one prompt's candidates would
-            otherwise take up what the head learns (a dueling head, Wang et al. 2016, with the
-            advantages centred over the K candidates). False: Q(s, k) = score(s, k).
     """
 
     action_space: gym.spaces.Discrete
@@ -55,11 +49,9 @@ class LMQNetwork(BasePolicy):
         encoder: CandidateEncoder,
         net_arch: list[int],
         activation_fn: type[nn.Module] = nn.ReLU,
-        centred: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space)
         self.encoder = encoder
-        self.centred = bool(centred)
         self.num_candidates, self.reply_tokens = candidate_shape(observation_space, action_space)
         self.net_arch, self.activation_fn = list(net_arch), activation_fn
         layers: list[nn.Module] = []
@@ -71,11 +63,6 @@ class LMQNetwork(BasePolicy):
         nn.init.zeros_(last.weight)  # every candidate ties at first: greedy = candidate 0, the LM's own
         nn.init.zeros_(last.bias)
         self.head = nn.Sequential(*layers, last)
-        self.value: nn.Linear | None = None
-        if self.centred:
-            self.value = nn.Linear(encoder.feature_dim, 1)
-            nn.init.zeros_(self.value.weight)
-            nn.init.zeros_(self.value.bias)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, K) Q-values of every candidate, repeated ones included (they are the same reply)."""
@@ -86,15 +73,8 @@ class LMQNetwork(BasePolicy):
                 f"built for K={self.num_candidates} candidates of {self.reply_tokens} tokens ({expected}); "
                 "evaluate with the num_candidates and max_reply_tokens it was trained with"
             )
-        features = self.encoder.statistics(self.encoder(obs).to(self.device))
-        scores = self.head(features).squeeze(-1)
-        if self.value is None:
-            return scores
-        distinct = ~duplicate_mask(obs["candidate_ids"], obs["candidate_mask"], self.num_candidates).to(self.device)
-        weights = distinct.float() / distinct.float().sum(1, keepdim=True)  # candidate 0 is always distinct
-        mean_score = (scores * weights).sum(1, keepdim=True)
-        value = self.value((features * weights[..., None]).sum(1))
-        return scores - mean_score + value
+        features = self.encoder(obs).to(self.device)
+        return self.head(self.encoder.statistics(features)).squeeze(-1)
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
         """The greedy candidate: arg-max Q over the distinct candidates (ties: the lowest index)."""
@@ -108,9 +88,7 @@ class LMQNetwork(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            net_arch=self.net_arch, activation_fn=self.activation_fn, encoder=self.encoder, centred=self.centred
-        )
+        data.update(net_arch=self.net_arch, activation_fn=self.activation_fn, encoder=self.encoder)
         return data
 
 
@@ -120,8 +98,6 @@ class LMQPolicy(DQNPolicy):
     Policy kwargs (``policy_kwargs=dict(...)`` in SB3):
         net_arch: Hidden sizes of the Q head's MLP (default ``[64]``).
         activation_fn: The MLP's activation.
-        centred: Q = a context value + the head's scores centred over the candidates
-            (:class:`LMQNetwork`); False: Q = the head's scores.
         model: A model name: ``"default"``, ``"tiny"``, a local directory or a hub id. It
             must share the env's tokenizer (its vocabulary is checked against the ids).
         feature_layer: The LM hidden layer of the features (None: the middle one).
@@ -146,7 +122,6 @@ class LMQPolicy(DQNPolicy):
         lr_schedule: Any,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
-        centred: bool = False,
         model: str = "default",
         feature_layer: int | None = None,
         cache_size: int = 20_000,
@@ -158,7 +133,7 @@ class LMQPolicy(DQNPolicy):
         num_candidates, reply_tokens = candidate_shape(observation_space, action_space)
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
-        self.model_name, self.centred = model, bool(centred)
+        self.model_name = model
         self.feature_layer, self.cache_size, self.statistics_limit = feature_layer, cache_size, statistics_limit
         self.feature_store = feature_store
         encoder = CandidateEncoder(
@@ -194,7 +169,6 @@ class LMQPolicy(DQNPolicy):
             self.encoder,
             self.net_args["net_arch"],
             self.net_args["activation_fn"],
-            self.centred,
         ).to(self.device)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LMQPolicy:
@@ -223,7 +197,6 @@ class LMQPolicy(DQNPolicy):
             data.pop(name, None)
         data.update(
             model=self.model_name,
-            centred=self.centred,
             feature_layer=self.feature_layer,
             cache_size=self.cache_size,
             statistics_limit=self.statistics_limit,
