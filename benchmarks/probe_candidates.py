@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         run_candidate_episodes,
     )
     from baselines.dqn.encoder import NUM_SCALARS, CandidateEncoder
-    from textgym.stats import EVAL_SEED_BASE, bootstrap_ci
+    from textgym.stats import EVAL_SEED_BASE, bootstrap_ci, cluster_means
     from textgym.wrappers import PromptPool
 
     torch.set_num_threads(args.torch_threads)
@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     def first_turn(prompt_ids: list[str] | None) -> Any:
         def play(env: gym.Env, index: int, batcher: Any) -> dict[str, Any]:
             if prompt_ids is None:
-                observation, _ = env.reset(seed=EVAL_SEED_BASE + index)
+                observation, info = env.reset(seed=EVAL_SEED_BASE + index)
             else:
-                observation, _ = env.reset(seed=index, options={"prompt_id": prompt_ids[index]})
+                observation, info = env.reset(seed=index, options={"prompt_id": prompt_ids[index]})
             rewards = first_turn_rewards(env.unwrapped)
-            return {"observation": {key: np.asarray(observation[key]) for key in CANDIDATE_KEYS}, "rewards": rewards}
+            observation = {key: np.asarray(observation[key]) for key in CANDIDATE_KEYS}
+            return {"observation": observation, "rewards": rewards, "prompt_id": info["prompt_id"]}
 
         return play
 
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompts": prompts,
         }
     validation = data["validation"]
+    episode_prompts = [episode["prompt_id"] for episode in splits["validation"]]
     oracle = np.array(
         [validation["rewards"][rows].max() - validation["rewards"][rows[0]] for rows in validation["prompts"]]
     )
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{oracle.mean():+.4f} ({int((oracle > 0).sum())} prompts where another candidate is better)"
     )
     for name, result in results.items():
-        low, high = bootstrap_ci(result["gains"])
+        # Validation episodes may draw a prompt twice: the CI resamples prompts by id, not episodes.
+        low, high = bootstrap_ci(cluster_means(episode_prompts, result["gains"]))
         result["gain_mean"], result["gain_ci95"] = float(np.mean(result["gains"])), [low, high]
         print(
             f"  {name:8s} ({sets[name].stop - sets[name].start} features, ridge alpha {result['alpha']:g}): gain over "
@@ -230,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_prompts": len(pool),
             "pool_seed": args.pool_seed,
             "episodes": args.episodes,
+            "prompt_ids": episode_prompts,
             "top_mean": top_mean,
             "best_of_k_gains": oracle.tolist(),
             "probes": results,
