@@ -52,10 +52,12 @@ def cluster_means(clusters: Sequence[Hashable], values: Sequence[float]) -> list
 
     Bootstrap these means, not the values, when the values of one cluster are not independent:
     the paired gains of several training seeds over their starting policy all subtract that
-    policy's one evaluation of each prompt, so the unit to resample is the prompt.
+    policy's one evaluation of each prompt, and an evaluation of more episodes than its split
+    has prompts plays some prompts twice, so the unit to resample is the prompt.
 
     Args:
-        clusters: Each value's cluster (e.g. its prompt seed).
+        clusters: Each value's cluster (e.g. its prompt id; not its episode seed, since two
+            episode seeds may draw the same prompt).
         values: The values, as many as ``clusters``.
 
     Returns:
