@@ -2,6 +2,7 @@ r"""Score finished PPO runs and their starting policy again: more validation pro
 
     python benchmarks/rescore_lm_runs.py runs/ppo_summarizationv0_s0 runs/ppo_summarizationv0_s1 \
         --episodes 121 --draws 2 --out rescored.json
+    python benchmarks/rescore_lm_runs.py runs/ppo_summarizationv0_s? --whole-split --draws 3 --out rescored.json
 
 A PPO run is evaluated on 32 validation prompts with one sampled reply each, and its gain
 subtracts one such draw of the starting policy: on Summarization two draws of the same
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories of baselines.train (PPO, one starting policy)")
-    parser.add_argument("--episodes", type=integer_at_least(2), default=121, help="validation prompts, seeds 10000+i")
+    prompts = parser.add_mutually_exclusive_group()
+    prompts.add_argument("--episodes", type=integer_at_least(2), default=121, help="validation prompts, seeds 10000+i")
+    prompts.add_argument(
+        "--whole-split", action="store_true", help="play every prompt of the validation split once (per draw)"
+    )
     parser.add_argument("--draws", type=integer_at_least(1), default=2, help="sampled replies per prompt")
     parser.add_argument("--torch-threads", type=integer_at_least(1), default=2)
     parser.add_argument("--out", default=None, help="JSON file for every prompt's rewards and the summary")
@@ -70,18 +75,27 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     env_id, env_kwargs, reference = meta["env"], {**meta["env_kwargs"], "split": "validation"}, meta["model"]
-    prompt_ids = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, "prompt_id")
+    sweep = None
+    if args.whole_split:
+        try:
+            sweep = rescoring.split_prompt_ids(env_id, env_kwargs)
+        except ValueError as problem:
+            parser.error(f"--whole-split: {problem}")
+        args.episodes = len(sweep)
+    prompt_ids = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, "prompt_id", sweep)
     labels = None
     if args.breakdown is not None:
         try:
-            labels = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, args.breakdown)
+            labels = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, args.breakdown, sweep)
         except KeyError as problem:
             parser.error(f"--breakdown {args.breakdown}: {problem.args[0]}")
 
     def play(run: str, starting_policy: bool = False) -> dict[str, Any]:
         checkpoint = str(Path(run) / "checkpoint")
         model, _ = load_trained(checkpoint, "cpu", args.torch_threads, starting_policy=starting_policy)
-        return rescoring.sampled_draws(model.policy, env_id, env_kwargs, args.episodes, args.draws, reference)
+        return rescoring.sampled_draws(
+            model.policy, env_id, env_kwargs, args.episodes, args.draws, reference, prompt_ids=sweep
+        )
 
     start = play(first, starting_policy=True)
     print(f"starting policy: {np.mean(start['rewards']):.4f} (draws {start['draw_means']})", flush=True)
@@ -93,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = rescoring.paired_summary(start["rewards"], {run: p["rewards"] for run, p in played.items()}, prompt_ids)
     medians = [np.median(p["draw_perplexity_medians"]) for p in played.values()]
     print(
-        f"{provenance.measured_at()} {env_id}, {args.episodes} validation prompts x {args.draws} sampled replies, "
+        f"{provenance.measured_at()} {env_id}, {args.episodes} validation episodes"
+        f"{' (the whole split, each prompt once)' if sweep else ''} x {args.draws} sampled replies, "
         f"{len(played)} runs: {rescoring.gain_text(summary)}; reply perplexity median "
         f"{np.median(start['draw_perplexity_medians']):.1f} -> " + " / ".join(f"{m:.1f}" for m in medians)
     )
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "env": env_id,
             "env_kwargs": env_kwargs,
             "episodes": args.episodes,
+            "whole_split": args.whole_split,
             "draws": args.draws,
             "prompt_ids": prompt_ids,
             "start": start,

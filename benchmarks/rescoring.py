@@ -47,8 +47,12 @@ def sampled_draws(
     draws: int,
     reference: str | None,
     on_draw: Callable[[int, dict[str, Any]], None] | None = None,
+    prompt_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     """Play ``policy`` on the same episodes with sampling seeds ``EVAL_SEED_BASE + 0..draws-1``.
+
+    Episode ``i`` resets with seed ``EVAL_SEED_BASE + i`` and plays the prompt that seed draws or,
+    with ``prompt_ids``, the prompt ``prompt_ids[i]`` (then ``episodes`` is their number).
 
     Returns:
         ``rewards`` (each episode's mean over the draws), ``draw_means`` and
@@ -67,6 +71,7 @@ def sampled_draws(
             episodes=episodes,
             sampling_seed=EVAL_SEED_BASE + draw,
             reference_model=reference,
+            prompt_ids=prompt_ids,
         )
         rewards.append(result["rewards"])
         means.append(result["reward_mean"])
@@ -76,8 +81,28 @@ def sampled_draws(
     return {"rewards": np.mean(rewards, axis=0).tolist(), "draw_means": means, "draw_perplexity_medians": medians}
 
 
-def prompt_labels(env_id: str, env_kwargs: dict[str, Any], episodes: int, field: str) -> list[str]:
-    """The reset info ``field`` of each evaluation episode (episode ``i`` resets with ``EVAL_SEED_BASE + i``).
+def split_prompt_ids(env_id: str, env_kwargs: dict[str, Any]) -> list[str]:
+    """Every prompt id of the env's split, in the data's order.
+
+    Raises:
+        ValueError: The env generates its prompts without end (SparseCompletion): it has no split to sweep.
+    """
+    import gymnasium as gym
+
+    env = gym.make(env_id, **{**env_kwargs, "render_mode": None})
+    try:
+        ids = env.unwrapped.task.prompt_ids()
+    finally:
+        env.close()
+    if ids is None:
+        raise ValueError(f"{env_id} generates its prompts without end: it has no split of prompts to play once each")
+    return [str(prompt_id) for prompt_id in ids]
+
+
+def prompt_labels(
+    env_id: str, env_kwargs: dict[str, Any], episodes: int, field: str, prompt_ids: list[str] | None = None
+) -> list[str]:
+    """The reset info ``field`` of each evaluation episode, reset as :func:`sampled_draws` resets it.
 
     Raises:
         KeyError: The env's reset info has no ``field``; the message names the fields it has.
@@ -93,7 +118,8 @@ def prompt_labels(env_id: str, env_kwargs: dict[str, Any], episodes: int, field:
     labels = []
     try:
         for episode in range(episodes):
-            _, info = env.reset(seed=EVAL_SEED_BASE + episode)
+            options = None if prompt_ids is None else {"prompt_id": prompt_ids[episode]}
+            _, info = env.reset(seed=EVAL_SEED_BASE + episode, options=options)
             if field not in info:
                 raise KeyError(f"{env_id}'s reset info has no {field!r}; it has {sorted(info)}")
             labels.append(str(info[field]))
@@ -105,10 +131,10 @@ def prompt_labels(env_id: str, env_kwargs: dict[str, Any], episodes: int, field:
 def paired_summary(start: list[float], runs: dict[str, list[float]], prompt_ids: list[str]) -> dict[str, Any]:
     """Each run's mean and gain over ``start`` (same episodes, in order), and the gain's CIs pooled and per prompt.
 
-    Episodes ``i`` of ``start`` and of every run played the same prompt, ``prompt_ids[i]``. More
-    episodes than the split has prompts revisit prompts (episode ``i`` draws its prompt with seed
-    ``10000 + i``), so the unit the second CI resamples is the prompt: each prompt's gain is
-    averaged over the runs and over the episodes that played it.
+    Episodes ``i`` of ``start`` and of every run played the same prompt, ``prompt_ids[i]``.
+    Episodes whose prompts are drawn by seed (episode ``i`` with seed ``10000 + i``) revisit
+    prompts, so the unit the second CI resamples is the prompt: each prompt's gain is averaged
+    over the runs and over the episodes that played it.
     """
     from textgym.stats import bootstrap_ci, cluster_means
 

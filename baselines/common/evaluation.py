@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,7 @@ def evaluate_policy(
     record_path: str | None = None,
     reference_model: str | None = None,
     sampling_seed: int | None = None,
+    prompt_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` fixed-prompt episodes with an LM policy at token or utterance level.
 
@@ -146,15 +147,23 @@ def evaluate_policy(
         record_path: JSONL file for the generations (appended).
         reference_model: Name of the frozen reference LM for guard perplexity, or None.
         sampling_seed: Seed of the sampled replies (None: ``seed``), to draw other replies to the same prompts.
+        prompt_ids: The prompt of each episode (``reset(options={"prompt_id": ...})``), one per
+            episode, instead of the prompt seed ``seed + i`` draws: e.g. every prompt of a split once.
 
     Returns:
         ``reward_mean``, ``reward_ci95``, ``rewards`` (per episode), ``perplexity_mean`` and
         ``perplexity_median`` (:func:`perplexity_summary`), ``reply_words_mean``, ``distinct_2_mean``
         and ``episodes``.
+
+    Raises:
+        ValueError: ``prompt_ids`` does not hold one id per episode.
     """
+    if prompt_ids is not None and len(prompt_ids) != episodes:
+        raise ValueError(f"prompt_ids holds {len(prompt_ids)} ids for {episodes} episodes: give one per episode")
     torch.manual_seed(seed if sampling_seed is None else sampling_seed)
     envs = make_eval_envs(env_id, env_kwargs, episodes, record_path, reference_model)
-    observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    options = [None if prompt_ids is None else {"prompt_id": prompt_ids[i]} for i in range(episodes)]
+    observations = [env.reset(seed=seed + i, options=options[i])[0] for i, env in enumerate(envs)]
     rewards = [0.0] * episodes
     guards: list[dict[str, Any]] = [{} for _ in range(episodes)]
     active = list(range(episodes))
