@@ -326,6 +326,24 @@ def test_rescore_lm_runs_replays_each_runs_own_evaluations_and_pairs_the_gain(
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--breakdown family" in err and "'prompt_id'" in err
 
+    # --whole-split: every prompt of the validation split once, in the split's order, and nothing else.
+    import rescoring
+
+    split = rescoring.split_prompt_ids(result["env"], result["env_kwargs"])
+    assert len(split) == len(set(split)) > 4
+    whole = [str(runs[0]), "--whole-split", "--draws", "1", "--torch-threads", "1", "--out", str(out)]
+    assert rescore_lm_runs.main([*whole, "--breakdown", "prompt_id"]) == 0
+    swept = json.loads(out.read_text(encoding="utf-8"))
+    assert swept["whole_split"] is True and swept["episodes"] == len(split)
+    assert swept["prompt_ids"] == split and swept["breakdown"]["labels"] == split
+    assert swept["distinct_prompts"] == len(split) == len(swept["start"]["rewards"])
+    assert "(the whole split, each prompt once)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        rescore_lm_runs.main([*whole, "--episodes", "4"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="generates its prompts without end"):
+        rescoring.split_prompt_ids("TextGym/SparseCompletion-v0", {"model": "tiny", "split": "validation"})
+
     # A run of another start, and a candidate picker, are refused before anything is played.
     other = tmp_path / "ppo_tempered"
     assert (

@@ -199,6 +199,13 @@ def test_evaluation_draws_other_replies_to_the_same_prompts_with_another_samplin
     other_prompts, other_replies = draw("other", sampling_seed=10_001)
     assert other_prompts == prompts and other_replies != replies
 
+    # prompt_ids names each episode's prompt instead of the seed's draw: one prompt twice, another once.
+    chosen = [prompts[1], prompts[1], prompts[0], prompts[3]]
+    assert chosen != prompts
+    assert draw("chosen", prompt_ids=chosen)[0] == chosen
+    with pytest.raises(ValueError, match="prompt_ids holds 2 ids for 4 episodes"):
+        evaluate_policy(policy, args.env, kwargs, episodes=4, prompt_ids=chosen[:2])
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
