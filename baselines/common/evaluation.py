@@ -3,7 +3,8 @@
 :func:`evaluate_policy` plays an LM policy (token or utterance level, sampled or greedy)
 with batched, KV-cached generation; :func:`evaluate_q_policy` plays a candidate picker (the
 DQN's greedy Q policy) with the proposals of all running episodes batched. Episode ``i``
-resets with seed ``seed + i`` in both, so every policy of a track sees the same prompts.
+resets with seed ``seed + i`` in both, so every policy of a track sees the same prompts
+(:func:`evaluate_policy` can also be given each episode's prompt id, to play a split once).
 
 :func:`evaluate_lm` and :func:`evaluate_candidates` give both one signature, the
 :data:`Evaluator` that the algorithm table (:mod:`baselines.algorithms`) names: the algorithm
