@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as problem:
             parser.error(f"--whole-split: {problem}")
         args.episodes = len(sweep)
-    prompt_ids = rescoring.prompt_labels(env_id, env_kwargs, args.episodes, "prompt_id", sweep)
+    prompt_ids = sweep or rescoring.prompt_labels(env_id, env_kwargs, args.episodes, "prompt_id")
     labels = None
     if args.breakdown is not None:
         try:
