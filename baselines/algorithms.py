@@ -125,6 +125,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "q_hidden",
             "q_weight_decay",
             "feature_layer",
+            "guide_model",
             "proposal_variants",
             "proposal_cache",
             "train_proposal_cache",

@@ -105,7 +105,14 @@ def store_features(env: Any, prompt_ids: list[str], args: Any) -> Any:
 
     num_candidates, reply_tokens = candidate_shape(env.observation_space, env.action_space)
     layer = None if args.feature_layer == -1 else args.feature_layer
-    encoder = CandidateEncoder(args.model, num_candidates, reply_tokens, layer, feature_store=args.feature_cache)
+    encoder = CandidateEncoder(
+        args.model,
+        num_candidates,
+        reply_tokens,
+        layer,
+        feature_store=args.feature_cache,
+        guide_model=args.guide_model or None,
+    )
 
     def encode(batch: list[dict[str, Any]]) -> None:
         encoder({key: torch.as_tensor(np.stack([o[key] for o in batch])) for key in CANDIDATE_KEYS})

@@ -110,6 +110,11 @@ class Args:
         "share them (empty: in memory only)",
     )
     feature_layer: int = option(-1, "LM hidden layer of the Q features (0: embeddings; -1: the middle layer)")
+    guide_model: str = option(
+        "",
+        "a model sharing the env's tokenizer (e.g. a baselines.sft output directory): each candidate's ROUGE-L "
+        "against its greedy reply becomes one more Q feature (empty: none)",
+    )
     dataset: str = option("", "the task's data: a local file or directory, or a hub id (empty: the task's own)", DATA)
     dataset_config: str = option("", "the dataset's config, e.g. 3.0.0 for CNN/DailyMail (empty: its default)", DATA)
     dataset_split: str = option("", "the dataset's own split to read (empty: the one named like the env's split)", DATA)

@@ -34,6 +34,7 @@ def build_dqn(args: Args, env: Any) -> DQN:
         "feature_layer": None if args.feature_layer == -1 else args.feature_layer,
         "cache_size": max(20_000, 2 * args.buffer_size),
         "feature_store": args.feature_cache or None,
+        "guide_model": args.guide_model or None,
     }
     if args.q_weight_decay:
         policy_kwargs["optimizer_kwargs"] = {"weight_decay": args.q_weight_decay}

@@ -15,7 +15,8 @@ from torch import nn
 
 from baselines.common.candidates import CANDIDATE_KEYS
 from textgym.lm import forward, new_cache, positions_from_mask
-from textgym.models import load_causal_lm, load_shared_causal_lm
+from textgym.metrics.functional import rouge
+from textgym.models import eos_token_ids, load_causal_lm, load_shared_causal_lm, load_tokenizer, resolve_model_path
 
 #: Number of scalar features per candidate (see :meth:`CandidateEncoder.encode`).
 NUM_SCALARS = 6
@@ -81,6 +82,15 @@ class CandidateEncoder:
             back, by this encoder or another given the directory: runs on the same prompts
             (the seeds of a recipe, their evaluations) then run the trunk on each once between
             them. None: features live in memory only.
+        guide_model: A second model that shares the env's tokenizer, e.g. a supervised
+            fine-tune on the task's references (``python -m baselines.sft``). Each observation
+            then also gets the guide's greedy reply to the context, and each candidate one more
+            feature, just before the scalars: its ROUGE-L F-measure against that reply (how
+            much of what the guide would say it says). None: no guide feature.
+
+    Raises:
+        ValueError: ``feature_layer`` is out of range, or ``guide_model``'s vocabulary is
+            not ``model``'s.
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class CandidateEncoder:
         cache_size: int = 20_000,
         statistics_limit: int = 512,
         feature_store: str | os.PathLike | None = None,
+        guide_model: str | None = None,
     ) -> None:
         self.model_name = model
         self.num_candidates, self.reply_tokens = int(num_candidates), int(reply_tokens)
@@ -103,7 +114,19 @@ class CandidateEncoder:
             raise ValueError(f"feature_layer must be in [{-(layers + 1)}, {layers}] for model {model!r}, got {layer}")
         self.layer = layer % (layers + 1)
         self.hidden_size = int(config.hidden_size)
-        self.feature_dim = 2 * self.hidden_size + NUM_SCALARS
+        self.guide_model = guide_model
+        self.guide = None
+        if guide_model is not None:
+            self.guide = load_shared_causal_lm(guide_model)
+            vocab, guide_vocab = (int(m.get_input_embeddings().weight.shape[0]) for m in (self.lm, self.guide))
+            if guide_vocab != vocab:
+                raise ValueError(
+                    f"guide_model {guide_model!r} has {guide_vocab} input tokens but model {model!r} has {vocab}: "
+                    "the guide must share the env's tokenizer (e.g. a fine-tune of the env's model)"
+                )
+            self.tokenizer = load_tokenizer(model)
+            self.guide_end_ids = list(eos_token_ids(self.tokenizer, resolve_model_path(guide_model)))
+        self.feature_dim = 2 * self.hidden_size + (guide_model is not None) + NUM_SCALARS
         self.cache_size = int(cache_size)
         self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.statistics = FeatureStatistics(self.feature_dim, statistics_limit)
@@ -112,7 +135,8 @@ class CandidateEncoder:
         self.encode_batch = 16  # observations per trunk forward (bounds the memory of the hidden states)
         self.feature_store: Path | None = None
         if feature_store is not None:
-            namespace = json.dumps([model, self.layer, self.num_candidates, self.reply_tokens, self.feature_dim])
+            fields = [model, self.layer, self.num_candidates, self.reply_tokens, self.feature_dim]
+            namespace = json.dumps(fields if guide_model is None else [*fields, guide_model])
             self.feature_store = Path(feature_store) / hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:16]
             self.feature_store.mkdir(parents=True, exist_ok=True)
 
@@ -122,8 +146,12 @@ class CandidateEncoder:
         if next(self.lm.parameters()).device != device:
             if device.type == "cpu":
                 self.lm = load_shared_causal_lm(self.model_name)
+                if self.guide_model is not None:
+                    self.guide = load_shared_causal_lm(self.guide_model)
             else:
                 self.lm = load_causal_lm(self.model_name, device=device).requires_grad_(False)
+                if self.guide_model is not None:
+                    self.guide = load_causal_lm(self.guide_model, device=device).requires_grad_(False)
         return self
 
     @property
@@ -204,7 +232,8 @@ class CandidateEncoder:
         state of its tokens at ``layer``, the context's last hidden state at ``layer``, and
         the scalars mean / minimum / budget-normalised sum of the candidate's token
         log-probabilities, its length as a fraction of the budget, an empty flag and a
-        candidate-0 flag.
+        candidate-0 flag; with a guide model, before the scalars, the candidate's agreement
+        with the guide's reply (:meth:`guide_agreement`).
         """
         device, k, length = self.device, self.num_candidates, self.reply_tokens
         ids = torch.as_tensor(obs["input_ids"], device=device).long()
@@ -251,5 +280,45 @@ class CandidateEncoder:
             ],
             -1,
         )
-        features = torch.cat([mean_hidden, context_hidden.repeat_interleave(k, 0), scalars], -1)
+        parts = [mean_hidden, context_hidden.repeat_interleave(k, 0)]
+        if self.guide is not None:
+            parts.append(self.guide_agreement(ids, mask, candidates, candidate_mask).reshape(-1, 1))
+        features = torch.cat([*parts, scalars], -1)
         return features.reshape(batch, k, self.feature_dim)
+
+    @torch.no_grad()
+    def guide_agreement(
+        self, ids: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor, candidate_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """ROUGE-L F of each candidate (rows of ``candidates``, K per context) against the guide's greedy reply.
+
+        Args:
+            ids: (B, T) left-padded context ids.
+            mask: Their attention mask.
+            candidates: (B * K, reply_tokens) right-padded candidate ids.
+            candidate_mask: Their attention mask.
+
+        Returns:
+            (B * K,) float32 on the trunk's device; 0 for an empty candidate or an empty guide reply.
+        """
+        generated = self.guide.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=self.reply_tokens,
+            do_sample=False,
+            eos_token_id=self.guide_end_ids,
+            pad_token_id=int(self.tokenizer.pad_token_id),
+        )[:, ids.shape[1] :]
+        decode = self.tokenizer.decode
+        replies = [decode(row, skip_special_tokens=True).strip() for row in generated.tolist()]
+        texts = [
+            decode(row[: int(length)], skip_special_tokens=True).strip()
+            for row, length in zip(candidates.tolist(), candidate_mask.sum(1).tolist(), strict=True)
+        ]
+        references = [reply for reply in replies for _ in range(self.num_candidates)]
+        scored = [i for i, (text, reply) in enumerate(zip(texts, references, strict=True)) if text and reply]
+        agreement = torch.zeros(len(texts), device=ids.device)
+        if scored:
+            values = rouge([texts[i] for i in scored], [references[i] for i in scored])["rougeL"]
+            agreement[scored] = torch.tensor([float(v) for v in values], device=ids.device)
+        return agreement

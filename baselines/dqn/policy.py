@@ -105,6 +105,8 @@ class LMQPolicy(DQNPolicy):
         statistics_limit: Candidates that define the feature standardisation.
         feature_store: A directory where the encoder keeps the features it computes, shared
             by the runs given it (:class:`CandidateEncoder`; None: in memory only).
+        guide_model: A model sharing the env's tokenizer whose greedy reply each candidate is
+            compared with, one more feature (:class:`CandidateEncoder`; None: none).
         torch_threads: Threads for torch on CPU (None leaves torch's setting).
 
     Raises:
@@ -127,6 +129,7 @@ class LMQPolicy(DQNPolicy):
         cache_size: int = 20_000,
         statistics_limit: int = 512,
         feature_store: str | None = None,
+        guide_model: str | None = None,
         torch_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -135,9 +138,9 @@ class LMQPolicy(DQNPolicy):
             torch.set_num_threads(int(torch_threads))
         self.model_name = model
         self.feature_layer, self.cache_size, self.statistics_limit = feature_layer, cache_size, statistics_limit
-        self.feature_store = feature_store
+        self.feature_store, self.guide_model = feature_store, guide_model
         encoder = CandidateEncoder(
-            model, num_candidates, reply_tokens, feature_layer, cache_size, statistics_limit, feature_store
+            model, num_candidates, reply_tokens, feature_layer, cache_size, statistics_limit, feature_store, guide_model
         )
         vocab = int(encoder.lm.get_input_embeddings().weight.shape[0])
         env_vocab = int(observation_space["candidate_ids"].high.max()) + 1
@@ -201,5 +204,6 @@ class LMQPolicy(DQNPolicy):
             cache_size=self.cache_size,
             statistics_limit=self.statistics_limit,
             feature_store=self.feature_store,
+            guide_model=self.guide_model,
         )
         return data
