@@ -124,6 +124,7 @@ ALGOS: dict[str, AlgorithmSpec] = {
             "exploration_final_eps",
             "q_hidden",
             "q_weight_decay",
+            "q_features",
             "feature_layer",
             "guide_model",
             "proposal_variants",

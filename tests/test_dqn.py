@@ -11,6 +11,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym  # noqa: F401
 from baselines.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from baselines.common.cli import parse_train_args
 from baselines.dqn import (
     LMQPolicy,
     build_dqn,
@@ -18,6 +19,7 @@ from baselines.dqn import (
     evaluate_q_policy,
     replay_bytes_per_transition,
 )
+from baselines.dqn.encoder import NUM_SCALARS
 from textgym.core import TaskPrompt, TextTask, TurnResult
 from textgym.lm import Completion
 from textgym.stats import bootstrap_ci, cluster_means
@@ -155,6 +157,43 @@ def test_replay_buffer_keeps_integer_ids_and_features_are_cached(tiny_model):
     assert replay_bytes_per_transition(model) == expected
     encoder = model.policy.encoder
     assert encoder.hits > encoder.misses > 0  # each distinct observation went through the LM once
+
+
+def test_a_scalar_q_head_reads_only_the_candidate_scalars_and_learns(tiny_model, capsys):
+    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
+    model = make_dqn(env, policy_kwargs={"model": "tiny", "net_arch": [32], "q_features": "scalars"})
+    assert model.policy.q_net.head[0].in_features == NUM_SCALARS
+    model.learn(160)
+    after = evaluate_q_policy(model, PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)
+    random = candidate_references(PICK_WORD_ID, ENV_KWARGS, episodes=40, seed=500)["random"]["reward_mean"]
+    # The words are one token each: only their log-probabilities under the LM tell them apart, and suffice.
+    assert after["reward_mean"] > random + 0.25
+
+    class ShiftedStates:
+        """The encoder's features with every LM-state feature moved: a scalar head must not notice."""
+
+        def __init__(self, encoder):
+            self.encoder, self.statistics = encoder, encoder.statistics
+
+        def __call__(self, obs):
+            features = self.encoder(obs).clone()
+            features[..., :-NUM_SCALARS] += 5.0 * torch.randn(features[..., :-NUM_SCALARS].shape)
+            return features
+
+    observation, _ = env.reset(seed=3)
+    batch = {k: torch.as_tensor(v[None]) for k, v in observation.items()}
+    q_net = model.policy.q_net
+    model.policy.set_training_mode(False)
+    with torch.no_grad():
+        expected = q_net(batch)
+        q_net.encoder = ShiftedStates(q_net.encoder)
+        torch.testing.assert_close(q_net(batch), expected)
+
+    with pytest.raises(ValueError, match="q_features must be one of all, scalars, got 'hidden'"):
+        make_dqn(env, policy_kwargs={"model": "tiny", "q_features": "hidden"})
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_args(["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--q-features", "hidden"])
+    assert exit_info.value.code == 2 and "'hidden'" in capsys.readouterr().err
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path, tiny_model):
@@ -428,6 +467,63 @@ def test_references_cli_shares_its_proposal_cache_with_the_runs_evaluations(tiny
         patched.setattr(ShuffledWords, "propose", lambda *a: pytest.fail("proposed again"))
         result = evaluate_q_policy(model, PICK_WORD_ID, run_kwargs, episodes=5, proposal_cache=str(cache))
     assert result["reward_mean"] == pytest.approx(top, abs=1e-4)
+
+
+def test_a_guide_model_adds_each_candidates_rouge_l_against_the_guides_greedy_reply(tiny_model, tmp_path, monkeypatch):
+    from baselines.common.candidates import CANDIDATE_KEYS, candidate_shape
+    from baselines.dqn.encoder import NUM_SCALARS, CandidateEncoder
+    from textgym.metrics.functional import rouge
+
+    env = gym.make(PICK_WORD_ID, **ENV_KWARGS)
+    rows, texts = [], []
+    for seed in range(4):
+        rows.append(env.reset(seed=seed)[0])
+        texts.append([candidate.text for candidate in env.unwrapped._candidates])
+    obs = {key: torch.as_tensor(np.stack([row[key] for row in rows])) for key in CANDIDATE_KEYS}
+    k, length = candidate_shape(env.observation_space, env.action_space)
+    tokenizer = env.unwrapped.tokenizer
+    env.close()
+    store = tmp_path / "features"
+    plain = CandidateEncoder("tiny", k, length, feature_store=store)
+    guided = CandidateEncoder("tiny", k, length, feature_store=store, guide_model="tiny")
+    assert guided.feature_dim == plain.feature_dim + 1
+    # The tiny guide's own greedy reply: deterministic, and each agreement a ROUGE-L F in [0, 1].
+    own = guided.encode({key: value.numpy() for key, value in obs.items()})[..., -NUM_SCALARS - 1]
+    assert torch.equal(own, guided.encode({key: value.numpy() for key, value in obs.items()})[..., -NUM_SCALARS - 1])
+    assert bool(((own >= 0) & (own <= 1)).all())
+    # A guide that replies "yes sure" to every context: each candidate scores its ROUGE-L against that reply.
+    reply = tokenizer("yes sure", add_special_tokens=False)["input_ids"]
+    calls = []
+
+    def says_yes_sure(input_ids, attention_mask, **settings):
+        calls.append(settings)
+        return torch.cat([input_ids, torch.tensor([reply] * len(input_ids))], 1)
+
+    monkeypatch.setattr(guided.guide, "generate", says_yes_sure)
+    features, reference = guided(obs), plain(obs)
+    assert calls[0]["do_sample"] is False and calls[0]["max_new_tokens"] == length
+    expected = torch.tensor([rouge(row, ["yes sure"] * k)["rougeL"] for row in texts])
+    assert (expected > 0.6).any() and (expected == 0).any()  # "yes" and "sure" score 2/3, the other words 0
+    assert torch.allclose(features[..., -NUM_SCALARS - 1], expected, atol=1e-3)
+    # Every other feature is the plain encoder's, and the two keep their features apart in the store.
+    others = torch.cat([features[..., : -NUM_SCALARS - 1], features[..., -NUM_SCALARS:]], -1)
+    assert torch.equal(others, reference)
+    assert len(list(store.iterdir())) == 2
+
+
+def test_a_guide_model_with_another_vocabulary_is_refused_by_name(tiny_model, monkeypatch):
+    import baselines.dqn.encoder as encoder_module
+
+    class OtherVocabulary:
+        def get_input_embeddings(self):
+            return torch.nn.Embedding(10, 4)
+
+    real = encoder_module.load_shared_causal_lm
+    monkeypatch.setattr(
+        encoder_module, "load_shared_causal_lm", lambda name: OtherVocabulary() if name == "other" else real(name)
+    )
+    with pytest.raises(ValueError, match="guide_model 'other' has 10 input tokens but model 'tiny' has"):
+        encoder_module.CandidateEncoder("tiny", 4, 4, guide_model="other")
 
 
 def test_a_feature_store_gives_another_encoder_the_same_features_without_running_the_trunk(tiny_model, tmp_path):

@@ -221,6 +221,7 @@ def test_evaluation_draws_other_replies_to_the_same_prompts_with_another_samplin
         (["--ent-coef", "nan"], "--ent-coef must be a finite number, got nan"),
         (["--seed", "-3"], "--seed must be an integer in [0, 4294967295], got -3"),
         (["--proposal-variants", "2"], "--proposal-variants 2 is an option of --algo dqn; --algo ppo does not read it"),
+        (["--guide-model", "tiny"], "--guide-model tiny is an option of --algo dqn; --algo ppo does not read it"),
         (
             ["--algo", "dqn", "--env", "TextGym/SentimentCandidate-v0", "--value-scale", "3"],
             "--value-scale 3.0 is an option of --algo ppo; --algo dqn does not read it",

@@ -20,7 +20,7 @@ import gymnasium as gym
 
 import textgym
 from baselines.algorithms import ALGOS, algorithm
-from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Args, defaults_for, range_errors
+from baselines.common.config import DATA_FIELDS, LR_SCHEDULES, Q_FEATURES, Args, defaults_for, range_errors
 from baselines.common.run_logging import require_wandb
 from textgym.registration import effective_env_kwargs
 from textgym.stats import EVAL_SEED_BASE
@@ -154,7 +154,8 @@ def train_parser() -> argparse.ArgumentParser:
         for algo, spec in ALGOS.items()
     }
     named: dict[str, Any] = {}
-    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES}  # shown as {a,b}; one_of names a bad value
+    # Shown as {a,b}; one_of names a bad value.
+    choices = {"algo": tuple(ALGOS), "lr_schedule": LR_SCHEDULES, "q_features": Q_FEATURES}
     for item in dataclasses.fields(Args):
         owner = owners.get(item.name, [])
         if item.metadata.get("group"):

@@ -93,6 +93,11 @@ class Args:
     exploration_final_eps: float = option(0.05, "final epsilon of epsilon-greedy exploration")
     q_hidden: int = option(64, "hidden width of the Q head's MLP (0: a linear head)")
     q_weight_decay: float = option(0.0, "L2 weight decay of the Q head's Adam optimizer (0: none)")
+    q_features: str = option(
+        "all",
+        "what the Q head reads per candidate: all (LM states and scalars) or scalars (log-probs, length, flags and "
+        "the --guide-model agreement)",
+    )
     proposal_variants: int = option(
         0, "candidate sets kept per context and handed out again in training (0: every turn proposed afresh)"
     )
@@ -211,6 +216,8 @@ def range_errors(args: Args) -> list[str]:
 
 #: The values ``--lr-schedule`` takes.
 LR_SCHEDULES = ("constant", "linear")
+#: The values ``--q-features`` takes (see :class:`baselines.dqn.policy.LMQPolicy`).
+Q_FEATURES = ("all", "scalars")
 
 
 def defaults_for(algo: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def build_dqn(args: Args, env: Any) -> DQN:
         "model": args.model,
         "torch_threads": args.torch_threads,
         "net_arch": [args.q_hidden] if args.q_hidden else [],
+        "q_features": args.q_features,
         "feature_layer": None if args.feature_layer == -1 else args.feature_layer,
         "cache_size": max(20_000, 2 * args.buffer_size),
         "feature_store": args.feature_cache or None,

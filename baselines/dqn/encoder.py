@@ -126,7 +126,9 @@ class CandidateEncoder:
                 )
             self.tokenizer = load_tokenizer(model)
             self.guide_end_ids = list(eos_token_ids(self.tokenizer, resolve_model_path(guide_model)))
-        self.feature_dim = 2 * self.hidden_size + (guide_model is not None) + NUM_SCALARS
+        #: The last ``scalar_dim`` features of a candidate: the guide's agreement (if any) and the scalars.
+        self.scalar_dim = (guide_model is not None) + NUM_SCALARS
+        self.feature_dim = 2 * self.hidden_size + self.scalar_dim
         self.cache_size = int(cache_size)
         self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.statistics = FeatureStatistics(self.feature_dim, statistics_limit)

@@ -11,6 +11,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from baselines.common.candidates import candidate_shape
+from baselines.common.config import Q_FEATURES
 from baselines.dqn.encoder import CandidateEncoder
 
 
@@ -29,6 +30,13 @@ def duplicate_mask(candidate_ids: torch.Tensor, candidate_mask: torch.Tensor, nu
     return (same & earlier).any(-1)
 
 
+def check_q_features(value: str) -> str:
+    """``value`` if it is one of :data:`~baselines.common.config.Q_FEATURES`, else a ValueError naming it."""
+    if value not in Q_FEATURES:
+        raise ValueError(f"q_features must be one of {', '.join(Q_FEATURES)}, got {value!r}")
+    return value
+
+
 class LMQNetwork(BasePolicy):
     """Q(s, k) for every candidate k: a head with shared weights over frozen-LM candidate features.
 
@@ -38,6 +46,8 @@ class LMQNetwork(BasePolicy):
         encoder: The shared :class:`CandidateEncoder` (not a submodule).
         net_arch: Hidden sizes of the head's MLP.
         activation_fn: The MLP's activation.
+        q_features: ``"all"``: the head reads every feature of a candidate; ``"scalars"``:
+            only its scalars and guide agreement (see :meth:`CandidateEncoder.encode`).
     """
 
     action_space: gym.spaces.Discrete
@@ -49,13 +59,14 @@ class LMQNetwork(BasePolicy):
         encoder: CandidateEncoder,
         net_arch: list[int],
         activation_fn: type[nn.Module] = nn.ReLU,
+        q_features: str = "all",
     ) -> None:
         super().__init__(observation_space, action_space)
-        self.encoder = encoder
+        self.encoder, self.q_features = encoder, check_q_features(q_features)
         self.num_candidates, self.reply_tokens = candidate_shape(observation_space, action_space)
         self.net_arch, self.activation_fn = list(net_arch), activation_fn
         layers: list[nn.Module] = []
-        width = encoder.feature_dim
+        width = encoder.feature_dim if q_features == "all" else encoder.scalar_dim
         for size in self.net_arch:
             layers += [nn.Linear(width, size), activation_fn()]
             width = size
@@ -73,8 +84,10 @@ class LMQNetwork(BasePolicy):
                 f"built for K={self.num_candidates} candidates of {self.reply_tokens} tokens ({expected}); "
                 "evaluate with the num_candidates and max_reply_tokens it was trained with"
             )
-        features = self.encoder(obs).to(self.device)
-        return self.head(self.encoder.statistics(features)).squeeze(-1)
+        features = self.encoder.statistics(self.encoder(obs).to(self.device))
+        if self.q_features == "scalars":
+            features = features[..., -self.encoder.scalar_dim :]  # they close each candidate's features
+        return self.head(features).squeeze(-1)
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
         """The greedy candidate: arg-max Q over the distinct candidates (ties: the lowest index)."""
@@ -88,7 +101,9 @@ class LMQNetwork(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(net_arch=self.net_arch, activation_fn=self.activation_fn, encoder=self.encoder)
+        data.update(
+            net_arch=self.net_arch, activation_fn=self.activation_fn, encoder=self.encoder, q_features=self.q_features
+        )
         return data
 
 
@@ -101,6 +116,11 @@ class LMQPolicy(DQNPolicy):
         model: A model name: ``"default"``, ``"tiny"``, a local directory or a hub id. It
             must share the env's tokenizer (its vocabulary is checked against the ids).
         feature_layer: The LM hidden layer of the features (None: the middle one).
+        q_features: What the Q head reads per candidate: ``"all"`` (the LM's hidden states and
+            the scalars) or ``"scalars"`` (its log-probabilities under the LM, its length, two
+            flags and, with ``guide_model``, its agreement with the guide). A few scalars
+            cannot memorise the training prompts' candidate sets, which 1,158 features let a
+            head do on a pool of a few hundred prompts.
         cache_size: Observations whose features the encoder keeps.
         statistics_limit: Candidates that define the feature standardisation.
         feature_store: A directory where the encoder keeps the features it computes, shared
@@ -131,12 +151,13 @@ class LMQPolicy(DQNPolicy):
         feature_store: str | None = None,
         guide_model: str | None = None,
         torch_threads: int | None = None,
+        q_features: str = "all",
         **kwargs: Any,
     ) -> None:
         num_candidates, reply_tokens = candidate_shape(observation_space, action_space)
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
-        self.model_name = model
+        self.model_name, self.q_features = model, check_q_features(q_features)
         self.feature_layer, self.cache_size, self.statistics_limit = feature_layer, cache_size, statistics_limit
         self.feature_store, self.guide_model = feature_store, guide_model
         encoder = CandidateEncoder(
@@ -172,6 +193,7 @@ class LMQPolicy(DQNPolicy):
             self.encoder,
             self.net_args["net_arch"],
             self.net_args["activation_fn"],
+            self.q_features,
         ).to(self.device)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LMQPolicy:
@@ -205,5 +227,6 @@ class LMQPolicy(DQNPolicy):
             statistics_limit=self.statistics_limit,
             feature_store=self.feature_store,
             guide_model=self.guide_model,
+            q_features=self.q_features,
         )
         return data
