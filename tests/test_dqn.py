@@ -173,7 +173,7 @@ def test_a_scalar_q_head_reads_only_the_candidate_scalars_and_learns(tiny_model,
         """The encoder's features with every LM-state feature moved: a scalar head must not notice."""
 
         def __init__(self, encoder):
-            self.encoder, self.statistics = encoder, encoder.statistics
+            self.encoder, self.statistics, self.scalar_dim = encoder, encoder.statistics, encoder.scalar_dim
 
         def __call__(self, obs):
             features = self.encoder(obs).clone()
@@ -188,6 +188,9 @@ def test_a_scalar_q_head_reads_only_the_candidate_scalars_and_learns(tiny_model,
         expected = q_net(batch)
         q_net.encoder = ShiftedStates(q_net.encoder)
         torch.testing.assert_close(q_net(batch), expected)
+    # With a guide model its agreement is one more scalar the head reads.
+    guided = make_dqn(env, policy_kwargs={"model": "tiny", "q_features": "scalars", "guide_model": "tiny"})
+    assert guided.policy.q_net.head[0].in_features == NUM_SCALARS + 1
 
     with pytest.raises(ValueError, match="q_features must be one of all, scalars, got 'hidden'"):
         make_dqn(env, policy_kwargs={"model": "tiny", "q_features": "hidden"})
