@@ -24,6 +24,8 @@
 # spend their time budget learning (a Summarization set costs seconds to generate and its features about one more on
 # one thread, so a run that made its own pool's could not).
 # 12000 transitions or 700 s of training; the references are not played again when their result file exists.
+# With TEXTGYM_DQN_EXTRA_ARGS="--guide-model DIR --q-features scalars --q-hidden 0" (DIR from python -m baselines.sft)
+# the store also writes each first turn's guide reply into the features, and the runs' head reads the scalars only.
 #   bash benchmarks/dqn_learning.sh [RUNS_DIR] [SEEDS...]
 set -euo pipefail
 runs="${1:-runs}"; shift || true
