@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from baselines.common.candidates import CANDIDATE_KEYS
+from textgym.chat import chat_encoder
 from textgym.lm import forward, new_cache, positions_from_mask
 from textgym.metrics.functional import rouge
-from textgym.models import eos_token_ids, load_causal_lm, load_shared_causal_lm, load_tokenizer, resolve_model_path
+from textgym.models import eos_token_ids, load_causal_lm, load_shared_causal_lm, resolve_model_path
 
 #: Number of scalar features per candidate (see :meth:`CandidateEncoder.encode`).
 NUM_SCALARS = 6
@@ -124,8 +125,8 @@ class CandidateEncoder:
                     f"guide_model {guide_model!r} has {guide_vocab} input tokens but model {model!r} has {vocab}: "
                     "the guide must share the env's tokenizer (e.g. a fine-tune of the env's model)"
                 )
-            self.tokenizer = load_tokenizer(model)
-            self.guide_end_ids = list(eos_token_ids(self.tokenizer, resolve_model_path(guide_model)))
+            self.chat = chat_encoder(model)  # decodes replies as the env scores them
+            self.guide_end_ids = list(eos_token_ids(self.chat.tokenizer, resolve_model_path(guide_model)))
         #: The last ``scalar_dim`` features of a candidate: the guide's agreement (if any) and the scalars.
         self.scalar_dim = (guide_model is not None) + NUM_SCALARS
         self.feature_dim = 2 * self.hidden_size + self.scalar_dim
@@ -309,12 +310,11 @@ class CandidateEncoder:
             max_new_tokens=self.reply_tokens,
             do_sample=False,
             eos_token_id=self.guide_end_ids,
-            pad_token_id=int(self.tokenizer.pad_token_id),
+            pad_token_id=int(self.chat.tokenizer.pad_token_id),
         )[:, ids.shape[1] :]
-        decode = self.tokenizer.decode
-        replies = [decode(row, skip_special_tokens=True).strip() for row in generated.tolist()]
+        replies = [self.chat.decode_reply(row) for row in generated.tolist()]
         texts = [
-            decode(row[: int(length)], skip_special_tokens=True).strip()
+            self.chat.decode_reply(row[: int(length)])
             for row, length in zip(candidates.tolist(), candidate_mask.sum(1).tolist(), strict=True)
         ]
         references = [reply for reply in replies for _ in range(self.num_candidates)]
