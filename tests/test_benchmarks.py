@@ -524,3 +524,43 @@ def test_paired_summary_resamples_prompts_by_id_and_refuses_a_missing_id():
     assert "(2 distinct prompts)" in rescoring.gain_text(summary)
     with pytest.raises(ValueError, match="one prompt id per episode, got 2 for 3"):
         rescoring.paired_summary([0.0, 0.0, 1.0], {"run": [1.0, 1.0, 0.0]}, ["a", "b"])
+
+
+def test_reanalyse_rescored_pools_two_sittings_of_one_evaluation_and_refuses_files_that_differ(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import reanalyse_rescored
+
+    def write(name: str, played: dict[str, list[float]], start=(0.1, 0.2, 0.3), ids=("p0", "p1", "p0")) -> str:
+        result = {
+            "env": "TextGym/Sentiment-v0",
+            "episodes": len(start),
+            "prompt_ids": list(ids),
+            "start": {"rewards": list(start)},
+            "played": {run: {"rewards": rewards} for run, rewards in played.items()},
+        }
+        path = tmp_path / name
+        path.write_text(json.dumps(result), encoding="utf-8")
+        return str(path)
+
+    first = write("first.json", {"s0": [0.2, 0.2, 0.5]})
+    second = write("second.json", {"s1": [0.1, 0.4, 0.3]})
+    assert reanalyse_rescored.main([first, second, "--pool"]) == 0
+    pooled_line = capsys.readouterr().out.splitlines()[-1]
+    # Gains 0.1, 0, 0.2 and 0, 0.2, 0: their mean over the two runs' six prompt-runs; prompts p0 and p1.
+    assert pooled_line.startswith("pooled, 2 runs of 2 files: TextGym/Sentiment-v0, 3 episodes: 0.2000 -> 0.2833")
+    assert "paired gain +0.0833" in pooled_line and "(2 distinct prompts)" in pooled_line
+
+    refusals = {
+        write("other_start.json", {"s1": [0.1, 0.4, 0.3]}, start=(0.1, 0.2, 0.4)): "scored other rewards",
+        write("other_prompts.json", {"s1": [0.1, 0.4, 0.3]}, ids=("p0", "p1", "p2")): "played other prompts",
+        write("same_run.json", {"s0": [0.1, 0.4, 0.3]}): "run s0 is in",
+    }
+    for other, message in refusals.items():
+        with pytest.raises(SystemExit) as exit_info:
+            reanalyse_rescored.main([first, other, "--pool"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        reanalyse_rescored.main([first, "--pool"])
+    assert exit_info.value.code == 2 and "--pool needs two or more files, got 1" in capsys.readouterr().err
