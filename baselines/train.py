@@ -105,6 +105,12 @@ class PeriodicEvaluation(BaseCallback):
         self.rollouts = 0
         self.deadline = time.perf_counter() + args.max_train_seconds if args.max_train_seconds else math.inf
         self.stopped_by_deadline = False
+        # The env steps of the rollouts the model trained on: a run stopped by its time limit leaves its last
+        # rollout unfinished and untrained, so these, as --total-timesteps, replay the run's updates exactly.
+        self.timesteps_trained = 0
+
+    def _on_training_start(self) -> None:
+        self.timesteps_trained = self.num_timesteps
 
     def _on_step(self) -> bool:
         if time.perf_counter() > self.deadline:
@@ -114,6 +120,7 @@ class PeriodicEvaluation(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         self.rollouts += 1
+        self.timesteps_trained = self.num_timesteps
         monitor = getattr(self.model, "monitor", None)
         if self.run_log is not None and monitor is not None:
             self.run_log.warnings(self.num_timesteps, monitor.issued)
@@ -366,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": train_time,
         "env_steps": int(model.num_timesteps),
+        "timesteps_trained": int(callback.timesteps_trained),
         "env_steps_per_s": steps / train_time if train_time > 0 else None,
         "warnings": list(getattr(getattr(model, "monitor", None), "issued", [])),
         **({args.algo: spec.load("run_stats")(model)} if spec.run_stats is not None else {}),

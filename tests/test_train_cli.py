@@ -86,6 +86,37 @@ def test_train_writes_summary_checkpoint_and_resumes(tmp_path, tiny_model):
     assert len((tmp_path / "gens.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_run_stopped_by_its_time_limit_records_the_steps_it_trained_on_and_they_replay_it(tmp_path, tiny_model):
+    timed, replay = tmp_path / "timed", tmp_path / "replay"
+    once = ("--no-initial-eval", "--seed", "5")
+    run(
+        "baselines.train",
+        *TINY_RUN,
+        *once,
+        "--total-timesteps",
+        "100000",
+        "--max-train-seconds",
+        "3",
+        "--out",
+        str(timed),
+    )
+    summary = json.loads((timed / "summary.json").read_text())
+    trained = summary["timesteps_trained"]
+    # The time limit stops a rollout part way (2 envs of 8 steps a rollout): its steps count, nothing trained on them.
+    assert summary["stopped_by_time_limit"] and 0 < trained < summary["env_steps"] and trained % 16 == 0
+    run("baselines.train", *TINY_RUN, *once, "--total-timesteps", str(trained), "--out", str(replay))
+    again = json.loads((replay / "summary.json").read_text())
+    assert not again["stopped_by_time_limit"] and again["timesteps_trained"] == again["env_steps"] == trained
+
+    def replies(run_dir):
+        return [
+            json.loads(line)["generations"] for line in (run_dir / "eval_generations.jsonl").read_text().splitlines()
+        ]
+
+    # The same updates, so the same final policy: every evaluation reply and the reward to the last digit.
+    assert replies(replay) == replies(timed) and again["final"]["reward_mean"] == summary["final"]["reward_mean"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
