@@ -106,7 +106,8 @@ class PeriodicEvaluation(BaseCallback):
         self.deadline = time.perf_counter() + args.max_train_seconds if args.max_train_seconds else math.inf
         self.stopped_by_deadline = False
         # The env steps of the rollouts the model trained on: a run stopped by its time limit leaves its last
-        # rollout unfinished and untrained, so these, as --total-timesteps, replay the run's updates exactly.
+        # rollout unfinished and untrained, so these, as --total-timesteps, replay the run's updates exactly where
+        # nothing is scheduled over --total-timesteps (not DQN's epsilon decay, nor --lr-schedule linear).
         self.timesteps_trained = 0
 
     def _on_training_start(self) -> None:
