@@ -564,3 +564,62 @@ def test_reanalyse_rescored_pools_two_sittings_of_one_evaluation_and_refuses_fil
     with pytest.raises(SystemExit) as exit_info:
         reanalyse_rescored.main([first, "--pool"])
     assert exit_info.value.code == 2 and "--pool needs two or more files, got 1" in capsys.readouterr().err
+
+
+def test_reproduce_run_names_what_differs_and_refuses_runs_it_cannot_replay(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import reproduce_run
+
+    from baselines.common.config import defaults_for
+
+    def write_run(name, replies, config=None, summary=None, losses=("0.5", "0.4")):
+        run = tmp_path / name
+        (run / "tb").mkdir(parents=True)
+        fields = {"algo": "ppo", "env": "TextGym/Sentiment-v0", "seed": 0, "total_timesteps": 100, **(config or {})}
+        (run / "config.json").write_text(json.dumps(fields))
+        rewards = {"initial": {"reward_mean": 0.1}, "final": {"reward_mean": 0.2}, **(summary or {})}
+        (run / "summary.json").write_text(json.dumps({"stopped_by_time_limit": True, **rewards}))
+        rows = [
+            "time/total_timesteps,time/fps,train/loss",
+            *(f"{16 * (i + 1)},{i},{loss}" for i, loss in enumerate(losses)),
+        ]
+        (run / "tb" / "progress.csv").write_text("\n".join(rows) + "\n")
+        records = [{"prompt_id": f"p{i}", "generations": [reply], "reward": 0.5} for i, reply in enumerate(replies)]
+        (run / "eval_generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return run
+
+    recorded = write_run("recorded", ["good", "fine"])
+    # A run written before summary.json recorded timesteps_trained trained on its last logged rollout.
+    assert reproduce_run.replay_config(recorded)["total_timesteps"] == 32
+    assert reproduce_run.replay_config(recorded)["max_train_seconds"] == 0.0
+    same = write_run("same", ["good", "fine"], losses=("0.5", "0.4"))
+    assert reproduce_run.main([str(recorded), "--out", str(same), "--compare-only"]) == 0
+    assert "IDENTICAL" in capsys.readouterr().out
+
+    # Wall-clock columns may differ; a reply, a logged loss or a flag may not, and the report says which.
+    other = write_run("other", ["good", "worse"], config={"learning_rate": 1e-3}, losses=("0.5", "0.41"))
+    assert reproduce_run.main([str(recorded), "--out", str(other), "--compare-only", "--rerun-commit", "abc"]) == 1
+    report = json.loads((other / "reproduction.json").read_text())
+    assert not report["identical"] and report["episodes_differing"] == [1] and report["rerun_commit"] == "abc"
+    assert report["first_differing_rollout"] == {
+        "env_steps": 32,
+        "column": "train/loss",
+        "recorded": "0.4",
+        "rerun": "0.41",
+    }
+    default_rate = defaults_for("ppo")["learning_rate"]  # what the recorded config, which names none, trained at
+    assert report["flags_differing"] == {"learning_rate": [default_rate, 1e-3]}
+    assert "DIFFERENT" in capsys.readouterr().out
+
+    refusals = {
+        write_run("linear", [], config={"lr_schedule": "linear"}): "--lr-schedule linear is scheduled over",
+        write_run("dqn", [], config={"algo": "dqn", "exploration_fraction": 0.5}): "--exploration-fraction 0.5",
+        write_run(
+            "old", [], config={"retired_flag": 1}
+        ): "fields this checkout's baselines.train lacks: ['retired_flag']",
+    }
+    for run, message in refusals.items():
+        assert reproduce_run.main([str(run), "--out", str(tmp_path / f"{run.name}_rerun")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / f"{run.name}_rerun").exists()
+    assert reproduce_run.main([str(recorded), "--out", str(same)]) == 2
+    assert "already holds a run; pass --compare-only" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,9 +105,15 @@ def test_a_run_stopped_by_its_time_limit_records_the_steps_it_trained_on_and_the
     trained = summary["timesteps_trained"]
     # The time limit stops a rollout part way (2 envs of 8 steps a rollout): its steps count, nothing trained on them.
     assert summary["stopped_by_time_limit"] and 0 < trained < summary["env_steps"] and trained % 16 == 0
-    run("baselines.train", *TINY_RUN, *once, "--total-timesteps", str(trained), "--out", str(replay))
+    # benchmarks/reproduce_run.py trains the run's config again on the steps it trained on, with no time limit.
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_run.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(script), str(timed), "--out", str(replay)]
+    reproduced = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert reproduced.returncode == 0, reproduced.stdout[-2000:] + reproduced.stderr[-2000:]
     again = json.loads((replay / "summary.json").read_text())
     assert not again["stopped_by_time_limit"] and again["timesteps_trained"] == again["env_steps"] == trained
+    assert json.loads((replay / "config.json").read_text())["total_timesteps"] == trained
 
     def replies(run_dir):
         return [
@@ -115,6 +122,9 @@ def test_a_run_stopped_by_its_time_limit_records_the_steps_it_trained_on_and_the
 
     # The same updates, so the same final policy: every evaluation reply and the reward to the last digit.
     assert replies(replay) == replies(timed) and again["final"]["reward_mean"] == summary["final"]["reward_mean"]
+    report = json.loads((replay / "reproduction.json").read_text())
+    assert report["identical"] and report["episodes_differing"] == [] and report["first_differing_rollout"] is None
+    assert report["rollouts_compared"] == trained // 16 and "IDENTICAL" in reproduced.stdout
 
 
 @pytest.mark.parametrize(

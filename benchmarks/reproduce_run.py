@@ -1,0 +1,252 @@
+r"""Train a recorded run again at this checkout and say whether it reproduces, update for update and reply for reply.
+
+    python benchmarks/reproduce_run.py benchmarks/results/runs/ppo_dialoguev0_s0 --out runs/repro/ppo_dialoguev0_s0
+    python benchmarks/reproduce_run.py RECORDED --out RERUN --compare-only    # two finished runs, nothing trained
+
+The re-run takes the recorded run's ``config.json`` (the command line ``baselines.train`` would print for it) with two
+changes. A time budget makes the update count depend on the machine's speed that day, so the re-run trains on
+exactly the env steps the recorded run trained on (``summary.json``'s ``timesteps_trained``; for runs written before
+that was recorded, the last rollout logged in ``tb/progress.csv``: a time limit stops a run inside a rollout, which
+is neither logged nor trained on) and has no time limit. That replays the recorded updates only where nothing is
+scheduled over ``--total-timesteps``, so a time-limited run with a linear learning-rate schedule or DQN's
+exploration decay is refused. A run that was not stopped by its time limit is re-run with its own step count.
+
+Prints, and writes to ``OUT/reproduction.json``: the training flags that differ (other than the step count, time
+limit and output folder), the first update whose logged training figures differ (wall-clock columns aside), the
+evaluation episodes whose replies or rewards differ, and both runs' initial and final mean reward. Exits 0 when
+the runs are identical, 1 when they differ, 2 for a bad command line or run directory. Torch's CPU kernels give the
+same numbers on the same CPU model with the same thread count (the config's ``--torch-threads``), so the re-run
+should be made on the machine the recorded run names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from provenance import REPO, commit, machine
+
+from baselines.common.config import Args, command_line, defaults_for
+from textgym.wrappers.recorder import read_records
+
+#: config.json fields a re-run is allowed to change: where it writes, how long it trains, how it is resumed.
+REPLAY_FIELDS = ("out", "total_timesteps", "max_train_seconds", "resume", "progress_bar")
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be re-run or compared: the message names the folder and what is missing."""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A run file, or a :class:`RunDirectoryError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as problem:
+        raise RunDirectoryError(f"cannot read {path}: {problem}") from problem
+
+
+def progress_rows(run: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``tb/progress.csv`` (one a rollout), or none when it has no such file."""
+    path = run / "tb" / "progress.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def timesteps_trained(run: Path, summary: dict[str, Any]) -> int:
+    """The env steps of the rollouts ``run`` trained on."""
+    if "timesteps_trained" in summary:
+        return int(summary["timesteps_trained"])
+    logged = [int(float(row["time/total_timesteps"])) for row in progress_rows(run) if row.get("time/total_timesteps")]
+    if not logged:
+        raise RunDirectoryError(f"{run}: summary.json has no timesteps_trained and tb/progress.csv logs no rollout")
+    return max(logged)
+
+
+def replay_config(run: Path) -> dict[str, Any]:
+    """The recorded run's config with the step count it trained on and no time limit.
+
+    Raises:
+        RunDirectoryError: A missing file, or a time-limited run whose schedules span its planned total.
+    """
+    config, summary = read_json(run / "config.json"), read_json(run / "summary.json")
+    unknown = sorted(set(config) - {item.name for item in dataclasses.fields(Args)})
+    if unknown:
+        raise RunDirectoryError(f"{run}/config.json has fields this checkout's baselines.train lacks: {unknown}")
+    if not summary.get("stopped_by_time_limit"):
+        return {**config, "max_train_seconds": 0.0}
+    scheduled = []
+    if config.get("lr_schedule", "constant") != "constant":
+        scheduled.append(f"--lr-schedule {config['lr_schedule']}")
+    if config.get("algo") == "dqn" and config.get("exploration_fraction", 0) > 0:
+        scheduled.append(f"--exploration-fraction {config['exploration_fraction']}")
+    if scheduled:
+        raise RunDirectoryError(
+            f"{run} was stopped by its time limit and {' and '.join(scheduled)} is scheduled over its planned "
+            f"--total-timesteps {config['total_timesteps']}: no step count replays its updates"
+        )
+    return {**config, "total_timesteps": timesteps_trained(run, summary), "max_train_seconds": 0.0}
+
+
+def train_command(config: dict[str, Any], out: Path) -> list[str]:
+    """The ``baselines.train`` command that trains ``config`` into ``out``, with this interpreter."""
+    words = shlex.split(command_line(config))
+    assert words[:3] == ["python", "-m", "baselines.train"]
+    return [
+        sys.executable,
+        "-m",
+        "baselines.train",
+        *words[3:],
+        "--out",
+        str(out),
+        "--sample-every",
+        str(config.get("sample_every", 0)),
+        "--no-progress-bar",
+    ]
+
+
+def differing_flags(recorded: dict[str, Any], rerun: dict[str, Any]) -> dict[str, list[Any]]:
+    """Config fields (beyond :data:`REPLAY_FIELDS`) whose values differ: ``{field: [recorded, rerun]}``.
+
+    A field a config lacks (an older run's, written before the field existed) counts as its current default, which
+    is what a re-run from that config is given.
+    """
+    defaults = defaults_for(rerun.get("algo") or recorded.get("algo") or "ppo")
+    differing = {}
+    for name in sorted((set(recorded) | set(rerun)) - set(REPLAY_FIELDS)):
+        values = [config.get(name, defaults.get(name)) for config in (recorded, rerun)]
+        if values[0] != values[1]:
+            differing[name] = values
+    return differing
+
+
+def first_differing_update(recorded: Path, rerun: Path) -> dict[str, Any] | None:
+    """The first rollout (by env steps) whose logged figures differ, wall-clock columns aside; None if none does."""
+    rerun_rows = {row["time/total_timesteps"]: row for row in progress_rows(rerun)}
+    for row in progress_rows(recorded):
+        other = rerun_rows.get(row["time/total_timesteps"])
+        if other is None:
+            continue
+        for column, value in sorted(row.items()):
+            if column.startswith("time/"):
+                continue
+            if other.get(column, "") != value:
+                return {
+                    "env_steps": int(float(row["time/total_timesteps"])),
+                    "column": column,
+                    "recorded": value,
+                    "rerun": other.get(column, ""),
+                }
+    return None
+
+
+def episodes(run: Path) -> list[dict[str, Any]]:
+    """The evaluation records (``eval_generations.jsonl``), initial evaluation first."""
+    path = run / "eval_generations.jsonl"
+    if not path.is_file():
+        raise RunDirectoryError(f"{run} holds no eval_generations.jsonl")
+    return read_records(path)
+
+
+def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dict[str, Any]:
+    """Everything the module docstring lists, as a JSON-ready dict; ``identical`` says whether the runs are.
+
+    ``rerun_commit`` is the commit the re-run trained at (unknown, None, for a run made elsewhere).
+    """
+    recorded_config, rerun_config = read_json(recorded / "config.json"), read_json(rerun / "config.json")
+    recorded_summary, rerun_summary = read_json(recorded / "summary.json"), read_json(rerun / "summary.json")
+    recorded_episodes, rerun_episodes = episodes(recorded), episodes(rerun)
+    differing = [
+        index
+        for index, (first, second) in enumerate(zip(recorded_episodes, rerun_episodes, strict=False))
+        if (first["prompt_id"], first["generations"], first["reward"])
+        != (second["prompt_id"], second["generations"], second["reward"])
+    ]
+    logged = {row["time/total_timesteps"] for row in progress_rows(recorded)}
+    updates_compared = len(logged & {row["time/total_timesteps"] for row in progress_rows(rerun)})
+    update = first_differing_update(recorded, rerun)
+    flags = differing_flags(recorded_config, rerun_config)
+
+    def rewards(summary: dict[str, Any]) -> dict[str, float | None]:
+        return {tag: (summary.get(tag) or {}).get("reward_mean") for tag in ("initial", "final")}
+
+    report = {
+        "recorded": str(recorded),
+        "rerun": str(rerun),
+        "rerun_commit": rerun_commit,
+        "compared_at": commit(),
+        "machine": machine(),
+        "flags_differing": flags,
+        "rollouts_compared": updates_compared,
+        "first_differing_rollout": update,
+        "episodes_compared": min(len(recorded_episodes), len(rerun_episodes)),
+        "episode_counts": [len(recorded_episodes), len(rerun_episodes)],
+        "episodes_differing": differing,
+        "recorded_reward": rewards(recorded_summary),
+        "rerun_reward": rewards(rerun_summary),
+    }
+    report["identical"] = (
+        not flags
+        and update is None
+        and not differing
+        and len(recorded_episodes) == len(rerun_episodes)
+        and report["recorded_reward"] == report["rerun_reward"]
+    )
+    return report
+
+
+def describe(report: dict[str, Any]) -> str:
+    """A few lines a reader can paste into a results file."""
+    recorded, rerun = report["recorded_reward"], report["rerun_reward"]
+    lines = [
+        f"{report['recorded']} -> {report['rerun']} (re-run at commit {report['rerun_commit'] or 'unknown'}, "
+        f"compared on {report['machine']}): " + ("IDENTICAL" if report["identical"] else "DIFFERENT"),
+        f"  reward initial {recorded['initial']} -> final {recorded['final']} recorded; "
+        f"{rerun['initial']} -> {rerun['final']} re-run",
+        f"  rollouts compared {report['rollouts_compared']}, first differing: {report['first_differing_rollout']}",
+        f"  evaluation episodes {report['episode_counts'][0]} / {report['episode_counts'][1]}, "
+        f"differing: {len(report['episodes_differing'])} {report['episodes_differing'][:8]}",
+    ]
+    if report["flags_differing"]:
+        lines.append(f"  flags differing: {report['flags_differing']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recorded", type=Path, help="the run directory to reproduce (config.json, summary.json, ...)")
+    parser.add_argument("--out", type=Path, required=True, help="where the re-run is written (must not hold a run)")
+    parser.add_argument("--compare-only", action="store_true", help="compare with a finished run in --out")
+    parser.add_argument("--rerun-commit", default=None, help="with --compare-only: the commit --out was trained at")
+    args = parser.parse_args(argv)
+    rerun_commit = args.rerun_commit
+    try:
+        if not args.compare_only:
+            rerun_commit = commit()
+            if (args.out / "config.json").exists():
+                raise RunDirectoryError(f"{args.out} already holds a run; pass --compare-only to compare with it")
+            command = train_command(replay_config(args.recorded), args.out)
+            print("$", " ".join(command[1:]), flush=True)
+            trained = subprocess.run(command, cwd=REPO, check=False)
+            if trained.returncode != 0:
+                print(f"error: the re-run exited with code {trained.returncode}", file=sys.stderr)
+                return 2
+        report = compare(args.recorded, args.out, rerun_commit)
+    except RunDirectoryError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    (args.out / "reproduction.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(describe(report))
+    return 0 if report["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
