@@ -7,8 +7,8 @@ Writes to ``--out``: ``config.json``, TensorBoard logs under ``tb/`` and one row
 evaluation in ``eval.csv`` (:mod:`baselines.common.run_logging`; ``--wandb-project`` mirrors
 them to Weights & Biases), ``checkpoint/`` (safetensors + JSON, see :mod:`baselines.checkpoint`),
 ``eval_generations.jsonl`` and ``summary.json`` (initial and final validation reward on fixed prompts, KL, perplexity,
-wall time, env steps/s, warnings, the learning curve and the full config). ``--resume``
-continues a run from its checkpoint; Ctrl-C saves a checkpoint before exiting. The algorithm
+wall time, env steps/s, warnings, the learning curve, the full config, and the commit and machine it ran on).
+``--resume`` continues a run from its checkpoint; Ctrl-C saves a checkpoint before exiting. The algorithm
 (``--algo``) is looked up in :data:`baselines.algorithms.ALGOS`: its builder, evaluator,
 vector env, defaults and run statistics; ``--help`` lists every flag with its default, grouped
 by the algorithm that reads it. Exit codes: 0 done, 2 bad arguments or run directory, 130
@@ -51,6 +51,7 @@ import textgym  # noqa: E402
 from baselines.algorithms import ALGOS, algorithm  # noqa: E402
 from baselines.checkpoint import CheckpointError, load_checkpoint, read_resume_state, save_checkpoint  # noqa: E402
 from baselines.cluster import cluster_summary  # noqa: E402
+from baselines.common import provenance  # noqa: E402
 from baselines.common.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error  # noqa: E402
 from baselines.common.cli import parse_train_args as parse_args  # noqa: E402
 from baselines.common.config import Args, env_kwargs_of, uses_ray  # noqa: E402
@@ -228,6 +229,7 @@ def finite(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Train, evaluate and save; see the module docstring."""
     args = parse_args(argv)
+    source_commit = provenance.commit()  # before training: the code that runs, not what the tree holds at its end
     out = Path(args.out or f"runs/{args.env.split('/')[-1]}__{args.algo}__s{args.seed}__{int(time.time())}")
     if args.resume:
         config_path = out / "config.json"
@@ -382,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval_generations_bytes": records.stat().st_size if records.exists() else 0,
         "config": dataclasses.asdict(args),
         "textgym_version": textgym.__version__,
+        "commit": source_commit,
+        "machine": provenance.machine(),
         "torch_version": torch.__version__,
         "device": str(model.device),
         **({"cluster": cluster_summary()} if uses_ray(args) else {}),

@@ -6,36 +6,19 @@ folder first on ``sys.path``).
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 from pathlib import Path
+
+from baselines.common.provenance import commit as _tree_commit
+from baselines.common.provenance import cpu_model, machine
+
+__all__ = ["REPO", "commit", "cpu_model", "machine", "measured_at"]
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows of it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    """The CPU model and core count, e.g. ``AMD EPYC, 2 CPUs``."""
-    return f"{cpu_model()}, {os.cpu_count()} CPUs"
-
-
 def commit() -> str:
     """The repository's commit (with '+dirty' when the work tree differs)."""
-    git = ["git", "-C", str(REPO)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-    return f"{head or 'unknown'}{'+dirty' if dirty else ''}"
+    return _tree_commit(REPO)
 
 
 def measured_at(commit_id: str | None = None, machine_name: str | None = None) -> str:

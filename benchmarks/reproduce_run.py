@@ -159,7 +159,8 @@ def episodes(run: Path) -> list[dict[str, Any]]:
 def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dict[str, Any]:
     """Everything the module docstring lists, as a JSON-ready dict; ``identical`` says whether the runs are.
 
-    ``rerun_commit`` is the commit the re-run trained at (unknown, None, for a run made elsewhere).
+    ``rerun_commit`` is the commit the re-run trained at; None takes what its summary.json records (runs written
+    since it records one), else it stays unknown.
     """
     recorded_config, rerun_config = read_json(recorded / "config.json"), read_json(rerun / "config.json")
     recorded_summary, rerun_summary = read_json(recorded / "summary.json"), read_json(rerun / "summary.json")
@@ -181,7 +182,8 @@ def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dic
     report = {
         "recorded": str(recorded),
         "rerun": str(rerun),
-        "rerun_commit": rerun_commit,
+        "recorded_commit": recorded_summary.get("commit"),
+        "rerun_commit": rerun_commit or rerun_summary.get("commit"),
         "compared_at": commit(),
         "machine": machine(),
         "flags_differing": flags,
@@ -206,9 +208,10 @@ def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dic
 def describe(report: dict[str, Any]) -> str:
     """A few lines a reader can paste into a results file."""
     recorded, rerun = report["recorded_reward"], report["rerun_reward"]
+    verdict = "IDENTICAL" if report["identical"] else "DIFFERENT"
     lines = [
-        f"{report['recorded']} -> {report['rerun']} (re-run at commit {report['rerun_commit'] or 'unknown'}, "
-        f"compared on {report['machine']}): " + ("IDENTICAL" if report["identical"] else "DIFFERENT"),
+        f"{report['recorded']} (commit {report['recorded_commit'] or 'not recorded'}) -> {report['rerun']} "
+        f"(commit {report['rerun_commit'] or 'unknown'}; compared on {report['machine']}): {verdict}",
         f"  reward initial {recorded['initial']} -> final {recorded['final']} recorded; "
         f"{rerun['initial']} -> {rerun['final']} re-run",
         f"  rollouts compared {report['rollouts_compared']}, first differing: {report['first_differing_rollout']}",

@@ -125,6 +125,9 @@ def test_a_run_stopped_by_its_time_limit_records_the_steps_it_trained_on_and_the
     report = json.loads((replay / "reproduction.json").read_text())
     assert report["identical"] and report["episodes_differing"] == [] and report["first_differing_rollout"] is None
     assert report["rollouts_compared"] == trained // 16 and "IDENTICAL" in reproduced.stdout
+    # Both runs name the code they ran (this checkout) and the machine.
+    assert report["recorded_commit"] == report["rerun_commit"] == summary["commit"] == again["commit"] != "unknown"
+    assert summary["machine"].endswith(f"{os.cpu_count()} CPUs")
 
 
 @pytest.mark.parametrize(
