@@ -10,6 +10,8 @@ that was recorded, the last rollout logged in ``tb/progress.csv``: a time limit 
 is neither logged nor trained on) and has no time limit. That replays the recorded updates only where nothing is
 scheduled over ``--total-timesteps``, so a time-limited run with a linear learning-rate schedule or DQN's
 exploration decay is refused. A run that was not stopped by its time limit is re-run with its own step count.
+Files the recorded run read that now live elsewhere (stored proposals or features, a warm-start model) are given
+with ``--moved FIELD=PATH``; the report names them.
 
 Prints, and writes to ``OUT/reproduction.json``: the training flags that differ (other than the step count, time
 limit and output folder), the first update whose logged training figures differ (wall-clock columns aside), the
@@ -38,6 +40,8 @@ from textgym.wrappers.recorder import read_records
 
 #: config.json fields a re-run is allowed to change: where it writes, how long it trains, how it is resumed.
 REPLAY_FIELDS = ("out", "total_timesteps", "max_train_seconds", "resume", "progress_bar")
+#: Fields naming files a run reads, which --moved may point elsewhere (stored proposals and features, local models).
+PATH_FIELDS = ("proposal_cache", "train_proposal_cache", "feature_cache", "init_model", "guide_model")
 
 
 class RunDirectoryError(ValueError):
@@ -71,8 +75,19 @@ def timesteps_trained(run: Path, summary: dict[str, Any]) -> int:
     return max(logged)
 
 
-def replay_config(run: Path) -> dict[str, Any]:
-    """The recorded run's config with the step count it trained on and no time limit.
+def moved_files(pairs: list[str]) -> dict[str, str]:
+    """``FIELD=PATH`` pairs as a dict, refusing fields that do not name files (:data:`PATH_FIELDS`)."""
+    moved = {}
+    for pair in pairs:
+        field, _, path = pair.partition("=")
+        if field not in PATH_FIELDS or not path:
+            raise RunDirectoryError(f"--moved {pair!r}: give FIELD=PATH with FIELD one of {', '.join(PATH_FIELDS)}")
+        moved[field] = path
+    return moved
+
+
+def replay_config(run: Path, moved: dict[str, str] | None = None) -> dict[str, Any]:
+    """The recorded run's config with the step count it trained on, no time limit and ``moved`` files.
 
     Raises:
         RunDirectoryError: A missing file, or a time-limited run whose schedules span its planned total.
@@ -82,7 +97,7 @@ def replay_config(run: Path) -> dict[str, Any]:
     if unknown:
         raise RunDirectoryError(f"{run}/config.json has fields this checkout's baselines.train lacks: {unknown}")
     if not summary.get("stopped_by_time_limit"):
-        return {**config, "max_train_seconds": 0.0}
+        return {**config, "max_train_seconds": 0.0, **(moved or {})}
     scheduled = []
     if config.get("lr_schedule", "constant") != "constant":
         scheduled.append(f"--lr-schedule {config['lr_schedule']}")
@@ -93,7 +108,7 @@ def replay_config(run: Path) -> dict[str, Any]:
             f"{run} was stopped by its time limit and {' and '.join(scheduled)} is scheduled over its planned "
             f"--total-timesteps {config['total_timesteps']}: no step count replays its updates"
         )
-    return {**config, "total_timesteps": timesteps_trained(run, summary), "max_train_seconds": 0.0}
+    return {**config, "total_timesteps": timesteps_trained(run, summary), "max_train_seconds": 0.0, **(moved or {})}
 
 
 def train_command(config: dict[str, Any], out: Path) -> list[str]:
@@ -113,15 +128,17 @@ def train_command(config: dict[str, Any], out: Path) -> list[str]:
     ]
 
 
-def differing_flags(recorded: dict[str, Any], rerun: dict[str, Any]) -> dict[str, list[Any]]:
-    """Config fields (beyond :data:`REPLAY_FIELDS`) whose values differ: ``{field: [recorded, rerun]}``.
+def differing_flags(
+    recorded: dict[str, Any], rerun: dict[str, Any], moved: tuple[str, ...] = ()
+) -> dict[str, list[Any]]:
+    """Config fields (beyond :data:`REPLAY_FIELDS` and ``moved``) whose values differ: ``{field: [recorded, rerun]}``.
 
     A field a config lacks (an older run's, written before the field existed) counts as its current default, which
     is what a re-run from that config is given.
     """
     defaults = defaults_for(rerun.get("algo") or recorded.get("algo") or "ppo")
     differing = {}
-    for name in sorted((set(recorded) | set(rerun)) - set(REPLAY_FIELDS)):
+    for name in sorted((set(recorded) | set(rerun)) - set(REPLAY_FIELDS) - set(moved)):
         values = [config.get(name, defaults.get(name)) for config in (recorded, rerun)]
         if values[0] != values[1]:
             differing[name] = values
@@ -156,11 +173,14 @@ def episodes(run: Path) -> list[dict[str, Any]]:
     return read_records(path)
 
 
-def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dict[str, Any]:
+def compare(
+    recorded: Path, rerun: Path, rerun_commit: str | None = None, moved: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Everything the module docstring lists, as a JSON-ready dict; ``identical`` says whether the runs are.
 
     ``rerun_commit`` is the commit the re-run trained at; None takes what its summary.json records (runs written
-    since it records one), else it stays unknown.
+    since it records one), else it stays unknown. ``moved`` names the file fields the re-run was pointed elsewhere
+    (reported, not counted as differing flags).
     """
     recorded_config, rerun_config = read_json(recorded / "config.json"), read_json(rerun / "config.json")
     recorded_summary, rerun_summary = read_json(recorded / "summary.json"), read_json(rerun / "summary.json")
@@ -174,7 +194,8 @@ def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dic
     logged = {row["time/total_timesteps"] for row in progress_rows(recorded)}
     updates_compared = len(logged & {row["time/total_timesteps"] for row in progress_rows(rerun)})
     update = first_differing_update(recorded, rerun)
-    flags = differing_flags(recorded_config, rerun_config)
+    moved = moved or {}
+    flags = differing_flags(recorded_config, rerun_config, tuple(moved))
 
     def rewards(summary: dict[str, Any]) -> dict[str, float | None]:
         return {tag: (summary.get(tag) or {}).get("reward_mean") for tag in ("initial", "final")}
@@ -187,6 +208,7 @@ def compare(recorded: Path, rerun: Path, rerun_commit: str | None = None) -> dic
         "compared_at": commit(),
         "machine": machine(),
         "flags_differing": flags,
+        "moved": {field: [recorded_config.get(field), path] for field, path in moved.items()},
         "rollouts_compared": updates_compared,
         "first_differing_rollout": update,
         "episodes_compared": min(len(recorded_episodes), len(rerun_episodes)),
@@ -220,6 +242,8 @@ def describe(report: dict[str, Any]) -> str:
     ]
     if report["flags_differing"]:
         lines.append(f"  flags differing: {report['flags_differing']}")
+    if report["moved"]:
+        lines.append(f"  files read from elsewhere: {report['moved']}")
     return "\n".join(lines)
 
 
@@ -229,20 +253,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where the re-run is written (must not hold a run)")
     parser.add_argument("--compare-only", action="store_true", help="compare with a finished run in --out")
     parser.add_argument("--rerun-commit", default=None, help="with --compare-only: the commit --out was trained at")
+    parser.add_argument(
+        "--moved",
+        action="append",
+        default=[],
+        metavar="FIELD=PATH",
+        help=f"a file the recorded run read, now at PATH (FIELD: {', '.join(PATH_FIELDS)}); repeatable",
+    )
     args = parser.parse_args(argv)
     rerun_commit = args.rerun_commit
     try:
+        moved = moved_files(args.moved)
         if not args.compare_only:
             rerun_commit = commit()
             if (args.out / "config.json").exists():
                 raise RunDirectoryError(f"{args.out} already holds a run; pass --compare-only to compare with it")
-            command = train_command(replay_config(args.recorded), args.out)
+            command = train_command(replay_config(args.recorded, moved), args.out)
             print("$", " ".join(command[1:]), flush=True)
             trained = subprocess.run(command, cwd=REPO, check=False)
             if trained.returncode != 0:
                 print(f"error: the re-run exited with code {trained.returncode}", file=sys.stderr)
                 return 2
-        report = compare(args.recorded, args.out, rerun_commit)
+        report = compare(args.recorded, args.out, rerun_commit, moved)
     except RunDirectoryError as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -611,7 +611,21 @@ def test_reproduce_run_names_what_differs_and_refuses_runs_it_cannot_replay(tmp_
     assert report["flags_differing"] == {"learning_rate": [default_rate, 1e-3]}
     assert "DIFFERENT" in capsys.readouterr().out
 
+    # A file the run read, found elsewhere: reported, not a differing flag.
+    elsewhere = write_run("elsewhere", ["good", "fine"], config={"proposal_cache": "/new/proposals"})
+    assert reproduce_run.main([str(recorded), "--out", str(elsewhere), "--compare-only"]) == 1
+    moved = ["--moved", "proposal_cache=/new/proposals"]
+    assert reproduce_run.main([str(recorded), "--out", str(elsewhere), "--compare-only", *moved]) == 0
+    report = json.loads((elsewhere / "reproduction.json").read_text())
+    assert report["moved"] == {"proposal_cache": [None, "/new/proposals"]} and report["flags_differing"] == {}
+    assert (
+        reproduce_run.replay_config(recorded, {"proposal_cache": "/new/proposals"})["proposal_cache"]
+        == "/new/proposals"
+    )
+    capsys.readouterr()
+
     refusals = {
+        write_run("moved_seed", []): "--moved 'seed=1': give FIELD=PATH with FIELD one of",
         write_run("linear", [], config={"lr_schedule": "linear"}): "--lr-schedule linear is scheduled over",
         write_run("dqn", [], config={"algo": "dqn", "exploration_fraction": 0.5}): "--exploration-fraction 0.5",
         write_run(
@@ -619,7 +633,8 @@ def test_reproduce_run_names_what_differs_and_refuses_runs_it_cannot_replay(tmp_
         ): "fields this checkout's baselines.train lacks: ['retired_flag']",
     }
     for run, message in refusals.items():
-        assert reproduce_run.main([str(run), "--out", str(tmp_path / f"{run.name}_rerun")]) == 2
+        extra = ["--moved", "seed=1"] if run.name == "moved_seed" else []
+        assert reproduce_run.main([str(run), "--out", str(tmp_path / f"{run.name}_rerun"), *extra]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / f"{run.name}_rerun").exists()
     assert reproduce_run.main([str(recorded), "--out", str(same)]) == 2
     assert "already holds a run; pass --compare-only" in capsys.readouterr().err
