@@ -1,6 +1,7 @@
 """Batched proposals: one LM call for several seeded requests, and envs stepped through one batcher."""
 
 import threading
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -61,6 +62,35 @@ def test_batcher_answers_concurrent_jobs_in_one_batch(lm):
     assert [len(t) for t in twice] == [2, 1] and batcher.batches == 2 and batcher.requests == 3
     # Outside map it proposes at once.
     assert batcher.propose(*requests[0])[0].text == answers[0][0].text
+
+
+def test_batcher_hands_a_round_to_the_lm_in_job_order_whatever_order_the_threads_ask_in():
+    class SeedEcho:
+        """Answers each request with one completion naming its seed; records each call's seeds."""
+
+        def __init__(self):
+            self.calls = []
+
+        def propose_many(self, requests):
+            self.calls.append([seed for _, _, _, seed in requests])
+            return [[Completion(f"seed {seed}", True, None)] for _, _, _, seed in requests]
+
+    echo = SeedEcho()
+    # Two envs meet one context in the same step: the kept set is generated with the first request's seed.
+    batcher = ProposalBatcher(ReusedProposals(echo, variants=1))
+    prompt = [{"role": "user", "content": "same context"}]
+
+    def job(index):
+        if index == 0:
+            time.sleep(0.3)  # job 0's thread asks last
+        return batcher.propose(prompt, 1, 4, 100 + index)[0].text
+
+    assert batcher.map(job, [0, 1, 2]) == ["seed 100"] * 3
+    assert echo.calls == [[100]]  # job 0's seed, though its thread asked last
+    plain = SeedEcho()
+    batcher = ProposalBatcher(plain)
+    batcher.map(lambda index: (time.sleep(0.1 * (3 - index)), batcher.propose(prompt, 1, 4, index)), range(4))
+    assert plain.calls == [[0, 1, 2, 3]]
 
 
 def test_batcher_reraises_a_job_error_without_hanging(lm):

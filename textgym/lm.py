@@ -401,6 +401,12 @@ class ProposalBatcher:
     proposal or finished, then all waiting requests go to the LM as one
     :meth:`LocalLanguageModel.propose_many` batch. Outside :meth:`map` it simply proposes.
 
+    A round's requests reach the LM in the order of their jobs in ``items``, whatever order
+    the threads asked in: a proposer that answers several requests for one context with one
+    set (``baselines.proposal_vec_env.ReusedProposals``) generates it with the first
+    request's seed, so the threads' arrival order, which varies with the machine's load,
+    would otherwise change the candidates and a seeded run would not repeat itself.
+
     Args:
         lm: The LM that answers, e.g. a candidate-level env's ``proposer``; one without
             ``propose_many`` answers the requests of a round one by one.
@@ -413,8 +419,10 @@ class ProposalBatcher:
         self._lock = threading.Condition()
         self._running = 0
         self._pending: dict[int, ProposalRequest] = {}
+        self._job_of: dict[int, int] = {}  # a pending ticket's job: its index in map's items
         self._answers: dict[int, list[Completion] | BaseException] = {}
         self._tickets = 0
+        self._thread = threading.local()  # .job: the index of the job this thread runs
 
     def propose(self, prompt: Prompt, num_candidates: int, max_new_tokens: int, seed: int) -> list[Completion]:
         """Queue one request and return its replies once its batch has run."""
@@ -425,6 +433,7 @@ class ProposalBatcher:
             self._tickets += 1
             ticket = self._tickets
             self._pending[ticket] = request
+            self._job_of[ticket] = getattr(self._thread, "job", -1)  # -1: a thread map did not start
             self._flush_if_all_waiting()
             while ticket not in self._answers:
                 self._lock.wait()
@@ -444,6 +453,7 @@ class ProposalBatcher:
         errors: list[BaseException | None] = [None] * len(items)
 
         def run(index: int) -> None:
+            self._thread.job = index
             try:
                 results[index] = job(items[index])
             except BaseException as error:  # re-raised in the caller's thread below
@@ -484,7 +494,9 @@ class ProposalBatcher:
         # more requests can join this round.
         if not self._pending or len(self._pending) < self._running:
             return
-        pending, self._pending = self._pending, {}
+        # In job order (see the class docstring); a job waits for its answer, so it has one ticket in a round.
+        pending = {ticket: self._pending[ticket] for ticket in sorted(self._pending, key=self._job_of.__getitem__)}
+        self._pending, self._job_of = {}, {}
         try:
             self._answers.update(self._answer(pending))
         except BaseException as error:
