@@ -14,7 +14,8 @@ Files the recorded run read that now live elsewhere (stored proposals or feature
 with ``--moved FIELD=PATH``; the report names them.
 
 Prints, and writes to ``OUT/reproduction.json``: the training flags that differ (other than the step count, time
-limit and output folder), the first update whose logged training figures differ (wall-clock columns aside), the
+limit and output folder), the first row of the training log (``tb/progress.csv``) whose figures differ (wall-clock
+columns aside), the
 evaluation episodes whose replies or rewards differ, and both runs' initial and final mean reward. Exits 0 when
 the runs are identical, 1 when they differ, 2 for a bad command line or run directory. Torch's CPU kernels give the
 same numbers on the same CPU model with the same thread count (the config's ``--torch-threads``), so the re-run
@@ -145,21 +146,21 @@ def differing_flags(
     return differing
 
 
-def first_differing_update(recorded: Path, rerun: Path) -> dict[str, Any] | None:
-    """The first rollout (by env steps) whose logged figures differ, wall-clock columns aside; None if none does."""
-    rerun_rows = {row["time/total_timesteps"]: row for row in progress_rows(rerun)}
-    for row in progress_rows(recorded):
-        other = rerun_rows.get(row["time/total_timesteps"])
-        if other is None:
-            continue
-        for column, value in sorted(row.items()):
-            if column.startswith("time/"):
-                continue
-            if other.get(column, "") != value:
+#: progress.csv columns of wall-clock time, which no re-run repeats.
+WALL_CLOCK_COLUMNS = ("time/fps", "time/time_elapsed")
+
+
+def first_differing_row(recorded: Path, rerun: Path) -> dict[str, Any] | None:
+    """The first ``tb/progress.csv`` row (in order: DQN logs several rows at one step count) whose logged figures
+    differ, wall-clock columns aside; None if every row both runs logged is the same."""
+    for index, (row, other) in enumerate(zip(progress_rows(recorded), progress_rows(rerun), strict=False)):
+        for column in sorted((set(row) | set(other)) - set(WALL_CLOCK_COLUMNS)):
+            if row.get(column, "") != other.get(column, ""):
                 return {
-                    "env_steps": int(float(row["time/total_timesteps"])),
+                    "row": index,
+                    "env_steps": row.get("time/total_timesteps", ""),
                     "column": column,
-                    "recorded": value,
+                    "recorded": row.get(column, ""),
                     "rerun": other.get(column, ""),
                 }
     return None
@@ -191,9 +192,8 @@ def compare(
         if (first["prompt_id"], first["generations"], first["reward"])
         != (second["prompt_id"], second["generations"], second["reward"])
     ]
-    logged = {row["time/total_timesteps"] for row in progress_rows(recorded)}
-    updates_compared = len(logged & {row["time/total_timesteps"] for row in progress_rows(rerun)})
-    update = first_differing_update(recorded, rerun)
+    log_rows = [len(progress_rows(recorded)), len(progress_rows(rerun))]
+    row = first_differing_row(recorded, rerun)
     moved = moved or {}
     flags = differing_flags(recorded_config, rerun_config, tuple(moved))
 
@@ -209,8 +209,8 @@ def compare(
         "machine": machine(),
         "flags_differing": flags,
         "moved": {field: [recorded_config.get(field), path] for field, path in moved.items()},
-        "rollouts_compared": updates_compared,
-        "first_differing_rollout": update,
+        "log_rows": log_rows,
+        "first_differing_log_row": row,
         "episodes_compared": min(len(recorded_episodes), len(rerun_episodes)),
         "episode_counts": [len(recorded_episodes), len(rerun_episodes)],
         "episodes_differing": differing,
@@ -219,7 +219,8 @@ def compare(
     }
     report["identical"] = (
         not flags
-        and update is None
+        and row is None
+        and log_rows[0] == log_rows[1]
         and not differing
         and len(recorded_episodes) == len(rerun_episodes)
         and report["recorded_reward"] == report["rerun_reward"]
@@ -236,7 +237,8 @@ def describe(report: dict[str, Any]) -> str:
         f"(commit {report['rerun_commit'] or 'unknown'}; compared on {report['machine']}): {verdict}",
         f"  reward initial {recorded['initial']} -> final {recorded['final']} recorded; "
         f"{rerun['initial']} -> {rerun['final']} re-run",
-        f"  rollouts compared {report['rollouts_compared']}, first differing: {report['first_differing_rollout']}",
+        f"  training log rows {report['log_rows'][0]} / {report['log_rows'][1]}, "
+        f"first differing: {report['first_differing_log_row']}",
         f"  evaluation episodes {report['episode_counts'][0]} / {report['episode_counts'][1]}, "
         f"differing: {len(report['episodes_differing'])} {report['episodes_differing'][:8]}",
     ]

@@ -572,7 +572,7 @@ def test_reproduce_run_names_what_differs_and_refuses_runs_it_cannot_replay(tmp_
 
     from baselines.common.config import defaults_for
 
-    def write_run(name, replies, config=None, summary=None, losses=("0.5", "0.4")):
+    def write_run(name, replies, config=None, summary=None, losses=("0.5", "0.4"), fps=0):
         run = tmp_path / name
         (run / "tb").mkdir(parents=True)
         fields = {"algo": "ppo", "env": "TextGym/Sentiment-v0", "seed": 0, "total_timesteps": 100, **(config or {})}
@@ -581,7 +581,7 @@ def test_reproduce_run_names_what_differs_and_refuses_runs_it_cannot_replay(tmp_
         (run / "summary.json").write_text(json.dumps({"stopped_by_time_limit": True, **rewards}))
         rows = [
             "time/total_timesteps,time/fps,train/loss",
-            *(f"{16 * (i + 1)},{i},{loss}" for i, loss in enumerate(losses)),
+            *(f"{16 * (i + 1)},{fps + i},{loss}" for i, loss in enumerate(losses)),
         ]
         (run / "tb" / "progress.csv").write_text("\n".join(rows) + "\n")
         records = [{"prompt_id": f"p{i}", "generations": [reply], "reward": 0.5} for i, reply in enumerate(replies)]
@@ -592,17 +592,21 @@ def test_reproduce_run_names_what_differs_and_refuses_runs_it_cannot_replay(tmp_
     # A run written before summary.json recorded timesteps_trained trained on its last logged rollout.
     assert reproduce_run.replay_config(recorded)["total_timesteps"] == 32
     assert reproduce_run.replay_config(recorded)["max_train_seconds"] == 0.0
-    same = write_run("same", ["good", "fine"], losses=("0.5", "0.4"))
+    same = write_run("same", ["good", "fine"], losses=("0.5", "0.4"), fps=7)  # another day's speed
     assert reproduce_run.main([str(recorded), "--out", str(same), "--compare-only"]) == 0
     assert "IDENTICAL" in capsys.readouterr().out
+    shorter = write_run("shorter", ["good", "fine"], losses=("0.5",))  # one update fewer, the rest the same
+    assert reproduce_run.main([str(recorded), "--out", str(shorter), "--compare-only"]) == 1
+    assert json.loads((shorter / "reproduction.json").read_text())["log_rows"] == [2, 1]
 
     # Wall-clock columns may differ; a reply, a logged loss or a flag may not, and the report says which.
     other = write_run("other", ["good", "worse"], config={"learning_rate": 1e-3}, losses=("0.5", "0.41"))
     assert reproduce_run.main([str(recorded), "--out", str(other), "--compare-only", "--rerun-commit", "abc"]) == 1
     report = json.loads((other / "reproduction.json").read_text())
     assert not report["identical"] and report["episodes_differing"] == [1] and report["rerun_commit"] == "abc"
-    assert report["first_differing_rollout"] == {
-        "env_steps": 32,
+    assert report["first_differing_log_row"] == {
+        "row": 1,
+        "env_steps": "32",
         "column": "train/loss",
         "recorded": "0.4",
         "rerun": "0.41",

@@ -123,8 +123,8 @@ def test_a_run_stopped_by_its_time_limit_records_the_steps_it_trained_on_and_the
     # The same updates, so the same final policy: every evaluation reply and the reward to the last digit.
     assert replies(replay) == replies(timed) and again["final"]["reward_mean"] == summary["final"]["reward_mean"]
     report = json.loads((replay / "reproduction.json").read_text())
-    assert report["identical"] and report["episodes_differing"] == [] and report["first_differing_rollout"] is None
-    assert report["rollouts_compared"] == trained // 16 and "IDENTICAL" in reproduced.stdout
+    assert report["identical"] and report["episodes_differing"] == [] and report["first_differing_log_row"] is None
+    assert report["log_rows"] == [trained // 16] * 2 and "IDENTICAL" in reproduced.stdout  # a row a rollout
     # Both runs name the code they ran (this checkout) and the machine.
     assert report["recorded_commit"] == report["rerun_commit"] == summary["commit"] == again["commit"] != "unknown"
     assert summary["machine"].endswith(f"{os.cpu_count()} CPUs")
