@@ -15,11 +15,10 @@ with ``--moved FIELD=PATH``; the report names them.
 
 Prints, and writes to ``OUT/reproduction.json``: the training flags that differ (other than the step count, time
 limit and output folder), the first row of the training log (``tb/progress.csv``) whose figures differ (wall-clock
-columns aside), the
-evaluation episodes whose replies or rewards differ, and both runs' initial and final mean reward. Exits 0 when
-the runs are identical, 1 when they differ, 2 for a bad command line or run directory. Torch's CPU kernels give the
-same numbers on the same CPU model with the same thread count (the config's ``--torch-threads``), so the re-run
-should be made on the machine the recorded run names.
+columns aside), the evaluation episodes whose replies or rewards differ, and both runs' initial and final mean
+reward. Exits 0 when the runs are identical, 1 when they differ, 2 for a bad command line or run directory or
+a re-run that failed. Torch's CPU kernels give the same numbers on the same CPU model with the same thread count
+(the config's ``--torch-threads``), so the re-run should be made on the machine the recorded run names.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def progress_rows(run: Path) -> list[dict[str, str]]:
-    """The rows of a run's ``tb/progress.csv`` (one a rollout), or none when it has no such file."""
+    """The rows of a run's ``tb/progress.csv`` (PPO: one a rollout), or none when it has no such file."""
     path = run / "tb" / "progress.csv"
     if not path.is_file():
         return []
