@@ -35,6 +35,7 @@ from typing import Any
 
 from provenance import REPO, commit, machine
 
+from baselines.common.cli import option_owners
 from baselines.common.config import Args, command_line, defaults_for
 from textgym.wrappers.recorder import read_records
 
@@ -101,7 +102,8 @@ def replay_config(run: Path, moved: dict[str, str] | None = None) -> dict[str, A
     scheduled = []
     if config.get("lr_schedule", "constant") != "constant":
         scheduled.append(f"--lr-schedule {config['lr_schedule']}")
-    if config.get("algo") == "dqn" and config.get("exploration_fraction", 0) > 0:
+    reads_exploration = config.get("algo") in option_owners().get("exploration_fraction", [])  # DQN's epsilon decay
+    if reads_exploration and config.get("exploration_fraction", 0) > 0:
         scheduled.append(f"--exploration-fraction {config['exploration_fraction']}")
     if scheduled:
         raise RunDirectoryError(
