@@ -82,9 +82,14 @@ class ReusedProposals:
         """The kept set of this context's variant, generated on the first request."""
         return self.propose_many([(prompt, num_candidates, max_new_tokens, seed)])[0]
 
+    def key(self, request: ProposalRequest) -> Hashable:
+        """The kept set a request is answered from: its context, K, reply budget and variant."""
+        prompt, k, n, seed = request
+        return (_prompt_key(prompt), int(k), int(n), int(seed) % self.variants)
+
     def propose_many(self, requests: Sequence[ProposalRequest]) -> list[list[Completion]]:
         """Answer every request from the kept sets, generating the missing ones together."""
-        keys = [(_prompt_key(prompt), int(k), int(n), int(seed) % self.variants) for prompt, k, n, seed in requests]
+        keys = [self.key(request) for request in requests]
         missing: dict[Hashable, ProposalRequest] = {}
         for key, request in zip(keys, requests, strict=True):
             if key not in self.sets:

@@ -12,15 +12,13 @@ on the threads' arrival order until commit a35445b (``dqn_candidates.md``, "Why 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
-from reproduce_run import moved_files, replay_config
+from reproduce_run import moved_files, replay_config, train_command
 
 import baselines.proposal_vec_env as proposal_vec_env
 from baselines import train
-from baselines.common.config import command_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moved", action="append", default=[], metavar="FIELD=PATH", help="as in reproduce_run.py")
     args = parser.parse_args(argv)
     config = replay_config(args.recorded, moved_files(args.moved))
-    config.update(total_timesteps=args.total_timesteps, initial_eval=False, eval_episodes=1)
+    config.update(total_timesteps=args.total_timesteps, initial_eval=False, eval_episodes=1, sample_every=0)
     original = proposal_vec_env.ReusedProposals.propose_many
     calls = 0
 
@@ -39,18 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal calls
         calls += 1
         seeds_of_missing: dict = {}
-        for prompt, k, n, seed in requests:
-            key = (proposal_vec_env._prompt_key(prompt), int(k), int(n), int(seed) % self.variants)
+        for request in requests:
+            key = self.key(request)
             if key not in self.sets:
-                seeds_of_missing.setdefault(key, []).append(int(seed))
+                seeds_of_missing.setdefault(key, []).append(int(request[3]))
         for seeds in seeds_of_missing.values():
             if len(seeds) > 1:
                 print(f"double miss in proposal round {calls}: seeds {seeds}", flush=True)
         return original(self, requests)
 
     proposal_vec_env.ReusedProposals.propose_many = logged
-    words = shlex.split(command_line(config))[3:]
-    return train.main([*words, "--out", str(args.out), "--no-progress-bar", "--sample-every", "0"])
+    return train.main(train_command(config, args.out)[3:])  # in this process, where the wrapper is in place
 
 
 if __name__ == "__main__":

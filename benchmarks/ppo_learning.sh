@@ -4,10 +4,8 @@
 # at a time with 2 torch threads (TEXTGYM_PARALLEL_RUNS=2 runs two at once with 1 thread each).
 #   bash benchmarks/ppo_learning.sh [RUNS_DIR] ["ENV [ENV...]"] [SEEDS...]
 # TEXTGYM_TRAIN_SECONDS overrides every id's training seconds (the checked-in results name what they ran with).
-# A time budget makes the update count depend on the machine's speed that day; a run's summary.json records
-# timesteps_trained, and TEXTGYM_PPO_EXTRA_ARGS="--total-timesteps N --max-train-seconds 0" with that N replays its
-# updates exactly (same seed, threads and code, and the constant learning rate: a linear schedule spans the total;
-# ppo_sentiment.md, last section).
+# A time budget makes the update count depend on the machine's speed that day; benchmarks/reproduce_run.py trains a
+# run again on the steps it trained on (summary.json's timesteps_trained) and compares it (reproduction.md).
 # Sentiment trains for 720 s, TRL's wall time in the peer figure, with 64 envs. The word-F1 (Dialogue), ROUGE
 # (Summarization) and exact-answer (SparseCompletion) tasks train for 660 s (their evaluations are longer) with 32
 # envs (1,024 steps per update: at commit 21266bf 64 envs made 6 updates in 420 s, and the policy moved only 1.3-3.7

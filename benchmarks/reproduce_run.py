@@ -151,10 +151,10 @@ def differing_flags(
 WALL_CLOCK_COLUMNS = ("time/fps", "time/time_elapsed")
 
 
-def first_differing_row(recorded: Path, rerun: Path) -> dict[str, Any] | None:
-    """The first ``tb/progress.csv`` row (in order: DQN logs several rows at one step count) whose logged figures
-    differ, wall-clock columns aside; None if every row both runs logged is the same."""
-    for index, (row, other) in enumerate(zip(progress_rows(recorded), progress_rows(rerun), strict=False)):
+def first_differing_row(recorded: list[dict[str, str]], rerun: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The first pair of ``tb/progress.csv`` rows (in order: DQN logs several rows at one step count) whose logged
+    figures differ, wall-clock columns aside; None if every row both runs logged is the same."""
+    for index, (row, other) in enumerate(zip(recorded, rerun, strict=False)):
         for column in sorted((set(row) | set(other)) - set(WALL_CLOCK_COLUMNS)):
             if row.get(column, "") != other.get(column, ""):
                 return {
@@ -193,8 +193,9 @@ def compare(
         if (first["prompt_id"], first["generations"], first["reward"])
         != (second["prompt_id"], second["generations"], second["reward"])
     ]
-    log_rows = [len(progress_rows(recorded)), len(progress_rows(rerun))]
-    row = first_differing_row(recorded, rerun)
+    recorded_rows, rerun_rows = progress_rows(recorded), progress_rows(rerun)
+    log_rows = [len(recorded_rows), len(rerun_rows)]
+    row = first_differing_row(recorded_rows, rerun_rows)
     moved = moved or {}
     flags = differing_flags(recorded_config, rerun_config, tuple(moved))
 
